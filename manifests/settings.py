@@ -1,0 +1,84 @@
+"""Runtime settings: limits and cluster knobs that belong to the machine, not the manifest.
+
+A manifest says *what* to make; these say *where and how big it may get*. They come from
+the environment (prefix ``FRAMEFOLD_``, e.g. ``FRAMEFOLD_MAX_FRAMES=100``) so that an
+operator can tighten a limit or point at a Ray cluster without editing any manifest.
+
+>>> Settings(max_frames=100).max_frames
+100
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Limits and cluster settings read from ``FRAMEFOLD_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAMEFOLD_",
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    max_frames: int = Field(
+        20_000,
+        ge=1,
+        le=10_000_000,
+        description="Largest number of frames one item may ask for (frames, or duration × fps).",
+    )
+    max_side: int = Field(
+        4096,
+        ge=16,
+        le=65_536,
+        description="Largest generation width or height in pixels (item `size`).",
+    )
+    max_output_side: int = Field(
+        8192,
+        ge=16,
+        le=131_072,
+        description="Largest output width or height in pixels after upscaling.",
+    )
+    max_image_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        le=4_000_000_000,
+        description="Decompression-bomb guard: largest width × height accepted when an input image is decoded.",
+    )
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        validation_alias=AliasChoices("FRAMEFOLD_RAY_ADDRESS", "RAY_ADDRESS", "ray_address"),
+        description=(
+            "Address of a running Ray cluster (e.g. 'ray://head:10001' or 'auto'); "
+            "None starts a local Ray. Read from FRAMEFOLD_RAY_ADDRESS, else RAY_ADDRESS."
+        ),
+    )
+    items_in_flight: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="How many items are generated at the same time.",
+    )
+    windows_in_flight: int = Field(
+        0,
+        ge=0,
+        le=65_536,
+        description="How many temporal windows may be pending at once across all items; 0 = auto (from the cluster size).",
+    )
+    ray_num_cpus: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="num_cpus passed to a local ray.init(); None lets Ray use every CPU.",
+    )
+    allow_pickle: bool = Field(
+        False,
+        description="Allow loading pickled (non-safetensors) model weights. Off by default: pickle runs code.",
+    )
