@@ -12,6 +12,7 @@ antialias). Bicubic, bilinear and nearest tables are PyTorch's own, read off
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,6 +25,7 @@ METHODS = ("lanczos", "bicubic", "bilinear", "nearest")
 _BLOCK = 128  # outputs per dense matmul piece: larger = fewer calls, more multiplications by zero
 
 
+@functools.lru_cache(maxsize=64)  # tables depend only on sizes: build once per size pair
 def _lanczos_taps(n_in: int, n_out: int, antialias: bool) -> tuple[Tensor, Tensor]:
     scale = n_in / n_out
     stretch = max(scale, 1.0) if antialias else 1.0
@@ -36,6 +38,7 @@ def _lanczos_taps(n_in: int, n_out: int, antialias: bool) -> tuple[Tensor, Tenso
     return idx.clamp(0, n_in - 1), w / w.sum(dim=1, keepdim=True)
 
 
+@functools.lru_cache(maxsize=64)
 def _interpolate_taps(n_in: int, n_out: int, method: str, antialias: bool) -> tuple[Tensor, Tensor]:
     # Probe F.interpolate (a linear map along H) with P periodic combs: comb r lights every
     # input j with j % P == r. Each output's support is narrower than P, so it sees at most

@@ -1,0 +1,295 @@
+"""One item, start to finish: key → inputs → plan → generate → stitch → upscale → encode → provenance.
+
+Generation, stitching, upscaling and encoding are one stream: windows come back
+from Ray, frames leave the stitcher as soon as they are final, are upscaled and
+piped into ffmpeg, so no stage holds the whole video. The stream runs inside one
+Prefect task per item (frames never pass through Prefect); each stage's time is
+measured and recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
+
+from flows.progress import reporter
+from kernels.metrics import StreamingClipStats
+from manifests import ItemSpec
+from tasks import encode, provenance, store
+from tasks.backends import Conditioning, identify
+from tasks.encode import VideoEncoder, remux
+from tasks.errors import ItemError
+from tasks.generate import Cluster, generate_windows
+from tasks.media import load_image
+from tasks.plan import plan_item
+from tasks.stitch import stitch
+from tasks.upscale import upscale
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every item of a run shares (small: it travels as a Prefect task parameter)."""
+
+    run_id: str
+    job: str
+    manifest_path: Path
+    manifest_sha256: str
+    root: Path
+    output: Path
+    force: bool
+    cluster: Cluster
+    windows_in_flight: int
+    max_image_pixels: int
+    started_at: str
+
+
+@dataclass
+class ItemResult:
+    id: str
+    status: str  # done | skipped | failed
+    reason: str
+    outputs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    frames: int = 0
+    content_key: str | None = None
+
+
+@task(task_run_name="item-{item.id}", cache_policy=NO_CACHE)
+def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
+    """Produce one item. A failure ends in a Failed task state whose data is the
+    :class:`ItemResult` with the reason (no retry: Ray already retried lost workers)."""
+    t0 = time.perf_counter()
+    try:
+        result = _produce(item, ctx)
+    except Exception as e:  # one bad item never sinks the batch
+        if isinstance(e, ItemError):
+            reason = str(e)
+            get_run_logger().error("item %s failed: %s", item.id, reason)
+        else:
+            reason = f"internal error: {type(e).__name__}: {e}"
+            get_run_logger().exception("item %s failed", item.id)
+        result = ItemResult(item.id, "failed", reason, seconds=time.perf_counter() - t0)
+        provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result)])
+        reporter().item_finished(item.id, "failed")
+        return Failed(message=reason, data=result)
+    reporter().item_finished(item.id, result.status)
+    return result
+
+
+def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
+    t0 = time.perf_counter()
+    started_at = provenance.now()
+    timings: dict[str, float] = {}
+    video = ctx.output / f"{item.id}.mp4"
+    sidecar = ctx.output / f"{item.id}.json"
+
+    # 1. Content key: skip when an output made from the same inputs, parameters and model exists.
+    tick = time.perf_counter()
+    inputs = {name: _digest(path) for name, path in (("image", item.image), ("mask", item.mask))}
+    spec = {"backend": item.backend}
+    backend = identify(spec)
+    params = item.params()
+    key = provenance.content_key(params=params, inputs=inputs, backend=backend)
+    previous = provenance.read_sidecar(sidecar)
+    why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
+    if why is None and _intact(previous, ctx.output):
+        result = ItemResult(item.id, "skipped", "unchanged", [str(video.relative_to(ctx.output))], content_key=key)
+        provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, previous)])
+        return result
+    why = why or "output missing or damaged"
+    timings["key"] = time.perf_counter() - tick
+    reporter().item_started(item.id, item.frames)
+
+    # 2. Inputs: decode and fit the still (and mask) to the generation size.
+    tick = time.perf_counter()
+    image = mask = None
+    image_info = mask_info = None
+    if item.image is not None:
+        image, image_info = load_image(
+            item.image, size=item.size, fit=item.fit, background=item.background, max_pixels=ctx.max_image_pixels
+        )
+    if item.mask is not None:
+        mask, mask_info = load_image(
+            item.mask, size=item.size, fit=item.fit, max_pixels=ctx.max_image_pixels, grayscale=True
+        )
+        mask = mask[0]
+    conditioning = Conditioning(item_id=item.id, seed=item.seed, image=image, mask=mask, params=params)
+    timings["inputs"] = time.perf_counter() - tick
+
+    # 3. Plan the windows.
+    tick = time.perf_counter()
+    plan = plan_item(item)
+    gpus = ctx.cluster.gpus_per_window(item.gpus)
+    in_flight = ctx.windows_in_flight or 2 * ctx.cluster.slots(gpus)
+    timings["plan"] = time.perf_counter() - tick
+
+    # 4-7. Generate → stitch → upscale → encode, streamed.
+    for stale in (video, sidecar):
+        store.remove_stale_parts(stale)
+    ctx.output.mkdir(parents=True, exist_ok=True)
+    width, height = item.output_size
+    encoded = store.part_path(video)
+    tagged = store.part_path(video)
+    frame_hash = hashlib.sha256()
+    stats = StreamingClipStats()  # on the 8-bit frames as encoded (0..255 scale)
+    try:
+        clock = _StageClock()
+        windows = clock.wrap("generate", generate_windows(
+            spec, conditioning, plan.requests(item.fps), plan.order, gpus=gpus, in_flight=in_flight
+        ))
+        frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
+        frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
+        with VideoEncoder(encoded, width=width, height=height, fps=item.fps) as encoder:
+            for chunk in frames:
+                tick = time.perf_counter()
+                pixels = chunk.numpy()
+                frame_hash.update(pixels.tobytes())
+                stats.update(chunk)
+                encoder.write(pixels)
+                clock.add("encode", time.perf_counter() - tick)
+                reporter().frames_done(item.id, len(pixels))
+            tick = time.perf_counter()
+        clock.add("encode", time.perf_counter() - tick)
+        timings.update(clock.exclusive())
+        if encoder.frames != item.frames:
+            raise RuntimeError(f"encoded {encoder.frames} frames, expected {item.frames}")
+
+        # 8. Provenance: embed the record, commit the video, then the sidecar, then the ledger row.
+        record = {
+            "schema": provenance.SCHEMA,
+            "framefold_version": provenance.version(),
+            "run_id": ctx.run_id,
+            "job": ctx.job,
+            "manifest": {"path": str(ctx.manifest_path), "sha256": ctx.manifest_sha256},
+            "item": {"id": item.id, "source": item.source},
+            "inputs": {
+                name: None if path is None else {"path": _rel(path, ctx.root), "sha256": inputs[name], "image": info.as_dict()}
+                for name, path, info in (("image", item.image, image_info), ("mask", item.mask, mask_info))
+            },
+            "backend": backend,
+            "digital_source_type": provenance.SOURCE_TYPES[item.backend],
+            "params": params,
+            "seed": item.seed,
+            "content_key": key,
+            "reason": why,
+            "plan": plan.as_dict(),
+            "upscale": {"method": item.upscale.method, "factor": item.upscale.factor, "from": list(item.size), "to": [width, height]},
+            "video": {
+                "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
+                "frames": encoder.frames, "fps": item.fps, "width": width, "height": height,
+                "frames_sha256": frame_hash.hexdigest(),
+            },
+            "metrics": _metrics(stats, item.loop),
+            "device": {"ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus},
+            "libraries": provenance.library_versions(),
+            "timings_s": {k: round(v, 4) for k, v in timings.items()},
+            "started_at": started_at,
+            "finished_at": provenance.now(),
+        }
+        remux(encoded, tagged, tags={encode.TAG: provenance.embed_tag(record)})
+        record["output"] = {"path": video.name, "sha256": store.sha256_file(tagged), "bytes": tagged.stat().st_size}
+        store.commit(tagged, video)
+        store.write_json(sidecar, record)
+    finally:
+        encoded.unlink(missing_ok=True)
+        tagged.unlink(missing_ok=True)
+    result = ItemResult(item.id, "done", why, [video.name], time.perf_counter() - t0, item.frames, key)
+    provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, record)])
+    return result
+
+
+def _row(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | None = None) -> dict:
+    video = (record or {}).get("video", {})
+    output = (record or {}).get("output", {})
+    return provenance.ledger_row(
+        run_id=ctx.run_id,
+        job=ctx.job,
+        item_id=item.id,
+        status=result.status,
+        reason=result.reason,
+        content_key=result.content_key,
+        format="mp4" if output else None,
+        output=output.get("path"),
+        output_sha256=output.get("sha256"),
+        output_bytes=output.get("bytes"),
+        frames=video.get("frames"),
+        fps=video.get("fps"),
+        width=video.get("width"),
+        height=video.get("height"),
+        backend=item.backend,
+        model_digest=(record or {}).get("backend", {}).get("weights_digest"),
+        manifest=str(ctx.manifest_path),
+        manifest_sha256=ctx.manifest_sha256,
+        framefold_version=provenance.version(),
+        seconds=round(result.seconds, 4),
+    )
+
+
+def _metrics(stats: StreamingClipStats, loop: bool) -> dict:
+    summary = stats.summary()
+    out = {"median_step": None if summary["median_step"] is None else round(summary["median_step"] / 255, 6)}
+    if loop and summary["loop_closure_ratio"] is not None:
+        out["loop_closure_ratio"] = round(summary["loop_closure_ratio"], 4)
+    return out
+
+
+def _digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return store.sha256_file(path)
+    except OSError as e:
+        raise ItemError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _intact(record: dict | None, root: Path) -> bool:
+    """The previous output still exists with the size its sidecar recorded."""
+    out = (record or {}).get("output") or {}
+    path = root / str(out.get("path", ""))
+    return bool(out) and path.is_file() and path.stat().st_size == out.get("bytes")
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+class _StageClock:
+    """Time spent inside each stage of a generator chain, excluding its upstream."""
+
+    def __init__(self) -> None:
+        self.inclusive: dict[str, float] = {}
+        self.chain: list[str] = []
+
+    def wrap(self, name: str, stage: Iterable) -> Iterator:
+        self.chain.append(name)  # registered now, in pipeline order (the generator runs later)
+        self.inclusive[name] = 0.0
+        return self._timed(name, iter(stage))
+
+    def _timed(self, name: str, it: Iterator) -> Iterator:
+        while True:
+            tick = time.perf_counter()
+            try:
+                value = next(it)
+            except StopIteration:
+                self.inclusive[name] += time.perf_counter() - tick
+                return
+            self.inclusive[name] += time.perf_counter() - tick
+            yield value
+
+    def add(self, name: str, seconds: float) -> None:
+        self.inclusive[name] = self.inclusive.get(name, 0.0) + seconds
+
+    def exclusive(self) -> dict[str, float]:
+        out, upstream = {}, 0.0
+        for name in self.chain:
+            out[name] = max(0.0, self.inclusive[name] - upstream)
+            upstream = self.inclusive[name]
+        out.update({k: v for k, v in self.inclusive.items() if k not in self.chain})
+        return out

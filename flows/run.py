@@ -1,0 +1,114 @@
+"""The flow: one Prefect flow run per manifest, one task run per item."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.item import ItemResult, RunContext, produce_item
+from manifests import Job, Settings, load_manifest
+from tasks import provenance
+from tasks.generate import connect
+
+
+def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, settings: Settings | None = None) -> dict:
+    """Run a loaded manifest; returns the run summary (see :func:`run_manifest`)."""
+    settings = settings or Settings()
+    runner = ThreadPoolTaskRunner(max_workers=settings.items_in_flight)
+    return run_manifest.with_options(flow_run_name=f"{job.name}", task_runner=runner)(
+        str(job.manifest_path), output=str(job.output), force=force, only=only
+    )
+
+
+@flow(name="framefold-run", log_prints=False)
+def run_manifest(
+    manifest: str, output: str | None = None, force: bool = False, only: list[str] | None = None
+) -> dict:
+    """Run every item of ``manifest``: returns ``{run_id, job, output, counts, items}``.
+
+    Items end done, skipped or failed (with a reason); a failed item never stops the others.
+    """
+    t0 = time.perf_counter()
+    logger = get_run_logger()
+    settings = Settings()
+
+    # 1. Validate (again: a scheduled run reads the manifest as it is now).
+    job = load_manifest(manifest, output=Path(output) if output else None, settings=settings)
+    items = [i for i in job.items if not only or i.id in set(only)]
+
+    # 2. Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).
+    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus)
+    logger.info("ray: %s (%g CPU, %g GPU); %d item(s)", cluster.address, cluster.cpus, cluster.gpus, len(items))
+
+    # 3. Fan out: one task run per item.
+    ctx = RunContext(
+        run_id=provenance.new_run_id(),
+        job=job.name,
+        manifest_path=job.manifest_path,
+        manifest_sha256=job.manifest_sha256,
+        root=job.root,
+        output=job.output,
+        force=force,
+        cluster=cluster,
+        windows_in_flight=settings.windows_in_flight,
+        max_image_pixels=settings.max_image_pixels,
+        started_at=provenance.now(),
+    )
+    job.output.mkdir(parents=True, exist_ok=True)
+    futures = [produce_item.submit(item, ctx) for item in items]
+
+    # 4. Gather: a failed item's state carries its result.
+    results: list[ItemResult] = []
+    for item, future in zip(items, futures):
+        value = future.result(raise_on_failure=False)
+        if not isinstance(value, ItemResult):
+            value = ItemResult(item.id, "failed", f"internal error: {type(value).__name__}: {value}")
+        results.append(value)
+    provenance.compact(job.output, ctx.run_id)
+
+    # 5. Report.
+    counts = Counter(r.status for r in results)
+    summary = {
+        "run_id": ctx.run_id,
+        "job": job.name,
+        "output": str(job.output),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "counts": {s: counts.get(s, 0) for s in ("done", "skipped", "failed")},
+        "items": [r.__dict__ for r in results],
+    }
+    _artifacts(summary)
+    if counts.get("failed"):
+        logger.error("%d of %d item(s) failed", counts["failed"], len(results))
+    return summary
+
+
+def _artifacts(summary: dict) -> None:
+    try:
+        create_table_artifact(
+            key="framefold-items",
+            table=[
+                {"item": r["id"], "status": r["status"], "reason": r["reason"], "seconds": round(r["seconds"], 2),
+                 "outputs": ", ".join(r["outputs"])}
+                for r in summary["items"]
+            ],
+            description=f"Items of run {summary['run_id']} ({summary['job']})",
+        )
+        c = summary["counts"]
+        failures = "\n".join(f"- `{r['id']}`: {r['reason']}" for r in summary["items"] if r["status"] == "failed")
+        create_markdown_artifact(
+            key="framefold-summary",
+            markdown=(
+                f"# {summary['job']} — run {summary['run_id']}\n\n"
+                f"done **{c['done']}**, skipped **{c['skipped']}**, failed **{c['failed']}** "
+                f"in {summary['seconds']:.1f} s; outputs in `{summary['output']}`\n\n"
+                + (f"## Failures\n{failures}\n" if failures else "")
+            ),
+        )
+    except Exception:  # noqa: BLE001 - reporting must never fail a finished run
+        logging.getLogger("framefold").warning("could not write Prefect artifacts", exc_info=True)

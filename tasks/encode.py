@@ -1,0 +1,185 @@
+"""Encode: frames are piped to ffmpeg as raw RGB, never held whole in memory.
+
+The ffmpeg binary comes from the ``imageio-ffmpeg`` wheel (or ``FRAMEFOLD_FFMPEG``), so
+no system package is needed. That build has no ffprobe: metadata is read back with
+``ffmpeg -f ffmetadata`` and stream facts from ffmpeg's own report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from tasks.errors import EncodeError
+
+# Tag under which the provenance record is embedded in the container.
+TAG = "framefold"
+
+
+def ffmpeg_exe() -> str:
+    exe = os.environ.get("FRAMEFOLD_FFMPEG")
+    if not exe:
+        try:
+            import imageio_ffmpeg
+
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+        except (ImportError, RuntimeError) as e:
+            raise EncodeError(f"no ffmpeg binary: {e}; reinstall imageio-ffmpeg or set FRAMEFOLD_FFMPEG") from None
+    if not Path(exe).is_file() or not os.access(exe, os.X_OK):
+        raise EncodeError(f"ffmpeg not found or not executable at {exe}; check FRAMEFOLD_FFMPEG")
+    return exe
+
+
+def rate(fps: float) -> str:
+    """ffmpeg frame rate as an exact fraction (29.97 -> 30000/1001)."""
+    f = Fraction(fps).limit_denominator(1001)
+    return f"{f.numerator}/{f.denominator}"
+
+
+class VideoEncoder:
+    """Pipe uint8 frames (k, H, W, 3) into an H.264 (yuv420p) mp4 at ``path``.
+
+    ``with VideoEncoder(path, width=…, height=…, fps=…) as enc: enc.write(frames)``;
+    leaving the block waits for ffmpeg and raises :class:`EncodeError` if it failed.
+    """
+
+    def __init__(self, path: Path, *, width: int, height: int, fps: float, crf: int = 18) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
+        self.path, self.width, self.height = path, width, height
+        self.frames = 0
+        args = (
+            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=rate(fps))
+            .output(str(path), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium")
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+            .compile(cmd=ffmpeg_exe())
+        )
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        except OSError as e:
+            self._stderr.close()
+            raise EncodeError(f"could not start ffmpeg: {e}") from None
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (k, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}")
+        try:
+            self._proc.stdin.write(frames.tobytes())
+        except BrokenPipeError:
+            self._finish()  # raises with ffmpeg's message
+        self.frames += len(frames)
+
+    def _finish(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = self._proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode(errors="replace").strip()
+        self._stderr.close()
+        if code != 0:
+            tail = " | ".join(err.splitlines()[-3:]) or "no message"
+            raise EncodeError(f"ffmpeg exited with code {code}: {tail}")
+
+    def __enter__(self) -> VideoEncoder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._finish()
+        else:
+            self._proc.kill()
+            self._proc.wait()
+            self._stderr.close()
+
+
+def remux(src: Path, dst: Path, *, tags: dict[str, str]) -> None:
+    """Copy the streams of ``src`` into ``dst`` with ``tags`` as container metadata and
+    the index moved to the front (faststart). No re-encoding."""
+    metadata = {f"metadata:g:{i}": f"{k}={v}" for i, (k, v) in enumerate(tags.items())}
+    args = (
+        ffmpeg.input(str(src))
+        .output(str(dst), format="mp4", c="copy", map_metadata="-1", movflags="+faststart+use_metadata_tags", **metadata)
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+        .compile(cmd=ffmpeg_exe())
+    )
+    _run(args)
+
+
+def read_tags(path: Path) -> dict[str, str]:
+    """Container metadata of ``path`` as a dict (read with ``-f ffmetadata``)."""
+    out = _run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"])
+    tags: dict[str, str] = {}
+    for line in out.decode("utf-8", errors="replace").splitlines():
+        if not line or line.startswith((";", "#", "[")):
+            continue
+        key, sep, value = re.split(r"(?<!\\)(=)", line, maxsplit=1) if "=" in line else (line, "", "")
+        if sep:
+            tags[_unescape(key)] = _unescape(value)
+    return tags
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    codec: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    pix_fmt: str
+
+
+def probe(path: Path) -> VideoInfo:
+    """Stream facts from ffmpeg's report, and the exact frame count from a stream copy."""
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True,
+    )
+    report = proc.stderr.decode(errors="replace")
+    stream = re.search(r"Stream #\S+.*?: Video: (\w+)[^,]*, (\w+)[^,]*(?:\([^)]*\))?, (\d+)x(\d+)", report)
+    fps = re.search(r"([\d.]+) fps", report)
+    counts = re.findall(r"frame=\s*(\d+)", report)
+    if proc.returncode != 0 or not stream or not fps or not counts:
+        raise EncodeError(f"cannot read video stream of {path}: {report.strip().splitlines()[-1:]}")
+    return VideoInfo(
+        codec=stream.group(1),
+        pix_fmt=stream.group(2),
+        width=int(stream.group(3)),
+        height=int(stream.group(4)),
+        fps=float(fps.group(1)),
+        frames=int(counts[-1]),
+    )
+
+
+def decode(path: Path, *, width: int, height: int) -> Iterator[np.ndarray]:
+    """Yield decoded frames (H, W, 3) uint8 one at a time."""
+    args = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    frame_bytes = width * height * 3
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        while chunk := proc.stdout.read(frame_bytes):
+            if len(chunk) < frame_bytes:
+                raise EncodeError(f"{path}: truncated frame while decoding")
+            yield np.frombuffer(chunk, np.uint8).reshape(height, width, 3)
+
+
+def _run(args: list[str]) -> bytes:
+    proc = subprocess.run(args, capture_output=True)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-3:]) or "no message"
+        raise EncodeError(f"ffmpeg exited with code {proc.returncode}: {tail}")
+    return proc.stdout
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text, flags=re.S)

@@ -1,0 +1,13 @@
+"""Errors that end one item (never the batch)."""
+
+from __future__ import annotations
+
+
+class ItemError(Exception):
+    """An item cannot be produced because of its input (a corrupt image, an unusable
+    model directory, …). Never retried: re-running will fail the same way until the
+    input changes. The message says what is wrong and what to do."""
+
+
+class EncodeError(ItemError):
+    """ffmpeg is missing or exited non-zero; the message carries its last stderr lines."""

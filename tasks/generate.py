@@ -1,0 +1,135 @@
+"""Generate: windows fan out over the Ray cluster and stream back as they finish.
+
+Each window is one Ray task that loads the item's backend (cached per worker process)
+and renders the window's absolute frames. A bounded number of windows per item is in
+flight, so memory is set by the window size and the in-flight count, not by the video
+length. Ray owns window retries: a worker or node that dies mid-window has its window
+re-run elsewhere (``max_retries``); exceptions raised by the backend are not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+import torch
+
+from kernels.pixels import to_uint8
+from tasks.backends import Conditioning, WindowRequest, load
+from tasks.errors import ItemError
+
+log = logging.getLogger(__name__)
+
+# Ray retries a window whose worker process or node died; backend exceptions are final.
+WINDOW_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster this process is connected to."""
+
+    address: str
+    cpus: float
+    gpus: float
+
+    def gpus_per_window(self, requested: float | str) -> float:
+        """Resolve a manifest's ``gpus`` (a number or ``auto``) against this cluster."""
+        if requested == "auto":
+            return 1.0 if self.gpus >= 1 else 0.0
+        requested = float(requested)
+        if requested > self.gpus:
+            raise ItemError(
+                f"gpus: {requested:g} per window, but the Ray cluster at {self.address} has "
+                f"{self.gpus:g} GPU(s); set gpus: auto (or 0) or point RAY_ADDRESS at a GPU cluster"
+            )
+        return requested
+
+    def slots(self, gpus_per_window: float) -> int:
+        """How many windows can run at once."""
+        if gpus_per_window > 0:
+            return max(1, int(self.gpus // gpus_per_window))
+        return max(1, int(self.cpus))
+
+
+def connect(*, address: str | None = None, num_cpus: int | None = None) -> Cluster:
+    """Connect to Ray once per process: ``address`` (or ``RAY_ADDRESS``) for a cluster,
+    otherwise start a local one on this machine."""
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs = {} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            configure_logging=True,
+            **kwargs,
+        )
+    resources = ray.cluster_resources()
+    ctx = ray.get_runtime_context()
+    return Cluster(
+        address=getattr(ctx, "gcs_address", None) or "local",
+        cpus=float(resources.get("CPU", 0)),
+        gpus=float(resources.get("GPU", 0)),
+    )
+
+
+@ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False)
+def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> np.ndarray:
+    """One window on one worker, as 8-bit pixels (L, H, W, 3).
+
+    Windows travel as the 8-bit pixels the video will hold (a quarter of float32's
+    bytes). Stitching then averages exact integers, so a frame that every covering
+    window renders alike comes out bit-identical whatever the window plan."""
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    backend = load(spec, device)
+    return to_uint8(backend.generate(window, conditioning)).numpy()
+
+
+def generate_windows(
+    spec: dict,
+    conditioning: Conditioning,
+    requests: Sequence[WindowRequest],
+    order: Sequence[int],
+    *,
+    gpus: float,
+    in_flight: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(window index, frames)`` as windows finish, submitting in ``order``
+    with at most ``in_flight`` outstanding. Pending windows are cancelled if the
+    consumer stops early."""
+    if in_flight < 1:
+        raise ValueError(f"in_flight must be >= 1, got {in_flight}")
+    options = {"num_gpus": gpus, "num_cpus": 1}
+    if gpus > 0:
+        options["max_calls"] = 0  # GPU tasks otherwise get a fresh worker per call
+    remote = render_window.options(**options)
+    cond_ref = ray.put(conditioning)
+    queue = iter(order)
+    pending: dict[ray.ObjectRef, int] = {}
+    try:
+        while True:
+            for index in queue:
+                pending[remote.remote(spec, requests[index], cond_ref)] = index
+                if len(pending) >= in_flight:
+                    break
+            if not pending:
+                return
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ready)
+            try:
+                frames = ray.get(ready)
+            except ray.exceptions.RayTaskError as e:
+                cause = e.cause if isinstance(e.cause, Exception) else e
+                if isinstance(cause, ItemError):
+                    raise cause from None
+                raise ItemError(f"window {index} failed: {type(cause).__name__}: {cause}") from cause
+            except ray.exceptions.RayError as e:
+                raise ItemError(f"window {index} failed after {WINDOW_RETRIES} retries: {e}") from e
+            yield index, frames
+    finally:
+        for ref in pending:
+            ray.cancel(ref)

@@ -1,0 +1,124 @@
+"""Reading input stills: any format Pillow decodes, fitted to the generation size.
+
+EXIF orientation is applied; transparency is composited over the item's background
+colour; 16-bit, grayscale, palette and CMYK images become 8-bit RGB; of an animated
+GIF or multi-page TIFF the first frame is used (and said so in provenance).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tasks.errors import ItemError
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What was read, for provenance."""
+
+    format: str | None
+    mode: str
+    width: int
+    height: int
+    frames: int
+    first_frame_only: bool
+    exif_rotated: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_image(
+    path: Path,
+    *,
+    size: tuple[int, int],
+    fit: str = "cover",
+    background: str = "#ffffff",
+    max_pixels: int,
+    grayscale: bool = False,
+) -> tuple[torch.Tensor, ImageInfo]:
+    """Decode ``path`` and fit it to ``size`` = (width, height).
+
+    Returns a float32 tensor in [0, 1], (3, H, W) (or (1, H, W) with ``grayscale``),
+    and an :class:`ImageInfo`. ``fit``: ``cover`` scales to fill and centre-crops,
+    ``contain`` scales to fit and pads with ``background``, ``stretch`` ignores aspect.
+    Raises :class:`ItemError` for unreadable, truncated or oversized images.
+    """
+    width, height = size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_pixels:
+                    raise ItemError(
+                        f"{path.name}: {im.width}×{im.height} = {im.width * im.height:,} pixels is over "
+                        f"the limit of {max_pixels:,} (FRAMEFOLD_MAX_IMAGE_PIXELS); use a smaller image "
+                        "or raise the limit"
+                    )
+                n_frames = getattr(im, "n_frames", 1)
+                im.seek(0)
+                exif_rotated = im.getexif().get(0x0112, 1) not in (1, None)
+                frame = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(frame, background) if not grayscale else _to_gray(frame)
+                info = ImageInfo(
+                    format=im.format,
+                    mode=im.mode,
+                    width=im.width,
+                    height=im.height,
+                    frames=n_frames,
+                    first_frame_only=n_frames > 1,
+                    exif_rotated=exif_rotated,
+                )
+    except ItemError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ItemError(f"{path.name}: not a readable image ({e}); replace the file") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ItemError(f"{path.name}: the image is corrupt or truncated ({e}); replace the file") from None
+    fitted = _fit(rgb, (width, height), fit, background)
+    array = np.asarray(fitted, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32) / 255.0
+    return tensor, info
+
+
+def _to_rgb(im: Image.Image, background: str) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits by the format's range, not clip
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        base = Image.new("RGBA", im.size, background)
+        return Image.alpha_composite(base, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _to_gray(im: Image.Image) -> Image.Image:
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        base = Image.new("RGBA", im.size, "#000000")
+        im = Image.alpha_composite(base, im)
+    return _to_rgb(im, "#000000").convert("L") if im.mode.startswith("I") else im.convert("L")
+
+
+def _fit(im: Image.Image, size: tuple[int, int], fit: str, background: str) -> Image.Image:
+    if fit == "stretch":
+        return im.resize(size, Image.Resampling.LANCZOS)
+    if fit == "cover":
+        return ImageOps.fit(im, size, Image.Resampling.LANCZOS)
+    if fit == "contain":
+        fill = background if im.mode == "RGB" else 0
+        return ImageOps.pad(im, size, Image.Resampling.LANCZOS, color=fill)
+    raise ValueError(f"fit must be one of cover, contain, stretch, got {fit!r}")

@@ -1,0 +1,185 @@
+"""Provenance: what made each output, kept three ways.
+
+1. a JSON sidecar next to the video (``ITEM.json``), with the output's sha256;
+2. the same record embedded in the video's container metadata (tag ``framefold``),
+   so the file alone says where it came from (without its own hash, which it cannot
+   contain);
+3. one row per item and output in the run ledger: Parquet files under
+   ``OUTPUT/ledger/``, each written atomically, read back as one table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import secrets
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks import store
+
+SCHEMA = "framefold.provenance/1"
+IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+# IPTC digital source type per backend: the motion backend's pixels come from an
+# algorithm without a trained model.
+SOURCE_TYPES = {"motion": IPTC + "algorithmicMedia"}
+
+
+def version() -> str:
+    try:
+        return metadata.version("framefold")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in ("torch", "diffusers", "ray", "prefect", "pyarrow", "pydantic", "numpy", "pillow"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        import imageio_ffmpeg
+
+        out["ffmpeg"] = imageio_ffmpeg.get_ffmpeg_version()
+    except Exception:  # noqa: BLE001 - a missing ffmpeg is reported by the encoder
+        out["ffmpeg"] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+def content_key(*, params: dict, inputs: dict[str, str | None], backend: dict) -> str:
+    """sha256 over everything that decides the pixels: input bytes (their digests), the
+    effective parameters, the backend and model identity, and framefold's pixel version."""
+    payload = {"inputs": inputs, "params": params, "backend": backend}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def why_run(previous: dict | None, *, key: str, inputs: dict, params: dict, backend: dict, force: bool) -> str | None:
+    """Why an item must run, or None when its output is current."""
+    if force:
+        return "forced"
+    if previous is None:
+        return "new"
+    if previous.get("content_key") == key:
+        return None
+    if previous.get("backend") != backend:
+        return "model changed"
+    if {k: v.get("sha256") for k, v in previous.get("inputs", {}).items() if v} != {k: v for k, v in inputs.items() if v}:
+        return "input changed"
+    return "parameters changed"
+
+
+def read_sidecar(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("schema") == SCHEMA else None
+
+
+def embedded(record: dict) -> dict:
+    """The record as embedded in the video: everything but the output's own hash."""
+    return {k: v for k, v in record.items() if k != "output"}
+
+
+def embed_tag(record: dict) -> str:
+    return json.dumps(embedded(record), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- ledger -----------------------------------------------------------------------
+
+LEDGER_DIR = "ledger"
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("run_id", pa.string()),
+        ("job", pa.string()),
+        ("item_id", pa.string()),
+        ("status", pa.string()),  # done | skipped | failed
+        ("reason", pa.string()),  # why it ran (new, input changed, …), was skipped, or failed
+        ("content_key", pa.string()),
+        ("format", pa.string()),
+        ("output", pa.string()),  # path relative to the output root
+        ("output_sha256", pa.string()),
+        ("output_bytes", pa.int64()),
+        ("frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("backend", pa.string()),
+        ("model_digest", pa.string()),
+        ("manifest", pa.string()),
+        ("manifest_sha256", pa.string()),
+        ("framefold_version", pa.string()),
+        ("seconds", pa.float64()),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def ledger_row(**fields: Any) -> dict:
+    unknown = set(fields) - set(LEDGER_SCHEMA.names)
+    if unknown:
+        raise ValueError(f"unknown ledger columns: {sorted(unknown)}")
+    row = {name: fields.get(name) for name in LEDGER_SCHEMA.names}
+    row["row_id"] = f"{row['run_id']}/{row['item_id']}/{row['format'] or '-'}"
+    row["finished_at"] = row["finished_at"] or datetime.now(UTC)
+    return row
+
+
+def append_rows(root: Path, run_id: str, item_id: str, rows: list[dict]) -> Path:
+    """Append an item's rows: one Parquet part file, written atomically (a re-append of
+    the same run and item replaces it, so rows are never duplicated)."""
+    path = root / LEDGER_DIR / f"part-{run_id}-{item_id}.parquet"
+    table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
+    with store.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def compact(root: Path, run_id: str) -> Path | None:
+    """Merge a run's part files into ``run-RUN.parquet`` (readers de-duplicate by row_id,
+    so a crash between writing the merged file and deleting the parts loses nothing)."""
+    folder = root / LEDGER_DIR
+    parts = sorted(folder.glob(f"part-{run_id}-*.parquet"))
+    if not parts:
+        return None
+    table = pa.concat_tables([pq.read_table(p, schema=LEDGER_SCHEMA) for p in parts])
+    merged = folder / f"run-{run_id}.parquet"
+    with store.atomic_path(merged) as tmp:
+        pq.write_table(table, tmp)
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return merged
+
+
+def read_ledger(root: Path) -> pa.Table:
+    """Every ledger row under ``root``, one per row_id, oldest first."""
+    folder = root / LEDGER_DIR
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    if not files:
+        return LEDGER_SCHEMA.empty_table()
+    table = pa.concat_tables([pq.read_table(p, schema=LEDGER_SCHEMA) for p in files])
+    seen: set[str] = set()
+    keep = []
+    for i, row_id in enumerate(table.column("row_id").to_pylist()):
+        if row_id not in seen:
+            seen.add(row_id)
+            keep.append(i)
+    return table.take(keep).sort_by("finished_at")

@@ -1,0 +1,93 @@
+"""Shared fixtures: one local Ray cluster and one Prefect test server per session,
+and small real inputs (images drawn with Pillow, manifests written to tmp dirs)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before Prefect or Ray are imported anywhere: offline, project-local state.
+_STATE = Path(tempfile.mkdtemp(prefix="framefold-test-"))
+os.environ.setdefault("PREFECT_HOME", str(_STATE / "prefect"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray with 2 CPUs, shared by every test that needs one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def draw_image(path: Path, size=(96, 80), *, seed: int = 0, mode: str = "RGB") -> Path:
+    """A small synthetic photo-like still: gradient, shapes and texture."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x / w, y / h, 0.5 + 0.5 * np.sin(x / 7 + y / 11)], -1)
+    base += rng.normal(0, 0.04, base.shape)
+    im = Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(im)
+    d.ellipse((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    d.rectangle((w // 8, h // 2, w // 3, h - 4), fill=(240, 240, 240))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.convert(mode).save(path)
+    return path
+
+
+def write_manifest(folder: Path, doc: dict, name: str = "job.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def small_job(tmp_path):
+    """A 3-item manifest (64×64, 24 frames, ×2 upscale) with real PNG/JPEG inputs."""
+    draw_image(tmp_path / "img" / "a.png", seed=1)
+    draw_image(tmp_path / "img" / "b.jpg", seed=2)
+    draw_image(tmp_path / "img" / "c.png", (64, 64), seed=3)
+    doc = {
+        "version": 1,
+        "name": "small",
+        "output": "out",
+        "defaults": {
+            "backend": "motion",
+            "seed": 3,
+            "fps": 12,
+            "frames": 24,
+            "size": [64, 64],
+            "loop": True,
+            "window": {"length": 8, "overlap": 2, "weighting": "cosine"},
+            "upscale": {"factor": 2, "method": "lanczos"},
+            "motion": {"amplitude": 0.03},
+        },
+        "items": [
+            {"id": "a", "image": "img/a.png"},
+            {"id": "b", "image": "img/b.jpg", "loop": False, "window": {"weighting": "linear"}},
+            {"id": "c", "image": "img/c.png", "motion": {"zoom": 0.05}},
+        ],
+    }
+    return write_manifest(tmp_path, doc)
