@@ -43,7 +43,7 @@ def run_manifest(
     items = [i for i in job.items if not only or i.id in set(only)]
 
     # 2. Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).
-    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus)
+    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
     logger.info("ray: %s (%g CPU, %g GPU); %d item(s)", cluster.address, cluster.cpus, cluster.gpus, len(items))
 
     # 3. Fan out: one task run per item.

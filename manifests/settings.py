@@ -70,13 +70,19 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=65_536,
-        description="How many temporal windows may be pending at once across all items; 0 = auto (from the cluster size).",
+        description="How many windows of one item may be pending on Ray at once (bounds memory); 0 = auto: twice the windows the cluster can run at once.",
     )
     ray_num_cpus: int | None = Field(
         None,
         ge=1,
         le=4096,
         description="num_cpus passed to a local ray.init(); None lets Ray use every CPU.",
+    )
+    ray_num_gpus: int | None = Field(
+        None,
+        ge=0,
+        le=4096,
+        description="num_gpus passed to a local ray.init(); None lets Ray detect GPUs. Declaring GPUs a machine lacks tests GPU scheduling on CPU.",
     )
     allow_pickle: bool = Field(
         False,

@@ -55,12 +55,12 @@ class Cluster:
         return max(1, int(self.cpus))
 
 
-def connect(*, address: str | None = None, num_cpus: int | None = None) -> Cluster:
+def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> Cluster:
     """Connect to Ray once per process: ``address`` (or ``RAY_ADDRESS``) for a cluster,
     otherwise start a local one on this machine."""
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs = {} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
         ray.init(
             address=address,
             logging_level=logging.WARNING,
@@ -77,7 +77,9 @@ def connect(*, address: str | None = None, num_cpus: int | None = None) -> Clust
     )
 
 
-@ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False)
+# max_calls=0: keep workers (and their loaded backends) alive; GPU tasks would
+# otherwise default to a fresh worker process per call.
+@ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False, max_calls=0)
 def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> np.ndarray:
     """One window on one worker, as 8-bit pixels (L, H, W, 3).
 
@@ -103,10 +105,7 @@ def generate_windows(
     consumer stops early."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
-    options = {"num_gpus": gpus, "num_cpus": 1}
-    if gpus > 0:
-        options["max_calls"] = 0  # GPU tasks otherwise get a fresh worker per call
-    remote = render_window.options(**options)
+    remote = render_window.options(num_gpus=gpus, num_cpus=1)
     cond_ref = ray.put(conditioning)
     queue = iter(order)
     pending: dict[ray.ObjectRef, int] = {}

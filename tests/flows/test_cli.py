@@ -1,0 +1,116 @@
+"""The CLI on bad input: exit 2, a message naming file and field, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import main
+from tests.conftest import draw_image
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+
+
+def _valid(tmp_path: Path) -> dict:
+    draw_image(tmp_path / "img" / "a.png")
+    return {
+        "version": 1, "name": "cli", "output": "out",
+        "defaults": {"frames": 16, "fps": 8, "size": [32, 32], "window": {"length": 8, "overlap": 2}},
+        "items": [{"id": "a", "image": "img/a.png"}, {"id": "b", "image": "img/a.png"}],
+    }
+
+
+def _set(path: str, value):
+    def mutate(doc):
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return mutate
+
+
+MALFORMED = [
+    ("unknown-key", _set("defaults.windw", {"length": 8}), "defaults.windw"),
+    ("wrong-type", _set("defaults.fps", "fast"), "defaults.fps"),
+    ("overlap-ge-length", _set("items.0.window", {"length": 8, "overlap": 8}), "items[0].window.overlap"),
+    ("missing-image", _set("items.1.image", "img/nope.png"), "items[1].image"),
+    ("duplicate-id", _set("items.1.id", "a"), "items[1].id"),
+    ("unsafe-id", _set("items.0.id", "../evil"), "items[0].id"),
+    ("escaping-path", _set("items.0.image", "../../etc/passwd"), "items[0].image"),
+    ("escaping-output", _set("output", "../../elsewhere"), "output"),
+    ("size-too-big", _set("defaults.size", [8192, 8192]), "items[0].size"),
+    ("frames-too-many", _set("items.0.frames", 10**6), "items[0].frames"),
+    ("odd-size", _set("defaults.size", [33, 32]), "defaults.size"),
+    ("bad-version", _set("version", 2), "version"),
+    ("bad-weighting", _set("defaults.window", {"weighting": "hann"}), "defaults.window.weighting"),
+    ("non-whole-duration", _set("items.0.duration", 1.01), "items[0]"),
+    ("negative-seed", _set("items.0.seed", -1), "items[0].seed"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "field"), MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_manifest_exits_2_naming_the_field(tmp_path, capsys, case, mutate, field):
+    doc = _valid(tmp_path)
+    mutate(doc)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["run", str(path)]) == 2
+    message = capsys.readouterr().err
+    assert "job.yaml" in message and field in message
+    assert "Traceback" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output folder, nothing written
+
+
+@pytest.mark.parametrize("text", [b"version: 1\nname: [unclosed\n", b"\x00\xff\xfe garbage", b"- just\n- a list\n"])
+def test_unparseable_manifests_exit_2(tmp_path, capsys, text):
+    path = tmp_path / "job.yaml"
+    path.write_bytes(text)
+    assert main(["validate", str(path)]) == 2
+    assert "job.yaml" in capsys.readouterr().err
+
+
+def test_unknown_only_id_exits_2(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(_valid(tmp_path)))
+    assert main(["run", str(path), "--only", "zzz"]) == 2
+    assert "zzz" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_plan_and_schema(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(_valid(tmp_path)))
+    assert main(["validate", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    # 16 frames, W=8, O=2, not looping: windows start 0, 6, 8 (last aligned to the end)
+    assert [i["windows"] for i in plan["items"]] == [3, 3]
+    assert plan["totals"]["frames_generated"] == 48 and plan["totals"]["redundancy"] == 1.5
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"version", "name", "output", "defaults", "items", "catalog"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_example_manifests_validate_and_plan(example, capsys):
+    assert main(["validate", str(EXAMPLES / example)]) == 0
+    assert main(["plan", str(EXAMPLES / example)]) == 0
+    assert "redundancy" in capsys.readouterr().out
+
+
+def test_inspect_refuses_non_videos(tmp_path, capsys):
+    junk = tmp_path / "x.mp4"
+    junk.write_text("not a video")
+    assert main(["inspect", str(junk)]) == 2
+    assert main(["inspect", str(tmp_path / "missing.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "x.mp4" in err and "missing.mp4" in err

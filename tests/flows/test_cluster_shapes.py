@@ -1,0 +1,43 @@
+"""The same frames whatever the cluster: another worker count, another in-flight
+bound, and (fake) GPUs scheduling the windows. Runs the real CLI in a fresh process
+(its own Ray and Prefect), so it is slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster", "prefect_server")]
+
+
+def test_worker_count_and_fake_gpus_do_not_change_frames(small_job, tmp_path):
+    out = small_job.parent / "out"
+    assert main(["run", str(small_job)]) == 0  # in this process: 2 CPUs, no GPU
+    reference = {i: json.loads((out / f"{i}.json").read_text()) for i in "abc"}
+    assert {r["device"]["gpus_per_window"] for r in reference.values()} == {0.0}
+
+    env = {
+        **os.environ,
+        "FRAMEFOLD_RAY_NUM_CPUS": "1",
+        "FRAMEFOLD_RAY_NUM_GPUS": "2",  # fake GPUs: Ray schedules by them, torch stays on CPU
+        "FRAMEFOLD_WINDOWS_IN_FLIGHT": "1",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    for inherited in ("PREFECT_API_URL", "RAY_ADDRESS", "FRAMEFOLD_RAY_ADDRESS"):  # its own Ray and Prefect
+        env.pop(inherited, None)
+    other = tmp_path / "other"
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(small_job), "--out", str(other), "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for item, ref in reference.items():
+        got = json.loads((other / f"{item}.json").read_text())
+        assert got["device"]["cluster_gpus"] == 2.0 and got["device"]["gpus_per_window"] == 1.0
+        assert got["video"]["frames_sha256"] == ref["video"]["frames_sha256"], item
