@@ -138,11 +138,12 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     encoded = store.part_path(video)
     tagged = store.part_path(video)
     frame_hash = hashlib.sha256()
+    nodes: set[str] = set()
     stats = StreamingClipStats()  # on the 8-bit frames as encoded (0..255 scale)
     try:
         clock = _StageClock()
         windows = clock.wrap("generate", generate_windows(
-            spec, conditioning, plan.requests(item.fps), plan.order, gpus=gpus, in_flight=in_flight
+            spec, conditioning, plan.requests(item.fps), plan.order, gpus=gpus, in_flight=in_flight, nodes=nodes
         ))
         frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
         frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
@@ -187,7 +188,10 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
                 "frames_sha256": frame_hash.hexdigest(),
             },
             "metrics": _metrics(stats, item.loop),
-            "device": {"ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus},
+            "device": {
+                "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
+                "nodes": sorted(nodes),
+            },
             "libraries": provenance.library_versions(),
             "timings_s": {k: round(v, 4) for k, v in timings.items()},
             "started_at": started_at,

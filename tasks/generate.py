@@ -60,9 +60,10 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
     otherwise start a local one on this machine."""
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
+        # "local": always a fresh cluster of our own, never whatever else runs here
         kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
         ray.init(
-            address=address,
+            address=address or "local",
             logging_level=logging.WARNING,
             log_to_driver=False,
             configure_logging=True,
@@ -80,15 +81,16 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
 # max_calls=0: keep workers (and their loaded backends) alive; GPU tasks would
 # otherwise default to a fresh worker process per call.
 @ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False, max_calls=0)
-def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> np.ndarray:
+def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> tuple[str, np.ndarray]:
     """One window on one worker, as 8-bit pixels (L, H, W, 3).
 
     Windows travel as the 8-bit pixels the video will hold (a quarter of float32's
     bytes). Stitching then averages exact integers, so a frame that every covering
-    window renders alike comes out bit-identical whatever the window plan."""
+    window renders alike comes out bit-identical whatever the window plan. Returns
+    the id of the node that rendered the window, and its pixels."""
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     backend = load(spec, device)
-    return to_uint8(backend.generate(window, conditioning)).numpy()
+    return ray.get_runtime_context().get_node_id(), to_uint8(backend.generate(window, conditioning)).numpy()
 
 
 def generate_windows(
@@ -99,10 +101,12 @@ def generate_windows(
     *,
     gpus: float,
     in_flight: int,
+    nodes: set[str] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(window index, frames)`` as windows finish, submitting in ``order``
-    with at most ``in_flight`` outstanding. Pending windows are cancelled if the
-    consumer stops early."""
+    """Yield ``(window index, pixels (L, H, W, 3) uint8)`` as windows finish,
+    submitting in ``order`` with at most ``in_flight`` outstanding; the ids of the
+    nodes that rendered them are added to ``nodes``. Pending windows are cancelled
+    if the consumer stops early."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
     remote = render_window.options(num_gpus=gpus, num_cpus=1)
@@ -120,7 +124,7 @@ def generate_windows(
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ready)
             try:
-                frames = ray.get(ready)
+                node, frames = ray.get(ready)
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if isinstance(e.cause, Exception) else e
                 if isinstance(cause, ItemError):
@@ -128,6 +132,8 @@ def generate_windows(
                 raise ItemError(f"window {index} failed: {type(cause).__name__}: {cause}") from cause
             except ray.exceptions.RayError as e:
                 raise ItemError(f"window {index} failed after {WINDOW_RETRIES} retries: {e}") from e
+            if nodes is not None:
+                nodes.add(node)
             yield index, frames
     finally:
         for ref in pending:
