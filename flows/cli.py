@@ -128,6 +128,8 @@ def _plan(args) -> int:
 def _run(args) -> int:
     # Quiet, offline defaults for Prefect; a configured PREFECT_* still wins.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # a temporary local Prefect server can take over 20 s to start on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not args.verbose:  # the summary table reports every failure; -v shows the logs
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     job = _load(args.manifest, args.out)
