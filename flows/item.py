@@ -24,6 +24,7 @@ from kernels.metrics import StreamingClipStats
 from manifests import ItemSpec
 from tasks import encode, provenance, store
 from tasks.backends import Conditioning, identify
+from tasks.cache import WindowCache
 from tasks.encode import VideoEncoder, remux
 from tasks.errors import ItemError
 from tasks.generate import Cluster, generate_windows
@@ -48,6 +49,8 @@ class RunContext:
     windows_in_flight: int
     max_image_pixels: int
     started_at: str
+    cache_dir: Path
+    cache_bytes: int
 
 
 @dataclass
@@ -59,6 +62,7 @@ class ItemResult:
     seconds: float = 0.0
     frames: int = 0
     content_key: str | None = None
+    windows_reused: int = 0
 
 
 @task(task_run_name="item-{item.id}", cache_policy=NO_CACHE)
@@ -139,11 +143,24 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     tagged = store.part_path(video)
     frame_hash = hashlib.sha256()
     nodes: set[str] = set()
+    cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
+    reused: list[int] = []
+
+    def cached(index: int):
+        w = plan.windows[index]
+        pixels = cache.get(key, w.start, w.length)
+        if pixels is not None:
+            reused.append(index)
+        return pixels
+
+    def finished(index: int, pixels) -> None:
+        cache.put(key, plan.windows[index].start, plan.windows[index].length, pixels)
     stats = StreamingClipStats()  # on the 8-bit frames as encoded (0..255 scale)
     try:
         clock = _StageClock()
         windows = clock.wrap("generate", generate_windows(
-            spec, conditioning, plan.requests(item.fps), plan.order, gpus=gpus, in_flight=in_flight, nodes=nodes
+            spec, conditioning, plan.requests(item.fps), plan.order, gpus=gpus, in_flight=in_flight, nodes=nodes,
+            cached=cached, finished=finished,
         ))
         frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
         frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
@@ -180,7 +197,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             "seed": item.seed,
             "content_key": key,
             "reason": why,
-            "plan": plan.as_dict(),
+            "plan": {**plan.as_dict(), "windows_reused": len(reused)},
             "upscale": {"method": item.upscale.method, "factor": item.upscale.factor, "from": list(item.size), "to": [width, height]},
             "video": {
                 "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
@@ -204,7 +221,10 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     finally:
         encoded.unlink(missing_ok=True)
         tagged.unlink(missing_ok=True)
-    result = ItemResult(item.id, "done", why, [video.name], time.perf_counter() - t0, item.frames, key)
+    cache.drop(key)
+    if reused:
+        why = f"{why}; resumed: {len(reused)} of {len(plan.windows)} windows reused"
+    result = ItemResult(item.id, "done", why, [video.name], time.perf_counter() - t0, item.frames, key, len(reused))
     provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, record)])
     return result
 

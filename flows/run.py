@@ -59,6 +59,8 @@ def run_manifest(
         windows_in_flight=settings.windows_in_flight,
         max_image_pixels=settings.max_image_pixels,
         started_at=provenance.now(),
+        cache_dir=settings.cache_dir or job.output / ".framefold-cache" / "windows",
+        cache_bytes=settings.window_cache_bytes,
     )
     job.output.mkdir(parents=True, exist_ok=True)
     futures = [produce_item.submit(item, ctx) for item in items]

@@ -10,6 +10,8 @@ operator can tighten a limit or point at a Ray cluster without editing any manif
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -87,4 +89,13 @@ class Settings(BaseSettings):
     allow_pickle: bool = Field(
         False,
         description="Allow loading pickled (non-safetensors) model weights. Off by default: pickle runs code.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Window cache folder (resume of killed runs); default: OUTPUT/.framefold-cache. Safe to delete.",
+    )
+    window_cache_bytes: int = Field(
+        4 << 30,
+        ge=0,
+        description="Size cap of the window cache in bytes (oldest windows evicted first); 0 disables it.",
     )

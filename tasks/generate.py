@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,11 +102,15 @@ def generate_windows(
     gpus: float,
     in_flight: int,
     nodes: set[str] | None = None,
+    cached: Callable[[int], np.ndarray | None] | None = None,
+    finished: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(window index, pixels (L, H, W, 3) uint8)`` as windows finish,
     submitting in ``order`` with at most ``in_flight`` outstanding; the ids of the
-    nodes that rendered them are added to ``nodes``. Pending windows are cancelled
-    if the consumer stops early."""
+    nodes that rendered them are added to ``nodes``. A window that ``cached(index)``
+    returns is not rendered again; each rendered window is handed to
+    ``finished(index, pixels)`` (to cache it). Pending windows are cancelled if the
+    consumer stops early."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
     remote = render_window.options(num_gpus=gpus, num_cpus=1)
@@ -116,6 +120,10 @@ def generate_windows(
     try:
         while True:
             for index in queue:
+                hit = cached(index) if cached is not None else None
+                if hit is not None:
+                    yield index, hit
+                    continue
                 pending[remote.remote(spec, requests[index], cond_ref)] = index
                 if len(pending) >= in_flight:
                     break
@@ -134,6 +142,8 @@ def generate_windows(
                 raise ItemError(f"window {index} failed after {WINDOW_RETRIES} retries: {e}") from e
             if nodes is not None:
                 nodes.add(node)
+            if finished is not None:
+                finished(index, frames)
             yield index, frames
     finally:
         for ref in pending:

@@ -24,28 +24,30 @@ def part_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
 
 
-def commit(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, rename it over ``final`` and fsync the folder."""
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+def commit(tmp: Path, final: Path, *, durable: bool = True) -> None:
+    """Rename ``tmp`` over ``final``; ``durable``: fsync the file before and the folder after."""
+    if durable:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    if durable:
+        _fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
+def atomic_path(final: Path, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path; on success it becomes ``final``, on error it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = part_path(final)
     try:
         yield tmp
-        commit(tmp, final)
+        commit(tmp, final, durable=durable)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(final: Path, data: bytes) -> None:
-    with atomic_path(final) as tmp:
+def write_bytes(final: Path, data: bytes, *, durable: bool = True) -> None:
+    with atomic_path(final, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 
