@@ -23,13 +23,14 @@ from flows.progress import reporter
 from kernels.metrics import StreamingClipStats
 from manifests import ItemSpec
 from tasks import encode, provenance, store
-from tasks.backends import Conditioning, identify
+from tasks.backends import Conditioning, identify, spec_of
 from tasks.cache import WindowCache
 from tasks.encode import VideoEncoder, remux
 from tasks.errors import ItemError
-from tasks.generate import Cluster, generate_windows
+from tasks.generate import Cluster, generate_windows, task_submitter
 from tasks.media import load_image
 from tasks.plan import plan_item
+from tasks.pool import pool_for
 from tasks.stitch import stitch
 from tasks.upscale import upscale
 
@@ -51,6 +52,7 @@ class RunContext:
     started_at: str
     cache_dir: Path
     cache_bytes: int
+    actors: int  # model actors per pool; 0: one per GPU (or one on CPU)
 
 
 @dataclass
@@ -97,7 +99,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     # 1. Content key: skip when an output made from the same inputs, parameters and model exists.
     tick = time.perf_counter()
     inputs = {name: _digest(path) for name, path in (("image", item.image), ("mask", item.mask))}
-    spec = {"backend": item.backend}
+    spec = spec_of(item)
     backend = identify(spec)
     params = item.params()
     key = provenance.content_key(params=params, inputs=inputs, backend=backend)
@@ -158,8 +160,12 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     stats = StreamingClipStats()  # on the 8-bit frames as encoded (0..255 scale)
     try:
         clock = _StageClock()
+        if item.backend == "motion":
+            submit = task_submitter(spec, gpus=gpus)
+        else:
+            submit = pool_for(ctx.run_id, spec, gpus=gpus, size=ctx.actors or ctx.cluster.slots(gpus)).submit
         windows = clock.wrap("generate", generate_windows(
-            spec, conditioning, plan.requests(item.fps), plan.order, gpus=gpus, in_flight=in_flight, nodes=nodes,
+            submit, conditioning, plan.requests(item.fps), plan.order, in_flight=in_flight, nodes=nodes,
             cached=cached, finished=finished,
         ))
         frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))

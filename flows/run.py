@@ -15,6 +15,7 @@ from flows.item import ItemResult, RunContext, produce_item
 from manifests import Job, Settings, load_manifest
 from tasks import provenance
 from tasks.generate import connect
+from tasks.pool import release
 
 
 def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, settings: Settings | None = None) -> dict:
@@ -61,17 +62,21 @@ def run_manifest(
         started_at=provenance.now(),
         cache_dir=settings.cache_dir or job.output / ".framefold-cache" / "windows",
         cache_bytes=settings.window_cache_bytes,
+        actors=settings.actors,
     )
     job.output.mkdir(parents=True, exist_ok=True)
     futures = [produce_item.submit(item, ctx) for item in items]
 
-    # 4. Gather: a failed item's state carries its result.
+    # 4. Gather: a failed item's state carries its result. Then release the model actors.
     results: list[ItemResult] = []
-    for item, future in zip(items, futures):
-        value = future.result(raise_on_failure=False)
-        if not isinstance(value, ItemResult):
-            value = ItemResult(item.id, "failed", f"internal error: {type(value).__name__}: {value}")
-        results.append(value)
+    try:
+        for item, future in zip(items, futures):
+            value = future.result(raise_on_failure=False)
+            if not isinstance(value, ItemResult):
+                value = ItemResult(item.id, "failed", f"internal error: {type(value).__name__}: {value}")
+            results.append(value)
+    finally:
+        release(ctx.run_id)
     provenance.compact(job.output, ctx.run_id)
 
     # 5. Report.

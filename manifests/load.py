@@ -34,6 +34,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .catalog_filter import FilterError, compile_filter
+from .catalog_filter import parse as parse_filter
 from .models import (
     NESTED_FIELDS,
     RULE_ERROR,
@@ -152,16 +154,17 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
         if spec is not None:
             items.append(spec)
 
-    # 5. Catalog rows
+    # 5. Catalog rows (those matching catalog.filter), numbered as in the file
     rows_read = 0
     catalog_ok = True
+    rows: _CatalogRows | None = None
     if catalog is not None:
         rows, catalog_problems = _read_catalog(catalog, root)
         problems += catalog_problems
         catalog_ok = not catalog_problems
-        rows_read = len(rows)
-        for number, row in enumerate(rows, start=1):
-            spec, row_id, row_problems = _resolve_row(row, number, catalog, resolve)
+        rows_read = len(rows.numbers)
+        for index, number in enumerate(rows.numbers):
+            spec, row_id, row_problems = _resolve_row(rows.row(index), number, catalog, resolve)
             problems += row_problems
             if row_id is not None:
                 ids.append((row_id, _row_label(number, row_id)))
@@ -171,7 +174,14 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
     # 6. Ids unique (ignoring case), at least one item
     problems += _duplicate_id_problems(ids)
     if not raw_items and rows_read == 0 and not {"items", "catalog"} & failed and catalog_ok:
-        if catalog is not None:
+        if catalog is not None and rows is not None and rows.total and catalog.filter is not None:
+            problems.append(
+                Problem(
+                    "catalog.filter",
+                    f"no row of {catalog.path!r} matches the filter ({rows.total} row(s) read) and there are no inline items",
+                )
+            )
+        elif catalog is not None:
             problems.append(Problem("catalog.path", f"catalog {catalog.path!r} has no rows and there are no inline items"))
         else:
             problems.append(Problem("items", "no items: add an items: list or a catalog: section"))
@@ -433,12 +443,21 @@ class _ItemResolver:
         self.defaults = defaults.model_dump(exclude_unset=True) if defaults is not None else None
         self.defaults_problems: list[Problem] = []
         self.default_paths: dict[str, Path | None] = {}
+        self._models: dict[str, tuple[Path | None, str | None]] = {}
+        self._files: dict[str, tuple[Path | None, str | None]] = {}  # raw path -> _input_file(raw, root)
         for name in ("image", "mask"):  # checked once here, not once per item that inherits them
             if self.defaults is not None and self.defaults.get(name) is not None:
-                resolved, message = _input_file(self.defaults[name], root)
+                resolved, message = self.input_file(self.defaults[name])
                 if message is not None:
                     self.defaults_problems.append(Problem(f"defaults.{name}", message))
                 self.default_paths[name] = resolved
+
+    def input_file(self, raw: str) -> tuple[Path | None, str | None]:
+        """`_input_file(raw, root)`, resolved and checked once per distinct path (catalogs repeat them)."""
+        found = self._files.get(raw)
+        if found is None:
+            found = self._files[raw] = _input_file(raw, self.root)
+        return found
 
     def __call__(self, entry: ItemEntry, *, source: str, prefix: str) -> tuple[ItemSpec | None, list[Problem]]:
         """(ItemSpec, []) or (None, problems) for one validated entry; problems located under `prefix`."""
@@ -454,12 +473,20 @@ class _ItemResolver:
             if value is None:
                 continue
             if name in own:
-                resolved, message = _input_file(value, self.root)
+                resolved, message = self.input_file(value)
                 if message is not None:
                     problems.append(Problem(f"{prefix}.{name}", message, item_id))
             else:
                 resolved = self.default_paths.get(name)
             merged[name] = resolved if resolved is not None else self.root / value  # keeps the rules running
+
+        model = merged.get("model")
+        if isinstance(model, dict) and isinstance(model.get("path"), str):
+            where = f"{prefix}.model.path" if "path" in (own.get("model") or {}) else "defaults.model.path"
+            resolved, message = self._model_dir(model["path"])
+            if message is not None:
+                problems.append(Problem(where, message, item_id))
+            merged["model"] = {**model, "path": resolved if resolved is not None else self.root / model["path"]}
 
         # frames or duration, as a unit: the item's own if it sets either, else the defaults'
         timing = own if ("frames" in own or "duration" in own) else self.defaults
@@ -481,6 +508,35 @@ class _ItemResolver:
         except ValidationError as error:
             return None, problems + _problems(error, prefix, model=ItemSpec, item_id=item_id)
         return (spec if not problems else None), problems
+
+
+    def _model_dir(self, raw: str) -> tuple[Path | None, str | None]:
+        """A model directory: inside the model root, diffusers layout, no pickle weights (checked once per path)."""
+        if raw not in self._models:
+            self._models[raw] = _model_dir(raw, self.settings, self.root)
+        return self._models[raw]
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _model_dir(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path | None, str | None]:
+    root = settings.model_root.resolve() if settings.model_root else manifest_root
+    resolved, message = _inside(raw, root)
+    if resolved is None:
+        return None, (message or "").replace("manifest folder", "model root (FRAMEFOLD_MODEL_ROOT)" if settings.model_root else "manifest folder")
+    if not resolved.is_dir():
+        return resolved, f"model directory not found: {resolved}"
+    if not (resolved / "model_index.json").is_file():
+        return resolved, f"{resolved} is not a diffusers model directory (no model_index.json); save it with save_pretrained"
+    if not settings.allow_pickle:
+        pickles = sorted(str(p.relative_to(resolved)) for p in resolved.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            return resolved, (
+                f"{resolved} holds pickle weights ({', '.join(pickles[:3])}{' …' if len(pickles) > 3 else ''}), which "
+                "can run code when loaded; convert them to safetensors, or set FRAMEFOLD_ALLOW_PICKLE=1 if you trust them"
+            )
+    return resolved, None
 
 
 def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -520,31 +576,66 @@ def _input_file(raw: str, root: Path) -> tuple[Path | None, str | None]:
 
 
 # --- 5. Catalog ------------------------------------------------------------------------
-def _read_catalog(catalog: CatalogSpec, root: Path) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Rows of the mapped columns, as dicts column -> value; CSV cells are read as text."""
+@dataclass(frozen=True)
+class _CatalogRows:
+    """The catalog rows kept by the filter: their numbers in the file and their mapped cells."""
+
+    numbers: list[int]  # 1-based row numbers in the file (the first data row is 1)
+    cells: dict[str, list[Any]]  # item field -> the cells of its column, aligned with numbers
+    total: int  # rows in the file, before the filter
+
+    def row(self, index: int) -> dict[str, Any]:
+        """Item field -> cell of the `index`-th kept row (null cells included)."""
+        return {field: cells[index] for field, cells in self.cells.items()}
+
+
+_NO_ROWS = _CatalogRows([], {}, 0)
+
+
+def _read_catalog(catalog: CatalogSpec, root: Path) -> tuple[_CatalogRows, list[Problem]]:
+    """The rows of the catalog that match its filter, reading only the mapped and filtered columns.
+
+    CSV cells are read as text (the item model converts them; the filter converts them to
+    compare with a number or true/false). The filter runs in Arrow, before any cell
+    becomes a Python object.
+    """
+    import numpy as np
     import pyarrow as pa  # imported here: only manifests with a catalog pay for pyarrow
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
     path, message = _input_file(catalog.path, root)
     if message is not None or path is None:
-        return [], [Problem("catalog.path", message or "unusable path")]
+        return _NO_ROWS, [Problem("catalog.path", message or "unusable path")]
     is_csv = Path(catalog.path).suffix.lower() == ".csv"
     kind = "CSV" if is_csv else "Parquet"
-    wanted = list(dict.fromkeys(catalog.columns.values()))
+    parsed = parse_filter(catalog.filter) if catalog.filter is not None else None  # syntax checked by CatalogSpec
+    wanted = list(dict.fromkeys([*catalog.columns.values(), *(parsed.columns() if parsed else [])]))
+
+    # Which columns exist (from the schema alone), then read only the wanted ones
     try:
         if is_csv:
             with pa_csv.open_csv(path) as reader:
                 available = reader.schema.names
         else:
             available = pq.read_schema(path).names
-        missing = [(field, column) for field, column in catalog.columns.items() if column not in available]
-        if missing:
-            shown = ", ".join(map(repr, available[:50])) + (" ..." if len(available) > 50 else "")
-            return [], [
-                Problem(f"catalog.columns.{field}", f"column {column!r} is not in {path.name}; available: {shown}")
-                for field, column in missing
-            ]
+    except Exception as error:  # noqa: BLE001 — any failure of a third-party reader on an untrusted file
+        return _NO_ROWS, [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
+    shown = ", ".join(map(repr, available[:50])) + (" ..." if len(available) > 50 else "")
+    problems = [
+        Problem(_location("catalog", ("columns", field)), f"column {column!r} is not in {path.name}; available: {shown}")
+        for field, column in catalog.columns.items()
+        if column not in available
+    ]
+    if parsed is not None:
+        problems += [
+            Problem("catalog.filter", f"unknown column {column!r}; {path.name} has: {shown}")
+            for column in parsed.columns()
+            if column not in available
+        ]
+    if problems:
+        return _NO_ROWS, problems
+    try:
         if is_csv:
             convert = pa_csv.ConvertOptions(
                 include_columns=wanted,
@@ -555,34 +646,91 @@ def _read_catalog(catalog: CatalogSpec, root: Path) -> tuple[list[dict[str, Any]
             table = pa_csv.read_csv(path, convert_options=convert)
         else:
             table = pq.read_table(path, columns=wanted)
-        id_type = table.schema.field(catalog.columns["id"]).type
-        if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
-            message = f"column {catalog.columns['id']!r} holds {id_type}; ids must be text (a string column)"
-            return [], [Problem("catalog.columns.id", message)]
-        return table.to_pylist(), []
+        for index, field in enumerate(table.schema):
+            if pa.types.is_dictionary(field.type):  # categorical columns: their values, not their codes
+                table = table.set_column(index, field.name, table.column(index).cast(field.type.value_type))
     except Exception as error:  # noqa: BLE001 — any failure of a third-party reader on an untrusted file
-        return [], [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
+        return _NO_ROWS, [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
+    id_type = table.schema.field(catalog.columns["id"]).type
+    if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        message = f"column {catalog.columns['id']!r} holds {id_type}; ids must be text (a string column)"
+        return _NO_ROWS, [Problem("catalog.columns.id", message)]
+
+    # Filter in Arrow, keeping each row's number in the file
+    total = table.num_rows
+    if parsed is None:
+        numbers = list(range(1, total + 1))
+    else:
+        try:
+            expression = compile_filter(parsed, table.schema, text_table=is_csv)
+        except FilterError as error:
+            return _NO_ROWS, [Problem("catalog.filter", line) for line in str(error).splitlines()]
+        row_column = "__framefold_row__"
+        while row_column in table.schema.names:
+            row_column += "_"
+        table = table.append_column(row_column, pa.array(np.arange(1, total + 1, dtype=np.int64)))
+        try:
+            table = table.filter(expression)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            hint = " (CSV cells compared with a number or true/false must hold one)" if is_csv else ""
+            return _NO_ROWS, [Problem("catalog.filter", f"cannot apply the filter to {path.name}: {error}{hint}")]
+        numbers = table.column(row_column).to_pylist()
+    cells = {field: table.column(column).to_pylist() for field, column in catalog.columns.items()}
+    return _CatalogRows(numbers, cells, total), []
 
 
 def _row_label(number: int, item_id: str | None) -> str:
     return f"catalog row {number} (item '{item_id}')" if item_id is not None else f"catalog row {number}"
 
 
+# Pair fields a text cell may spell out: field -> (pattern, number type, how to write it)
+_PAIR_TEXT = {
+    "size": (re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*"), int, "'WIDTHxHEIGHT' text such as '512x288'"),
+    "motion.pan": (
+        re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*,\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*"),
+        float,
+        "'x, y' text such as '0.1, -0.05'",
+    ),
+}
+
+
 def _resolve_row(
     row: dict[str, Any], number: int, catalog: CatalogSpec, resolve: _ItemResolver
 ) -> tuple[ItemSpec | None, str | None, list[Problem]]:
-    """One catalog row -> (ItemSpec or None, its usable id or None, problems). Null cells are 'not set'."""
-    raw = {field: row[column] for field, column in catalog.columns.items() if row[column] is not None}
-    if "id" not in raw:
+    """One catalog row (field -> cell) -> (ItemSpec or None, its usable id or None, problems).
+
+    Null cells are "not set"; dotted fields fill nested sections (window.length -> window: {length}).
+    """
+    cell_id = row.get("id")
+    if cell_id is None:
         return None, None, [Problem(f"catalog row {number}.id", f"id is empty (column {catalog.columns['id']!r})")]
-    item_id = raw["id"] if is_safe_name(raw["id"]) else None
+    item_id = cell_id if is_safe_name(cell_id) else None
     prefix = _row_label(number, item_id)
+    raw: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for field, cell in row.items():
+        if cell is None:
+            continue
+        pair = _PAIR_TEXT.get(field)
+        if pair is not None and isinstance(cell, str):
+            pattern, number_type, spelling = pair
+            match = pattern.fullmatch(cell)
+            if match is None:
+                message = f"must be {spelling} or a list of two numbers (column {catalog.columns[field]!r}), got {_short(cell)}"
+                problems.append(Problem(f"{prefix}.{field}", message, item_id))
+                continue
+            cell = [number_type(match[1]), number_type(match[2])]
+        section, dot, key = field.partition(".")
+        if dot:
+            raw.setdefault(section, {})[key] = cell
+        else:
+            raw[field] = cell
     try:
         entry = ItemEntry.model_validate(raw)
     except ValidationError as error:
-        return None, item_id, _problems(error, prefix, model=ItemEntry, item_id=item_id)
-    if resolve.defaults is None:
-        return None, item_id, []
+        return None, item_id, problems + _problems(error, prefix, model=ItemEntry, item_id=item_id)
+    if problems or resolve.defaults is None:
+        return None, item_id, problems
     spec, problems = resolve(entry, source=f"catalog row {number}", prefix=prefix)
     return spec, item_id, problems
 

@@ -46,6 +46,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from manifests.families import FAMILIES
+
+from .catalog_filter import MAX_FILTER_CHARS, FilterError
+from .catalog_filter import parse as parse_filter
 from .settings import Settings
 
 __all__ = [
@@ -83,6 +87,7 @@ class BackendInfo:
 # Adding a backend is adding one line here (and its module under tasks/backends/).
 BACKENDS: dict[str, BackendInfo] = {
     "motion": BackendInfo(window_modes=("independent",), needs_image=True),  # spectral motion texture, no weights
+    "diffusers": BackendInfo(window_modes=("independent",), needs_image=False),  # video diffusion, local weights
 }
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # Literal["motion", ...] built from BACKENDS
 
@@ -195,6 +200,11 @@ Amplitude = Annotated[float, Field(ge=0, le=0.2)]
 ModeCount = Annotated[int, Field(ge=1, le=16)]
 MaxHz = Annotated[float, Field(gt=0, le=12)]
 Shift = Annotated[float, Field(ge=-0.5, le=0.5)]
+FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
+Dtype = Literal["float32", "float16", "bfloat16"]
+SchedulerName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*Scheduler$", max_length=64)]
+Steps = Annotated[int, Field(ge=1, le=1000)]
+Guidance = Annotated[float, Field(ge=0, le=50)]
 
 
 class _Strict(BaseModel):
@@ -220,6 +230,8 @@ class _Patch(_Strict):
 
     @model_validator(mode="after")
     def _no_nulls(self) -> _Patch:
+        if all(getattr(self, name) is not None for name in self.model_fields_set):  # the common case, fast
+            return self
         _raise_rule_problems(
             [
                 (name, "must not be null; leave the key out to use the default")
@@ -272,7 +284,35 @@ class MotionSpec(_Resolved):
     pan: tuple[Shift, Shift] = Field((0.0, 0.0), description="Camera pan [x, y] over the clip, as a fraction of the side.")
 
 
+class ModelSpec(_Resolved):
+    """A diffusers video model: a local directory in diffusers layout (safetensors weights)."""
+
+    family: FamilyName = Field(description=f"Model family: {', '.join(FAMILIES)}.")
+    path: Path = Field(description="Absolute path of the model directory (holds model_index.json).")
+    dtype: Dtype = Field("float32", description="Compute dtype: float32 | float16 | bfloat16.")
+    scheduler: SchedulerName | None = Field(
+        None, description="diffusers scheduler class to use instead of the model's own (its config is kept)."
+    )
+
+
 # --- Partial sections, as written in a manifest ------------------------------------------
+class ModelPatch(_Patch):
+    """`model:` in defaults or an item (backend: diffusers); merged key by key with defaults."""
+
+    _nullable: ClassVar[frozenset[str]] = frozenset({"scheduler"})
+
+    family: FamilyName | None = Field(None, description=f"Model family: {', '.join(FAMILIES)}.")
+    path: RelPath | None = Field(
+        None,
+        description="Model directory in diffusers layout, relative to FRAMEFOLD_MODEL_ROOT if set, else to the "
+        "manifest folder; it must stay inside that root.",
+    )
+    dtype: Dtype | None = Field(None, description="float32 | float16 | bfloat16. Default float32.")
+    scheduler: SchedulerName | None = Field(
+        None, description="diffusers scheduler class (e.g. DDIMScheduler) replacing the model's own. Default: the model's."
+    )
+
+
 class WindowPatch(_Patch):
     """`window:` in defaults or an item; keys left out come from defaults, then from WindowSpec."""
 
@@ -339,6 +379,9 @@ class ItemFields(_Patch):
     upscale: UpscalePatch | None = Field(None, description="Upscaling; merged key by key with defaults.")
     formats: Formats | None = Field(None, description="Output formats, each once. Default [mp4].")
     motion: MotionPatch | None = Field(None, description="motion-backend parameters; merged key by key with defaults.")
+    model: ModelPatch | None = Field(None, description="diffusers model (backend: diffusers); merged key by key.")
+    steps: Steps | None = Field(None, description="Denoising steps per window (diffusers). Default 25.")
+    guidance: Guidance | None = Field(None, description="Classifier-free guidance scale (diffusers). Default 6.")
     gpus: GpuRequest | None = Field(
         None, description="GPUs per window task (0..8), or 'auto': 1 if the cluster has GPUs, else 0. Default auto."
     )
@@ -362,9 +405,13 @@ class ItemEntry(ItemFields):
     id: SafeName = Field(description="Item id: a safe file name, unique (also ignoring case) within the job.")
 
 
-NESTED_FIELDS = ("window", "upscale", "motion")  # merged key by key with defaults
-CATALOG_FIELDS = tuple(  # item fields a catalog column may fill: the scalar ones
-    name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "size", "formats")
+NESTED_FIELDS = ("window", "upscale", "motion", "model")  # merged key by key with defaults
+_SECTION_MODELS: dict[str, type[_Patch]] = {
+    "window": WindowPatch, "upscale": UpscalePatch, "motion": MotionPatch, "model": ModelPatch,
+}
+CATALOG_FIELDS = (  # what a catalog column may fill: scalar item fields, size, and nested keys as section.key
+    *(name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "formats")),
+    *(f"{section}.{key}" for section, model in _SECTION_MODELS.items() for key in model.model_fields),
 )
 
 
@@ -417,6 +464,9 @@ class ItemSpec(_Resolved):
         ("mp4",), description="Output formats."
     )
     motion: MotionSpec = Field(default_factory=MotionSpec, description="motion-backend parameters.")
+    model: ModelSpec | None = Field(None, description="diffusers model, for backend: diffusers.")
+    steps: Steps = Field(25, description="Denoising steps per window (diffusers).")
+    guidance: Guidance = Field(6.0, description="Classifier-free guidance scale (diffusers).")
     gpus: GpuRequest = Field("auto", description="GPUs per window task, or 'auto'.")
     fit: Fit = Field("cover", description="How the image is fitted to size.")
     background: HexColour = Field("#ffffff", description="Background colour '#rrggbb'.")
@@ -432,9 +482,18 @@ class ItemSpec(_Resolved):
         width, height = self.size
         return round(width * self.upscale.factor), round(height * self.upscale.factor)
 
+    @property
+    def task(self) -> str:
+        """``i2v`` when the item has an image, else ``t2v``."""
+        return "i2v" if self.image is not None else "t2v"
+
     def params(self) -> dict[str, Any]:
-        """Every generation parameter (all but id and source), JSON-serialisable; paths as str."""
-        return self.model_dump(mode="json", exclude={"id", "source"})
+        """Every generation parameter, JSON-serialisable. Left out: id and source, the input
+        paths (their bytes' digests stand for them, so moving a folder changes nothing) and
+        the parameters of a backend the item does not use (they cannot change its pixels)."""
+        exclude = {"id", "source", "image", "mask"}
+        exclude |= {"model", "steps", "guidance"} if self.backend == "motion" else {"motion"}
+        return self.model_dump(mode="json", exclude=exclude)
 
     @model_validator(mode="after")
     def _cross_field_rules(self, info: ValidationInfo) -> ItemSpec:
@@ -464,7 +523,9 @@ class ItemSpec(_Resolved):
             problems.append(
                 ("frames", f"frames must be <= max_frames ({settings.max_frames}, FRAMEFOLD_MAX_FRAMES), got {self.frames}")
             )
-        if self.loop and self.motion.max_hz < 1 / self.duration:
+        if self.backend == "diffusers":
+            problems += _diffusers_problems(self)
+        elif self.loop and self.motion.max_hz < 1 / self.duration:
             problems.append(
                 (
                     "motion.max_hz",
@@ -488,6 +549,47 @@ class ItemSpec(_Resolved):
         return self
 
 
+def _diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
+    """An item for a diffusers family: every window must be a frame count and size the family accepts."""
+    if item.model is None:
+        return [("model", "backend 'diffusers' needs model: {family, path}")]
+    family = FAMILIES[item.model.family]
+    problems: list[tuple[str, str]] = []
+    if item.task not in family.tasks:
+        need = "set image: PATH (image-to-video)" if "i2v" in family.tasks else "remove image (text-to-video)"
+        problems.append(("image", f"model family {family.name!r} does {', '.join(family.tasks)} only; {need}"))
+    bad = [s for s in item.size if s % family.size_multiple or s < family.min_side]
+    if bad:
+        problems.append(
+            ("size", f"family {family.name!r} needs width and height multiples of {family.size_multiple} "
+                     f"(>= {family.min_side}), got {list(item.size)}")
+        )
+    length, overlap = item.window.length, item.window.overlap
+    single = item.frames <= length  # one window of all the frames
+    window_frames = item.frames if single else length
+    if not family.window_frames_ok(window_frames):
+        where = "frames" if single else "window.length"
+        problems.append(
+            (where, f"family {family.name!r} generates windows of {family.frame_rule()}, got {window_frames}")
+        )
+    if not single and family.temporal > 1:
+        if (length - overlap) % family.temporal:
+            problems.append(
+                ("window.overlap", f"family {family.name!r} compresses time {family.temporal}×: window.length - "
+                                   f"window.overlap must be a multiple of {family.temporal}, got {length - overlap}")
+            )
+        if (item.frames - length) % family.temporal:
+            problems.append(
+                ("frames", f"family {family.name!r} compresses time {family.temporal}×: frames - window.length "
+                           f"must be a multiple of {family.temporal} so the last window starts on a latent frame, "
+                           f"got {item.frames} - {length}")
+            )
+    if item.loop and family.temporal > 1:
+        problems.append(("loop", f"loop: true needs a family without temporal compression (animatediff, svd), "
+                                 f"not {family.name!r}"))
+    return problems
+
+
 def _upscale_problems(size: tuple[int, int], factor: float, max_output_side: int) -> list[tuple[str, str]]:
     for side_name, side in zip(("width", "height"), size):
         exact = side * factor
@@ -509,11 +611,20 @@ def _upscale_problems(size: tuple[int, int], factor: float, max_output_side: int
 
 # --- The manifest file -------------------------------------------------------------------
 class CatalogSpec(_Strict):
-    """`catalog:` — more items from a Parquet or CSV table, one row per item."""
+    """`catalog:` — more items from a Parquet or CSV table, one row per (matching) row."""
 
     path: RelPath = Field(description="Table file (.parquet or .csv), relative to the manifest folder.")
     columns: dict[str, Annotated[str, Field(min_length=1)]] = Field(
-        description=f"Item field -> column name. id is required; mappable fields: {', '.join(CATALOG_FIELDS)}.",
+        description="Item field -> column name; a null cell means 'not set' (defaults apply). id is required "
+        "(a text column); nested keys use dotted names (window.length, motion.amplitude); size takes "
+        f"'WxH' text or a [w, h] list. Mappable: {', '.join(CATALOG_FIELDS)}.",
+    )
+    filter: Annotated[str, Field(min_length=1, max_length=MAX_FILTER_CHARS)] | None = Field(
+        None,
+        description="Keep only the rows matching this expression over catalog columns, e.g. "
+        "\"category == 'mugs' and updated_at > '2026-11-01'\": ==, !=, <, <=, >, >= between a column and a "
+        "value ('text', number, true/false, ISO date/time), name in ['a', 'b'], name is null, and/or/not, "
+        "parentheses. Applied by pyarrow before rows are read.",
     )
 
     @field_validator("path")
@@ -521,6 +632,16 @@ class CatalogSpec(_Strict):
     def _parquet_or_csv(cls, value: str) -> str:
         if Path(value).suffix.lower() not in (".parquet", ".csv"):
             raise _value_error(f"must name a .parquet or .csv file, got {value!r}")
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_filter(value)
+            except FilterError as error:
+                raise _value_error(str(error)) from None
         return value
 
     @model_validator(mode="after")
@@ -531,10 +652,18 @@ class CatalogSpec(_Strict):
         for field in self.columns:
             if field in CATALOG_FIELDS:
                 continue
-            if field in ItemEntry.model_fields:
-                problems.append((("columns", field), f"{field!r} is not a scalar field; set it in defaults or items"))
+            if field in _SECTION_MODELS:
+                example = next(iter(_SECTION_MODELS[field].model_fields))
+                message = f"{field!r} is a section: map each of its keys with a dotted name, e.g. '{field}.{example}'"
+            elif field in ItemEntry.model_fields:
+                message = f"{field!r} is not a per-row field; set it in defaults or items"
+            elif field.split(".", 1)[0] in _SECTION_MODELS:
+                section = field.split(".", 1)[0]
+                keys = [name for name in CATALOG_FIELDS if name.startswith(f"{section}.")]
+                message = f"not a key of {section}" + did_you_mean(field, keys)
             else:
-                problems.append((("columns", field), "not an item field" + did_you_mean(field, CATALOG_FIELDS)))
+                message = "not an item field" + did_you_mean(field, CATALOG_FIELDS)
+            problems.append((("columns", field), message))
         _raise_rule_problems(problems)
         return self
 

@@ -90,6 +90,17 @@ class Settings(BaseSettings):
         False,
         description="Allow loading pickled (non-safetensors) model weights. Off by default: pickle runs code.",
     )
+    actors: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Model actors per model (resident pipelines); 0 = one per GPU the windows can use, or one on CPU.",
+    )
+    model_root: Path | None = Field(
+        None,
+        description="Folder that manifests' model.path values are relative to (and must stay inside); "
+        "default: the manifest's folder.",
+    )
     cache_dir: Path | None = Field(
         None,
         description="Window cache folder (resume of killed runs); default: OUTPUT/.framefold-cache. Safe to delete.",

@@ -93,19 +93,25 @@ def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning)
     return ray.get_runtime_context().get_node_id(), to_uint8(backend.generate(window, conditioning)).numpy()
 
 
+def task_submitter(spec: dict, *, gpus: float) -> Callable[[WindowRequest, ray.ObjectRef], ray.ObjectRef]:
+    """Windows as stateless Ray tasks (for weight-free backends: any worker, no pool)."""
+    remote = render_window.options(num_gpus=gpus, num_cpus=1)
+    return lambda window, cond_ref: remote.remote(spec, window, cond_ref)
+
+
 def generate_windows(
-    spec: dict,
+    submit: Callable[[WindowRequest, ray.ObjectRef], ray.ObjectRef],
     conditioning: Conditioning,
     requests: Sequence[WindowRequest],
     order: Sequence[int],
     *,
-    gpus: float,
     in_flight: int,
     nodes: set[str] | None = None,
     cached: Callable[[int], np.ndarray | None] | None = None,
     finished: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(window index, pixels (L, H, W, 3) uint8)`` as windows finish,
+    """Yield ``(window index, pixels (L, H, W, 3) uint8)`` as windows finish (each
+    sent with ``submit``: a Ray task, or an actor of a model pool),
     submitting in ``order`` with at most ``in_flight`` outstanding; the ids of the
     nodes that rendered them are added to ``nodes``. A window that ``cached(index)``
     returns is not rendered again; each rendered window is handed to
@@ -113,7 +119,6 @@ def generate_windows(
     consumer stops early."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
-    remote = render_window.options(num_gpus=gpus, num_cpus=1)
     cond_ref = ray.put(conditioning)
     queue = iter(order)
     pending: dict[ray.ObjectRef, int] = {}
@@ -124,7 +129,7 @@ def generate_windows(
                 if hit is not None:
                     yield index, hit
                     continue
-                pending[remote.remote(spec, requests[index], cond_ref)] = index
+                pending[submit(requests[index], cond_ref)] = index
                 if len(pending) >= in_flight:
                     break
             if not pending:

@@ -37,6 +37,21 @@ class Conditioning:
     mask: torch.Tensor | None
     params: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the frames to generate."""
+        width, height = self.params["size"]
+        return height, width
+
+    def pil_image(self):
+        """The conditioning image as an RGB PIL image (for image-to-video pipelines)."""
+        from PIL import Image
+
+        if self.image is None:
+            raise ValueError("this item has no image")
+        array = self.image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return Image.fromarray(array, "RGB")
+
 
 class Backend(Protocol):
     def generate(
@@ -64,12 +79,30 @@ def _load_cached(spec_json: str, device: str) -> Backend:
     return loader(spec, device)
 
 
+def spec_of(item) -> dict[str, Any]:
+    """The backend spec of a resolved item (``manifests.ItemSpec``): what to load, not
+    what to generate; items with equal specs share loaded models."""
+    if item.backend == "diffusers":
+        from manifests import Settings
+
+        m = item.model
+        return {
+            "backend": "diffusers", "family": m.family, "path": str(m.path), "dtype": m.dtype,
+            "scheduler": m.scheduler, "task": item.task, "allow_pickle": Settings().allow_pickle,
+        }
+    return {"backend": item.backend}
+
+
 def identify(spec: dict[str, Any]) -> dict[str, Any]:
     """The backend's identity (name, pixel version, weights digest) without loading it."""
     if spec.get("backend") == "motion":
         from tasks.backends.motion import VERSION
 
         return {"backend": "motion", "version": VERSION, "weights_digest": None}
+    if spec.get("backend") == "diffusers":
+        from tasks.backends.diffusers_backend import identify as identify_diffusers
+
+        return identify_diffusers(spec)
     raise ValueError(f"unknown backend {spec.get('backend')!r}; known: {', '.join(sorted(_LOADERS))}")
 
 
@@ -79,4 +112,10 @@ def _load_motion(spec: dict[str, Any], device: str) -> Backend:
     return MotionBackend(device=device)
 
 
-_LOADERS = {"motion": _load_motion}
+def _load_diffusers(spec: dict[str, Any], device: str) -> Backend:
+    from tasks.backends.diffusers_backend import DiffusersBackend
+
+    return DiffusersBackend(spec, device)
+
+
+_LOADERS = {"motion": _load_motion, "diffusers": _load_diffusers}

@@ -9,10 +9,12 @@ from kernels.pixels import to_uint8
 from kernels.windows import emission_order, plan_windows
 from tasks.backends import Conditioning, WindowRequest
 from tasks.backends.motion import MotionBackend
-from tasks.generate import generate_windows
+from tasks.generate import generate_windows, task_submitter
 from tasks.stitch import stitch
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+MOTION = task_submitter({"backend": "motion"}, gpus=0)
 
 PARAMS = {
     "frames": 40, "fps": 10.0, "loop": True,
@@ -40,7 +42,7 @@ def test_stitched_windows_equal_direct_render(length, overlap, weighting, circul
     requests = [
         WindowRequest(i, tuple((w.start + j) % n for j in range(w.length)), PARAMS["fps"]) for i, w in enumerate(plan)
     ]
-    stream = generate_windows({"backend": "motion"}, cond, requests, emission_order(plan, n), gpus=0, in_flight=3)
+    stream = generate_windows(MOTION, cond, requests, emission_order(plan, n), in_flight=3)
     stitched = torch.cat(list(stitch(stream, plan, num_frames=n, weighting=weighting)))  # (T, H, W, 3) uint8
     assert stitched.shape == (n, 48, 64, 3)
     diff = (stitched.float() / 255 - direct.movedim(1, -1)).abs().max().item()
@@ -62,7 +64,7 @@ def test_frames_stream_before_all_windows_finish():
             yield pair
 
     # one window in flight: completion order is submission order, so this is deterministic
-    stream = counting(generate_windows({"backend": "motion"}, cond, requests, emission_order(plan, n), gpus=0, in_flight=1))
+    stream = counting(generate_windows(MOTION, cond, requests, emission_order(plan, n), in_flight=1))
     first = next(stitch(stream, plan, num_frames=n, weighting="cosine"))
     assert consumed == [0]  # frames 0..5 are final once window 0 is in (window 1 starts at 6)
     assert len(first) == 6
@@ -72,7 +74,7 @@ def test_backend_error_fails_the_item_with_its_message():
     from tasks.errors import ItemError
 
     cond = Conditioning(item_id="x", seed=0, image=None, mask=None, params=PARAMS)
-    stream = generate_windows({"backend": "motion"}, cond, [WindowRequest(0, (0, 1), 10.0)], [0], gpus=0, in_flight=1)
+    stream = generate_windows(MOTION, cond, [WindowRequest(0, (0, 1), 10.0)], [0], in_flight=1)
     with pytest.raises(ItemError, match="needs an image"):
         list(stream)
 

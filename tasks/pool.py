@@ -1,0 +1,87 @@
+"""Resident models: a pool of Ray actors per model, each loading the pipeline once.
+
+One actor per GPU (``gpus`` per actor, from the manifest), or one on a CPU-only
+cluster; ``FRAMEFOLD_ACTORS`` caps the count. Windows of every item that shares a
+model go to the same pool, spread over its actors in turn.
+Ray restarts an actor whose process dies and re-runs the windows it held
+(``max_restarts``/``max_task_retries``); pools are released at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+import ray
+import torch
+
+from kernels.pixels import to_uint8
+from tasks.backends import Conditioning, WindowRequest, load
+
+ACTOR_RESTARTS = 2
+
+
+@ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+class ModelActor:
+    """Holds one loaded backend; renders windows as 8-bit pixels (L, H, W, 3)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.backend = load(spec, self.device)
+
+    def render(self, window: WindowRequest, conditioning: Conditioning):
+        with torch.inference_mode():
+            frames = self.backend.generate(window, conditioning)
+        return ray.get_runtime_context().get_node_id(), to_uint8(frames).numpy()
+
+    def loads(self) -> int:
+        """Pipelines loaded by this actor's process (1 unless it was restarted)."""
+        from tasks.backends import diffusers_backend
+
+        return diffusers_backend.LOADS
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class ActorPool:
+    def __init__(self, spec: dict[str, Any], *, size: int, gpus: float) -> None:
+        self.spec = spec
+        self.gpus = gpus
+        self.actors = [ModelActor.options(num_gpus=gpus, num_cpus=1).remote(spec) for _ in range(size)]
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def submit(self, window: WindowRequest, cond_ref) -> ray.ObjectRef:
+        """Send a window to the next actor in turn (windows of a model cost alike)."""
+        with self._lock:
+            actor = self.actors[self._next % len(self.actors)]
+            self._next += 1
+        return actor.render.remote(window, cond_ref)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+_pools: dict[tuple[str, str], ActorPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(run_id: str, spec: dict[str, Any], *, gpus: float, size: int) -> ActorPool:
+    """The run's pool for ``spec``, created on first use."""
+    key = (run_id, json.dumps(spec, sort_keys=True))
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = ActorPool(spec, size=size, gpus=gpus)
+        return _pools[key]
+
+
+def release(run_id: str) -> None:
+    """Kill every actor of the run's pools."""
+    with _pools_lock:
+        for key in [k for k in _pools if k[0] == run_id]:
+            _pools.pop(key).close()
