@@ -30,7 +30,7 @@ from tasks.errors import ItemError
 from tasks.generate import Cluster, generate_windows, task_submitter
 from tasks.media import load_image
 from tasks.plan import plan_item
-from tasks.pool import pool_for
+from tasks.pool import item_finished, pool_for
 from tasks.stitch import stitch
 from tasks.upscale import upscale
 
@@ -75,6 +75,8 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
     try:
         result = _produce(item, ctx)
     except Exception as e:  # one bad item never sinks the batch
+        if item.backend != "motion":
+            item_finished(ctx.run_id, spec_of(item))
         if isinstance(e, ItemError):
             reason = str(e)
             get_run_logger().error("item %s failed: %s", item.id, reason)
@@ -85,6 +87,8 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
         provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result)])
         reporter().item_finished(item.id, "failed")
         return Failed(message=reason, data=result)
+    if item.backend != "motion":
+        item_finished(ctx.run_id, spec_of(item))
     reporter().item_finished(item.id, result.status)
     return result
 
@@ -163,7 +167,8 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
         if item.backend == "motion":
             submit = task_submitter(spec, gpus=gpus)
         else:
-            submit = pool_for(ctx.run_id, spec, gpus=gpus, size=ctx.actors or ctx.cluster.slots(gpus)).submit
+            actors = ctx.actors or (ctx.cluster.slots(gpus) if gpus > 0 else 1)
+            submit = pool_for(ctx.run_id, spec, gpus=gpus, size=actors).submit
         windows = clock.wrap("generate", generate_windows(
             submit, conditioning, plan.requests(item.fps), plan.order, in_flight=in_flight, nodes=nodes,
             cached=cached, finished=finished,

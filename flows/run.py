@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -15,7 +16,8 @@ from flows.item import ItemResult, RunContext, produce_item
 from manifests import Job, Settings, load_manifest
 from tasks import provenance
 from tasks.generate import connect
-from tasks.pool import release
+from tasks.backends import spec_of
+from tasks.pool import expect, release
 
 
 def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, settings: Settings | None = None) -> dict:
@@ -65,7 +67,13 @@ def run_manifest(
         actors=settings.actors,
     )
     job.output.mkdir(parents=True, exist_ok=True)
-    futures = [produce_item.submit(item, ctx) for item in items]
+    # Items sharing a model run back to back, and each model's actors are released
+    # after its last item, so several models in one run do not starve each other of GPUs.
+    with_models = [i for i in items if i.backend != "motion"]
+    expect(ctx.run_id, [spec_of(i) for i in with_models])
+    order = sorted(range(len(items)), key=lambda n: json.dumps(spec_of(items[n]), sort_keys=True))
+    submitted = {n: produce_item.submit(items[n], ctx) for n in order}
+    futures = [submitted[n] for n in range(len(items))]
 
     # 4. Gather: a failed item's state carries its result. Then release the model actors.
     results: list[ItemResult] = []

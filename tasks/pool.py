@@ -68,16 +68,41 @@ class ActorPool:
 
 
 _pools: dict[tuple[str, str], ActorPool] = {}
+_users: dict[tuple[str, str], int] = {}
 _pools_lock = threading.Lock()
+
+
+def _key(run_id: str, spec: dict[str, Any]) -> tuple[str, str]:
+    return run_id, json.dumps(spec, sort_keys=True)
+
+
+def expect(run_id: str, specs: list[dict[str, Any]]) -> None:
+    """Declare the run's items that will use model pools (one spec per item), so each
+    pool is released as soon as its last item is finished and frees its GPUs."""
+    with _pools_lock:
+        for spec in specs:
+            _users[_key(run_id, spec)] = _users.get(_key(run_id, spec), 0) + 1
 
 
 def pool_for(run_id: str, spec: dict[str, Any], *, gpus: float, size: int) -> ActorPool:
     """The run's pool for ``spec``, created on first use."""
-    key = (run_id, json.dumps(spec, sort_keys=True))
+    key = _key(run_id, spec)
     with _pools_lock:
         if key not in _pools:
             _pools[key] = ActorPool(spec, size=size, gpus=gpus)
         return _pools[key]
+
+
+def item_finished(run_id: str, spec: dict[str, Any]) -> None:
+    """One item of ``spec`` is finished (done, skipped or failed); the last one releases the pool."""
+    key = _key(run_id, spec)
+    with _pools_lock:
+        _users[key] = _users.get(key, 1) - 1
+        if _users[key] <= 0:
+            _users.pop(key)
+            pool = _pools.pop(key, None)
+            if pool is not None:
+                pool.close()
 
 
 def release(run_id: str) -> None:
@@ -85,3 +110,5 @@ def release(run_id: str) -> None:
     with _pools_lock:
         for key in [k for k in _pools if k[0] == run_id]:
             _pools.pop(key).close()
+        for key in [k for k in _users if k[0] == run_id]:
+            _users.pop(key)

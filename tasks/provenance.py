@@ -27,8 +27,8 @@ from tasks import store
 SCHEMA = "framefold.provenance/1"
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 # IPTC digital source type per backend: the motion backend's pixels come from an
-# algorithm without a trained model.
-SOURCE_TYPES = {"motion": IPTC + "algorithmicMedia"}
+# algorithm without a trained model; diffusers backends' from a trained model.
+SOURCE_TYPES = {"motion": IPTC + "algorithmicMedia", "diffusers": IPTC + "trainedAlgorithmicMedia"}
 
 
 def version() -> str:
