@@ -64,7 +64,34 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print the manifest JSON Schema")
     s.set_defaults(func=_schema)
+
+    sv = sub.add_parser("serve", help="serve the scheduled deployments (nightly, marketing loops, catalog) "
+                        "from this process; needs PREFECT_API_URL")
+    _schedule_options(sv)
+    sv.set_defaults(func=_serve)
+
+    dp = sub.add_parser("deploy", help="register the same deployments on a Prefect process work pool "
+                        "(runs by `prefect worker start --pool POOL`); needs PREFECT_API_URL")
+    dp.add_argument("--pool", required=True, help="an existing work pool of type 'process'")
+    _schedule_options(dp)
+    dp.set_defaults(func=_deploy)
     return p
+
+
+def _schedule_options(parser: argparse.ArgumentParser) -> None:
+    from flows.deploy import DEFAULT_TIMEZONE, ENV, LOOPS, LOOPS_CRON, NIGHTLY_CRON, TIMEZONE_ENV
+
+    parser.add_argument("--nightly", type=Path, metavar="MANIFEST",
+                        help=f"manifest of the nightly regeneration (default: ${ENV['nightly'][0]}, else the example)")
+    parser.add_argument("--loops", type=Path, action="append", metavar="MANIFEST",
+                        help=f"manifest of the weekly marketing-loop batch; repeat for one weekly schedule per "
+                        f"manifest (default: ${ENV[LOOPS][0]}, ':'-separated, else the example)")
+    parser.add_argument("--catalog", type=Path, metavar="MANIFEST",
+                        help=f"manifest of the on-demand catalog run (default: ${ENV['catalog'][0]}, else the example)")
+    parser.add_argument("--timezone", metavar="TZ",
+                        help=f"IANA timezone of the cron schedules (default: ${TIMEZONE_ENV}, else {DEFAULT_TIMEZONE})")
+    parser.add_argument("--nightly-cron", default=NIGHTLY_CRON, metavar="CRON", help=f"default: {NIGHTLY_CRON!r}")
+    parser.add_argument("--loops-cron", default=LOOPS_CRON, metavar="CRON", help=f"default: {LOOPS_CRON!r}")
 
 
 def _load(path: Path, out_dir: Path | None = None):
@@ -217,6 +244,139 @@ def _schema(args) -> int:
 
     print(json.dumps(manifest_json_schema(), indent=2))
     return EXIT_OK
+
+
+def _serve(args) -> int:
+    api_url = _prefect_api_url()
+    if api_url is None:
+        return EXIT_BAD_INPUT
+    inputs = _schedule_inputs(args)
+    if inputs is None or not _server_answers(api_url):
+        return EXIT_BAD_INPUT
+    from prefect import serve
+
+    from flows.deploy import deployments
+    from manifests import Settings
+
+    # Served runs use the flow's default thread pool: bound it like `framefold run` does.
+    os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", str(Settings().items_in_flight))
+    deps = deployments(**inputs)
+    for d in deps:  # run here, not by a worker: clear a pool left by `framefold deploy`
+        d.work_pool_name = None
+        d.work_queue_name = None
+    _print_deployments(deps, api_url, "serving")
+    err.print("stop with Ctrl-C (schedules are paused while nothing serves them)")
+    serve(*deps, print_starting_message=False)
+    return EXIT_OK
+
+
+def _deploy(args) -> int:
+    api_url = _prefect_api_url()
+    if api_url is None:
+        return EXIT_BAD_INPUT
+    inputs = _schedule_inputs(args)
+    if inputs is None or not _server_answers(api_url):
+        return EXIT_BAD_INPUT
+    from prefect import deploy
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            pool = client.read_work_pool(args.pool)
+    except ObjectNotFound:
+        err.print(f"[bold red]error[/]: --pool: no work pool {args.pool!r} on {api_url}; create it with "
+                  f"`prefect work-pool create {args.pool} --type process`")
+        return EXIT_BAD_INPUT
+    if pool.type != "process":
+        err.print(f"[bold red]error[/]: --pool: work pool {args.pool!r} is of type {pool.type!r}; these deployments "
+                  "carry no image or code storage and need a 'process' pool on a machine with framefold installed")
+        return EXIT_BAD_INPUT
+    from flows.deploy import deployments
+    from manifests import Settings
+
+    # A deployed run uses the flow's default thread pool: bound it like `framefold run` does.
+    env = {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": str(Settings().items_in_flight)}
+    deps = deployments(**inputs)
+    for d in deps:
+        d.job_variables = {"env": env}
+    deploy(*deps, work_pool_name=args.pool, build=False, push=False,
+           print_next_steps_message=False, ignore_warnings=True)
+    _print_deployments(deps, api_url, f"deployed to work pool {args.pool!r}")
+    out.print(f"runs start when a worker polls the pool: prefect worker start --pool {args.pool}")
+    return EXIT_OK
+
+
+def _prefect_api_url() -> str | None:
+    """PREFECT_API_URL (environment or Prefect profile), or None after explaining why it is needed."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        err.print("[bold red]error[/]: PREFECT_API_URL is not set. Schedules need a running Prefect server "
+                  "(the temporary local one never creates scheduled runs). Start one with\n"
+                  "  prefect server start --host 127.0.0.1 --port 4200\n"
+                  "and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+        return None
+    return url
+
+
+def _server_answers(api_url: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()  # one attempt: an answer now, not after a minute of retries
+    if problem is not None:
+        err.print(f"[bold red]error[/]: no Prefect server answers at PREFECT_API_URL={api_url} "
+                  f"({type(problem).__name__}: {problem}); start it or fix the address")
+        return False
+    return True
+
+
+def _schedule_inputs(args) -> dict | None:
+    """Keyword arguments for :func:`flows.deploy.deployments`, checked (manifests, cron,
+    timezone); None after reporting bad input."""
+    from flows.deploy import DEFAULT_TIMEZONE, LOOPS, TIMEZONE_ENV, ScheduleError, check_schedules, default_manifests
+
+    defaults = default_manifests()
+    inputs = dict(
+        nightly=args.nightly or defaults["nightly"][0],
+        loops=args.loops or defaults[LOOPS],
+        catalog=args.catalog or defaults["catalog"][0],
+        timezone=args.timezone or os.environ.get(TIMEZONE_ENV) or DEFAULT_TIMEZONE,
+        nightly_cron=args.nightly_cron,
+        loops_cron=args.loops_cron,
+    )
+    given = [("--nightly", inputs["nightly"]), *(("--loops", p) for p in inputs["loops"]),
+             ("--catalog", inputs["catalog"])]
+    invalid = [flag for flag, path in given if _load(path) is None]
+    if invalid:
+        err.print(f"(given by {', '.join(dict.fromkeys(invalid))} or its FRAMEFOLD_*_MANIFEST default; see --help)")
+        return None
+    try:
+        check_schedules(timezone=inputs["timezone"], nightly_cron=args.nightly_cron, loops_cron=args.loops_cron)
+    except ScheduleError as e:
+        from rich.markup import escape
+
+        err.print(f"[bold red]error[/]: --{e.field.replace('_', '-')}: {escape(e.message)}")
+        return None
+    return inputs
+
+
+def _print_deployments(deployments, api_url: str, doing: str) -> None:
+    table = Table(title=f"{doing} on {api_url}")
+    for col in ("deployment", "schedule", "manifest", "overlapping runs"):
+        table.add_column(col, overflow="fold", no_wrap=col != "manifest")
+    for d in deployments:
+        overlap = {"CANCEL_NEW": "cancelled", "ENQUEUE": "queued"}.get(
+            d.concurrency_options.collision_strategy.value if d.concurrency_options else "", "allowed")
+        rows = [(f"{s.schedule.cron} ({s.schedule.timezone})", s.parameters.get("manifest", d.parameters["manifest"]))
+                for s in d.schedules] or [("on demand", d.parameters["manifest"])]
+        for schedule, manifest in rows:
+            table.add_row(f"{d.flow_name}/{d.name}", schedule, manifest, overlap)
+    out.print(table)
 
 
 def _version() -> str:

@@ -21,6 +21,7 @@ from prefect.states import Failed, State
 
 from flows.progress import reporter
 from kernels.metrics import StreamingClipStats
+from kernels.pixels import to_uint8
 from manifests import ItemSpec
 from tasks import encode, provenance, store
 from tasks.backends import Conditioning, identify, spec_of
@@ -149,6 +150,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     tagged = store.part_path(video)
     frame_hash = hashlib.sha256()
     nodes: set[str] = set()
+    codenoise_stats: dict = {}
     cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
     reused: list[int] = []
 
@@ -165,15 +167,23 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     try:
         clock = _StageClock()
         if item.backend == "motion":
+            pool = None
             submit = task_submitter(spec, gpus=gpus)
         else:
             actors = ctx.actors or (ctx.cluster.slots(gpus) if gpus > 0 else 1)
-            submit = pool_for(ctx.run_id, spec, gpus=gpus, size=actors).submit
-        windows = clock.wrap("generate", generate_windows(
-            submit, conditioning, plan.requests(item.fps), plan.order, in_flight=in_flight, nodes=nodes,
-            cached=cached, finished=finished,
-        ))
-        frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
+            pool = pool_for(ctx.run_id, spec, gpus=gpus, size=actors, cluster_cpus=ctx.cluster.cpus)
+            submit = pool.submit
+        if item.window.mode == "codenoise":
+            # one full-length latent, co-denoised by the pool; the coordinator runs here
+            frames = clock.wrap("generate", _codenoise(spec, params, conditioning, pool, codenoise_stats))
+        else:
+            windows = clock.wrap("generate", generate_windows(
+                submit, conditioning, plan.requests(item.fps), plan.order, in_flight=in_flight, nodes=nodes,
+                cached=cached, finished=finished,
+            ))
+            frames = clock.wrap(
+                "stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)
+            )
         frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
         with VideoEncoder(encoded, width=width, height=height, fps=item.fps) as encoder:
             for chunk in frames:
@@ -208,7 +218,8 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             "seed": item.seed,
             "content_key": key,
             "reason": why,
-            "plan": {**plan.as_dict(), "windows_reused": len(reused)},
+            "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": len(reused), **(
+                {"codenoise": codenoise_stats} if codenoise_stats else {})},
             "upscale": {"method": item.upscale.method, "factor": item.upscale.factor, "from": list(item.size), "to": [width, height]},
             "video": {
                 "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
@@ -265,6 +276,15 @@ def _row(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | Non
         framefold_version=provenance.version(),
         seconds=round(result.seconds, 4),
     )
+
+
+def _codenoise(spec, params, conditioning, pool, stats: dict) -> Iterator:
+    """codenoise frames as one uint8 chunk (the whole clip's latent is held anyway)."""
+    from tasks.codenoise import codenoise_frames
+
+    frames, run_stats = codenoise_frames(spec, params, conditioning, submit=pool.denoise)
+    stats.update(run_stats)
+    yield to_uint8(frames)
 
 
 def _metrics(stats: StreamingClipStats, loop: bool) -> dict:

@@ -348,6 +348,8 @@ class _Parser:
             raise self.expected("a comparison operator (==, !=, <, <=, >, >=)" + (", 'in' or 'is'" if isinstance(left, Column) else ""), start)
         after = self.token
         right = self.operand()
+        if right is None and after.kind == "keyword" and after.value == "null":
+            raise self.error("nothing equals null: test a missing value with 'is null' or 'is not null'", after)
         if right is None:
             raise self.expected("a value ('text', a number, true or false)" if isinstance(left, Column) else "a column name", operator)
         if isinstance(left, Column) and isinstance(right, Value):
@@ -397,8 +399,6 @@ def compile_filter(parsed: Filter, schema: pa.Schema, *, text_table: bool = Fals
     true/false is converted for the comparison (a cell that does not convert fails the
     filter when it is applied).
     """
-    import pyarrow as pa  # noqa: F401  (used through the helpers)
-
     problems: list[str] = []
     expression = _Compiler(parsed.text, schema, text_table, problems).node(parsed.tree)
     if problems:

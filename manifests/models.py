@@ -87,7 +87,7 @@ class BackendInfo:
 # Adding a backend is adding one line here (and its module under tasks/backends/).
 BACKENDS: dict[str, BackendInfo] = {
     "motion": BackendInfo(window_modes=("independent",), needs_image=True),  # spectral motion texture, no weights
-    "diffusers": BackendInfo(window_modes=("independent",), needs_image=False),  # video diffusion, local weights
+    "diffusers": BackendInfo(window_modes=("independent", "codenoise"), needs_image=False),  # local weights
 }
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # Literal["motion", ...] built from BACKENDS
 
@@ -564,6 +564,9 @@ def _diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
             ("size", f"family {family.name!r} needs width and height multiples of {family.size_multiple} "
                      f"(>= {family.min_side}), got {list(item.size)}")
         )
+    if item.window.mode not in family.modes:
+        problems.append(("window.mode", f"family {family.name!r} supports window.mode {', '.join(family.modes)}, "
+                                        f"got {item.window.mode!r}"))
     length, overlap = item.window.length, item.window.overlap
     single = item.frames <= length  # one window of all the frames
     window_frames = item.frames if single else length
@@ -584,6 +587,9 @@ def _diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
                            f"must be a multiple of {family.temporal} so the last window starts on a latent frame, "
                            f"got {item.frames} - {length}")
             )
+    if item.window.mode == "codenoise" and item.frames > length and (item.frames - 1) % family.temporal:
+        problems.append(("frames", f"codenoise with family {family.name!r} needs frames = {family.temporal}k+1 "
+                                   f"(one latent of the whole clip), got {item.frames}"))
     if item.loop and family.temporal > 1:
         problems.append(("loop", f"loop: true needs a family without temporal compression (animatediff, svd), "
                                  f"not {family.name!r}"))

@@ -36,6 +36,16 @@ class ModelActor:
             frames = self.backend.generate(window, conditioning)
         return ray.get_runtime_context().get_node_id(), to_uint8(frames).numpy()
 
+    def denoise(self, key: str, x: torch.Tensor, shared: dict, own: dict):
+        """One window's prediction for codenoise: the loaded pipeline's own denoiser on a
+        slice of the full latent (``shared``: timestep and the arguments common to all
+        windows; ``own``: per-frame arguments sliced for this window)."""
+        pipe = self.backend.pipe
+        model = getattr(pipe, "unet", None) or pipe.transformer
+        with torch.inference_mode():
+            out = model(**{key: x.to(model.device, model.dtype)}, **shared, **own, return_dict=False)[0]
+        return out.to("cpu")
+
     def loads(self) -> int:
         """Pipelines loaded by this actor's process (1 unless it was restarted)."""
         from tasks.backends import diffusers_backend
@@ -47,10 +57,12 @@ class ModelActor:
 
 
 class ActorPool:
-    def __init__(self, spec: dict[str, Any], *, size: int, gpus: float) -> None:
+    def __init__(self, spec: dict[str, Any], *, size: int, gpus: float, cpus: float = 1.0) -> None:
+        """``size`` actors with ``gpus`` GPUs and ``cpus`` CPUs each (Ray waits forever for
+        resources that do not exist, so callers size these to the cluster: see :func:`pool_for`)."""
         self.spec = spec
         self.gpus = gpus
-        self.actors = [ModelActor.options(num_gpus=gpus, num_cpus=1).remote(spec) for _ in range(size)]
+        self.actors = [ModelActor.options(num_gpus=gpus, num_cpus=cpus).remote(spec) for _ in range(size)]
         self._next = 0
         self._lock = threading.Lock()
 
@@ -60,6 +72,13 @@ class ActorPool:
             actor = self.actors[self._next % len(self.actors)]
             self._next += 1
         return actor.render.remote(window, cond_ref)
+
+    def denoise(self, key: str, x, shared, own) -> ray.ObjectRef:
+        """A codenoise window prediction on the next actor in turn."""
+        with self._lock:
+            actor = self.actors[self._next % len(self.actors)]
+            self._next += 1
+        return actor.denoise.remote(key, x, shared, own)
 
     def close(self) -> None:
         for actor in self.actors:
@@ -84,12 +103,14 @@ def expect(run_id: str, specs: list[dict[str, Any]]) -> None:
             _users[_key(run_id, spec)] = _users.get(_key(run_id, spec), 0) + 1
 
 
-def pool_for(run_id: str, spec: dict[str, Any], *, gpus: float, size: int) -> ActorPool:
-    """The run's pool for ``spec``, created on first use."""
+def pool_for(run_id: str, spec: dict[str, Any], *, gpus: float, size: int, cluster_cpus: float) -> ActorPool:
+    """The run's pool for ``spec``, created on first use. CPU actors share the cluster's
+    CPUs when more actors are asked for than there are CPUs, so they can all start."""
     key = _key(run_id, spec)
     with _pools_lock:
         if key not in _pools:
-            _pools[key] = ActorPool(spec, size=size, gpus=gpus)
+            cpus = 1.0 if size <= cluster_cpus else max(cluster_cpus, 0.01) / size
+            _pools[key] = ActorPool(spec, size=size, gpus=gpus, cpus=cpus)
         return _pools[key]
 
 

@@ -135,6 +135,7 @@ SYNTAX_ERRORS = [
     ("category not 'a'", 14, "expected 'in'"),
     ("price == 3 price == 4", 12, "expected 'and', 'or' or the end of the filter"),
     ("1 == 2", 1, "both sides are values"),
+    ("category == null", 13, "test a missing value with 'is null' or 'is not null'"),
     ("in == 2", 1, "found the keyword 'in'"),
     ("price > 1.2.3", 9, "not a number"),
     ("updated_at > 2026-11-01", 14, "quote dates and times: '2026-11-01'"),
