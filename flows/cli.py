@@ -187,12 +187,17 @@ def _run(args) -> int:
 
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"{summary['job']} — run {summary['run_id']}")
-    for col in ("item", "status", "reason", "seconds", "output"):
+    for col in ("item", "status", "reason", "seconds", "seam", "loop", "output"):
         table.add_column(col, overflow="fold")
     style = {"done": "green", "skipped": "cyan", "failed": "red"}
+
+    def ratio(value) -> str:
+        return "" if value is None else f"{value:.2f}"
+
     for r in summary["items"]:
-        table.add_row(r["id"], f"[{style[r['status']]}]{r['status']}[/]", r["reason"],
-                      f"{r['seconds']:.1f}", ", ".join(r["outputs"]))
+        m = r.get("metrics") or {}
+        table.add_row(r["id"], f"[{style[r['status']]}]{r['status']}[/]", r["reason"], f"{r['seconds']:.1f}",
+                      ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")), ", ".join(r["outputs"]))
     out.print(table)
     c = summary["counts"]
     out.print(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}")
@@ -232,6 +237,7 @@ def _inspect(args) -> int:
         ("video", f"{v.get('width')}×{v.get('height')}, {v.get('frames')} frames @ {v.get('fps')} fps"),
         ("seed", record.get("seed")),
         ("content key", record.get("content_key")),
+        ("metrics", {k: v for k, v in (record.get("metrics") or {}).items() if k != "colour_drift"}),
         ("made", record.get("finished_at")),
         ("framefold", record.get("framefold_version")),
     ):

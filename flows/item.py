@@ -9,6 +9,8 @@ measured and recorded.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import time
 from collections.abc import Iterable, Iterator
@@ -66,6 +68,7 @@ class ItemResult:
     frames: int = 0
     content_key: str | None = None
     windows_reused: int = 0
+    metrics: dict = field(default_factory=dict)
 
 
 @task(task_run_name="item-{item.id}", cache_policy=NO_CACHE)
@@ -74,7 +77,8 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
     :class:`ItemResult` with the reason (no retry: Ray already retried lost workers)."""
     t0 = time.perf_counter()
     try:
-        result = _produce(item, ctx)
+        with _item_lock(ctx.output, item.id):
+            result = _produce(item, ctx)
     except Exception as e:  # one bad item never sinks the batch
         if item.backend != "motion":
             item_finished(ctx.run_id, spec_of(item))
@@ -226,7 +230,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
                 "frames": encoder.frames, "fps": item.fps, "width": width, "height": height,
                 "frames_sha256": frame_hash.hexdigest(),
             },
-            "metrics": _metrics(stats, item.loop),
+            "metrics": _metrics(stats, item.loop, plan.windows),
             "device": {
                 "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
                 "nodes": sorted(nodes),
@@ -246,7 +250,10 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     cache.drop(key)
     if reused:
         why = f"{why}; resumed: {len(reused)} of {len(plan.windows)} windows reused"
-    result = ItemResult(item.id, "done", why, [video.name], time.perf_counter() - t0, item.frames, key, len(reused))
+    metrics = {k: v for k, v in record["metrics"].items() if k != "colour_drift"}
+    metrics["colour_drift"] = record["metrics"].get("colour_drift", {}).get("max_mean_spread")
+    result = ItemResult(item.id, "done", why, [video.name], time.perf_counter() - t0, item.frames, key, len(reused),
+                        metrics)
     provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, record)])
     return result
 
@@ -287,12 +294,34 @@ def _codenoise(spec, params, conditioning, pool, stats: dict) -> Iterator:
     yield to_uint8(frames)
 
 
-def _metrics(stats: StreamingClipStats, loop: bool) -> dict:
-    summary = stats.summary()
+def _metrics(stats: StreamingClipStats, loop: bool, windows) -> dict:
+    """Weight-free quality metrics of the frames as encoded (0..1 scale)."""
+    summary = stats.summary([(w.start, w.length) for w in windows] if len(windows) > 1 else ())
     out = {"median_step": None if summary["median_step"] is None else round(summary["median_step"] / 255, 6)}
     if loop and summary["loop_closure_ratio"] is not None:
         out["loop_closure_ratio"] = round(summary["loop_closure_ratio"], 4)
+    if summary.get("seam_ratio") is not None:
+        out["seam_ratio"] = round(summary["seam_ratio"], 4)
+    if "colour_drift" in summary:
+        drift = summary["colour_drift"]
+        out["colour_drift"] = {
+            "max_mean_spread": round(drift["max_mean_spread"] / 255, 6),
+            "windows": [{"start": w["start"], "mean": [round(v / 255, 5) for v in w["mean"]],
+                         "std": [round(v / 255, 5) for v in w["std"]]} for w in drift["windows"]],
+        }
     return out
+
+
+@contextlib.contextmanager
+def _item_lock(output: Path, item_id: str) -> Iterator[None]:
+    """Hold ``OUTPUT/.locks/ITEM.lock`` while the item is produced: another run writing the same
+    output waits here, then finds the output current and skips it (so each output is written once
+    and no run removes another's .part files). The kernel releases the lock if the process dies."""
+    folder = output / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{item_id}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _digest(path: Path | None) -> str | None:

@@ -41,13 +41,15 @@ class RichReporter:
     """One overall bar (items) and a bar per item in flight (frames)."""
 
     def __init__(self, total_items: int) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(
+        self.progress = Progress(  # on stderr: stdout carries results (--json)
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            console=Console(stderr=True),
             transient=False,
         )
         self.overall = self.progress.add_task("items", total=total_items)

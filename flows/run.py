@@ -29,7 +29,17 @@ def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, set
     )
 
 
-@flow(name="framefold-run", log_prints=False)
+def _items_in_flight() -> int:
+    """FRAMEFOLD_ITEMS_IN_FLIGHT for runs started by a deployment (read when the flow
+    module is imported by the serving or worker process); a bad value falls back to 2
+    here and is reported by the run's own settings check."""
+    try:
+        return Settings().items_in_flight
+    except ValueError:
+        return 2
+
+
+@flow(name="framefold-run", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=_items_in_flight()))
 def run_manifest(
     manifest: str, output: str | None = None, force: bool = False, only: list[str] | None = None
 ) -> dict:

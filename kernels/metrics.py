@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -40,20 +41,46 @@ def loop_closure_ratio(frames: Tensor) -> float:
     return wrap / typical
 
 
+def seam_ratio(steps: Tensor, boundaries: Sequence[int]) -> float | None:
+    """Median frame step across window boundaries ÷ median step elsewhere.
+
+    ``steps`` (T-1,) from :func:`frame_steps`; ``boundaries``: frames f where a window
+    starts or ends, so step f-1 → f crosses a seam. 1.0: seams are invisible in the
+    motion statistics; much more: visible jumps. None when either set is empty.
+
+    >>> seam_ratio(torch.tensor([1.0, 1.0, 3.0, 1.0, 1.0]), [3])
+    3.0
+    """
+    at = sorted({b - 1 for b in boundaries if 1 <= b <= len(steps)})
+    if not at or len(at) == len(steps):
+        return None
+    mask = torch.zeros(len(steps), dtype=torch.bool)
+    mask[at] = True
+    typical = float(steps[~mask].median())
+    seams = float(steps[mask].median())
+    if typical == 0:
+        return 1.0 if seams == 0 else math.inf
+    return seams / typical
+
+
 class StreamingClipStats:
-    """:func:`frame_steps` and :func:`loop_closure_ratio` over a clip fed in chunks
-    (k, ...), holding only the first and the latest frame.
+    """Clip metrics over frames fed in chunks (k, H, W, C) (or (k, ...)), holding only the
+    first and the latest frame plus a few numbers per frame: frame steps, the
+    loop-closure ratio, and per-frame channel means and standard deviations (for colour
+    drift per window).
 
     >>> s = StreamingClipStats()
-    >>> s.update(torch.tensor([0.0, 1.0])); s.update(torch.tensor([2.0, 1.0]))
-    >>> s.summary()
-    {'frames': 4, 'median_step': 1.0, 'loop_closure_ratio': 1.0}
+    >>> s.update(torch.tensor([[0.0], [1.0]])); s.update(torch.tensor([[2.0], [1.0]]))
+    >>> s.summary()["median_step"], s.summary()["loop_closure_ratio"]
+    (1.0, 1.0)
     """
 
     def __init__(self) -> None:
         self.first: Tensor | None = None
         self.last: Tensor | None = None
         self.steps: list[Tensor] = []
+        self.channel_mean: list[Tensor] = []
+        self.channel_std: list[Tensor] = []
         self.frames = 0
 
     def update(self, chunk: Tensor) -> None:
@@ -64,14 +91,30 @@ class StreamingClipStats:
         joined = chunk if self.last is None else torch.cat([self.last[None], chunk])
         if len(joined) > 1:
             self.steps.append(frame_steps(joined))
+        pixels = chunk.to(torch.float32).reshape(len(chunk), -1, chunk.shape[-1])  # (k, pixels, channels)
+        self.channel_mean.append(pixels.mean(dim=1))
+        self.channel_std.append(pixels.std(dim=1, correction=0))
         self.last = chunk[-1].clone()
         self.frames += len(chunk)
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self, windows: Sequence[tuple[int, int]] = ()) -> dict:
+        """Metrics; with ``windows`` [(start, length)], also the seam ratio and each
+        window's channel mean/std (colour drift: how far windows wander apart)."""
         if self.frames < 2:
             return {"frames": self.frames, "median_step": None, "loop_closure_ratio": None}
         steps = torch.cat(self.steps)
         typical = float(steps.median())
         wrap = float(frame_steps(torch.stack([self.last, self.first]))[0])
         ratio = (1.0 if wrap == 0 else math.inf) if typical == 0 else wrap / typical
-        return {"frames": self.frames, "median_step": typical, "loop_closure_ratio": ratio}
+        out: dict = {"frames": self.frames, "median_step": typical, "loop_closure_ratio": ratio}
+        if windows:
+            edges = {f % self.frames for start, length in windows for f in (start, start + length)}
+            out["seam_ratio"] = seam_ratio(steps, sorted(edges))
+            mean, std = torch.cat(self.channel_mean), torch.cat(self.channel_std)
+            per_window = []
+            for start, length in windows:
+                idx = torch.arange(start, start + length) % self.frames
+                per_window.append({"start": start, "mean": mean[idx].mean(0).tolist(), "std": std[idx].mean(0).tolist()})
+            means = torch.tensor([w["mean"] for w in per_window])
+            out["colour_drift"] = {"windows": per_window, "max_mean_spread": float((means.max(0).values - means.min(0).values).max())}
+        return out

@@ -72,6 +72,15 @@ def test_inspect_prints_provenance_from_the_video_alone(small_job, tmp_path, cap
     assert record["video"]["frames"] == 24 and record["video"]["width"] == 128
     assert record["digital_source_type"].endswith("algorithmicMedia")
     assert record["params"]["motion"]["zoom"] == 0.05
+    # weight-free quality metrics travel with the file (the motion backend renders each
+    # frame from its time alone, so windows agree and seams are no larger than other steps)
+    metrics = record["metrics"]
+    assert set(metrics) >= {"median_step", "loop_closure_ratio", "seam_ratio", "colour_drift"}
+    assert metrics["seam_ratio"] < 2.0 and len(metrics["colour_drift"]["windows"]) == len(record["plan"]["windows"])
+    capsys.readouterr()
+    assert main(["run", str(small_job), "--only", "c", "--force", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["items"][0]["metrics"]["seam_ratio"] == pytest.approx(metrics["seam_ratio"])
 
 
 def test_rerun_is_deterministic_and_skips_unchanged(small_job):

@@ -33,3 +33,21 @@ def test_metrics_errors():
         loop_closure_ratio(torch.zeros(1, 3))
     with pytest.raises(ValueError, match=r"frames must be \(T, \.\.\.\) with T >= 1, got shape \(\)"):
         frame_steps(torch.tensor(1.0))
+
+
+def test_seam_ratio_finds_a_jump_at_window_boundaries():
+    from kernels.metrics import StreamingClipStats, seam_ratio
+
+    frames = torch.arange(20, dtype=torch.float32)[:, None, None, None].expand(20, 2, 2, 3).clone()
+    frames[10:] += 5.0  # a jump between frames 9 and 10
+    stats = StreamingClipStats()
+    for chunk in frames.split(7):
+        stats.update(chunk)
+    summary = stats.summary([(0, 12), (8, 12)])  # windows end at 12 and start at 8: no seam at 10
+    assert summary["seam_ratio"] == pytest.approx(1.0)
+    summary = stats.summary([(0, 10), (10, 10)])  # the seam is at 10
+    assert summary["seam_ratio"] == pytest.approx(6.0)
+    assert seam_ratio(torch.ones(5), []) is None
+    drift = summary["colour_drift"]
+    assert [w["start"] for w in drift["windows"]] == [0, 10]
+    assert drift["max_mean_spread"] == pytest.approx((14.5 + 5) - 4.5)
