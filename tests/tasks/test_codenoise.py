@@ -112,3 +112,22 @@ def test_wan_dit_codenoise_runs_and_matches_across_actor_counts(project):
     # 17 frames → 5 latent frames; windows of 9 frames (3 latents) with stride 4 (1 latent)
     assert stats["latent_frames"] == 5 and stats["latent_windows"] == [[0, 3], [1, 3], [2, 3]]
     torch.testing.assert_close(two, one, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_flow_runs_a_looped_codenoise_item(project):
+    import json
+
+    from flows.cli import main
+
+    _item(project, frames=24, length=8, overlap=4, loop=True)
+    assert main(["run", str(project / "cn.yaml")]) == 0
+    record = json.loads((project / "out" / "clip.json").read_text())
+    assert record["plan"]["mode"] == "codenoise"
+    stats = record["plan"]["codenoise"]
+    assert stats["latent_frames"] == 24 and stats["calls"] == 2
+    # circular plan: one window wraps from the end to the start of the latent
+    assert any(start + length > 24 for start, length in stats["latent_windows"])
+    assert record["video"]["frames"] == 24
+    assert 0 < record["metrics"]["loop_closure_ratio"] <= 1.2  # the latent wraps: no crossfade needed
