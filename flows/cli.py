@@ -252,13 +252,22 @@ def _schema(args) -> int:
     return EXIT_OK
 
 
-def _serve(args) -> int:
+def _schedule_setup(args) -> tuple[str, dict] | None:
+    """The Prefect API URL and the deployments' inputs, or None (reported) when unusable."""
     api_url = _prefect_api_url()
     if api_url is None:
-        return EXIT_BAD_INPUT
+        return None
     inputs = _schedule_inputs(args)
     if inputs is None or not _server_answers(api_url):
+        return None
+    return api_url, inputs
+
+
+def _serve(args) -> int:
+    setup = _schedule_setup(args)
+    if setup is None:
         return EXIT_BAD_INPUT
+    api_url, inputs = setup
     from prefect import serve
 
     from flows.deploy import deployments
@@ -277,12 +286,10 @@ def _serve(args) -> int:
 
 
 def _deploy(args) -> int:
-    api_url = _prefect_api_url()
-    if api_url is None:
+    setup = _schedule_setup(args)
+    if setup is None:
         return EXIT_BAD_INPUT
-    inputs = _schedule_inputs(args)
-    if inputs is None or not _server_answers(api_url):
-        return EXIT_BAD_INPUT
+    api_url, inputs = setup
     from prefect import deploy
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
