@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test test-fast bench clean-demo setup
+.PHONY: demo test test-fast bench bench-quick clean-demo setup
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The benchmark suite (about 20 minutes): writes bench/RESULTS.md and its plots.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Every figure at tiny sizes (under 2 minutes), written to a temporary folder, not bench/.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
 
 clean-demo:
 	rm -rf manifests/examples/out

@@ -115,6 +115,9 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     previous = provenance.read_sidecar(sidecar)
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
     if why is None and _intact(previous, ctx.output):
+        made_by = previous.get("run_id")
+        if made_by and not provenance.has_rows(ctx.output, made_by, item.id):  # that run was killed before the row
+            provenance.append_rows(ctx.output, made_by, item.id, [provenance.row_from_record(previous)])
         result = ItemResult(item.id, "skipped", "unchanged", [str(video.relative_to(ctx.output))], content_key=key)
         provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, previous)])
         return result
@@ -242,6 +245,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
         }
         remux(encoded, tagged, tags={encode.TAG: provenance.embed_tag(record)})
         record["output"] = {"path": video.name, "sha256": store.sha256_file(tagged), "bytes": tagged.stat().st_size}
+        sidecar.unlink(missing_ok=True)  # killed before the new one is written: no sidecar describes another video
         store.commit(tagged, video)
         store.write_json(sidecar, record)
     finally:

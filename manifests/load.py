@@ -22,6 +22,7 @@ File-level problems (unreadable file, YAML syntax) have the location ``""``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import reprlib
@@ -529,14 +530,46 @@ def _model_dir(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path 
         return resolved, f"model directory not found: {resolved}"
     if not (resolved / "model_index.json").is_file():
         return resolved, f"{resolved} is not a diffusers model directory (no model_index.json); save it with save_pretrained"
-    if not settings.allow_pickle:
-        pickles = sorted(str(p.relative_to(resolved)) for p in resolved.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    files = sorted(p for p in resolved.rglob("*") if p.is_file())
+    if not settings.allow_pickle:  # suffixes in any case: case-insensitive filesystems open MODEL.BIN as model.bin
+        pickles = [str(p.relative_to(resolved)) for p in files if p.suffix.lower() in PICKLE_SUFFIXES]
         if pickles:
             return resolved, (
                 f"{resolved} holds pickle weights ({', '.join(pickles[:3])}{' …' if len(pickles) > 3 else ''}), which "
                 "can run code when loaded; convert them to safetensors, or set FRAMEFOLD_ALLOW_PICKLE=1 if you trust them"
             )
+    for p in files:
+        if p.suffix.lower() == ".safetensors":
+            damage = _safetensors_damage(p)
+            if damage is not None:
+                return resolved, (
+                    f"{p.relative_to(resolved)} in {resolved} is damaged or truncated ({damage}); "
+                    "download or save the model again"
+                )
     return resolved, None
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """What is wrong with a .safetensors file's framing, or None. Reads the header only: an
+    8-byte little-endian length, a JSON header whose tensors' data_offsets end where the file does."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            head = file.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a safetensors header"
+            length = int.from_bytes(head, "little")
+            if length > size - 8:
+                return f"the header claims {length:,} bytes but the file has {size:,}"
+            header = json.loads(file.read(min(length, 100 << 20)))
+        expected = 8 + length + max(
+            (int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"), default=0
+        )
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        return f"unreadable safetensors header: {type(error).__name__}"
+    if expected != size:
+        return f"{size:,} bytes where its header describes {expected:,}"
+    return None
 
 
 def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -683,6 +716,14 @@ def _row_label(number: int, item_id: str | None) -> str:
     return f"catalog row {number} (item '{item_id}')" if item_id is not None else f"catalog row {number}"
 
 
+def _is_boolean_field(field: str) -> bool:
+    """Whether an item field (dotted for nested sections: `window.length`) holds true/false."""
+    section, _, key = field.rpartition(".")
+    model = _model_in(ItemEntry.model_fields[section].annotation) if section else ItemEntry
+    info = model.model_fields.get(key) if model is not None else None
+    return info is not None and info.annotation in (bool, bool | None)
+
+
 # Pair fields a text cell may spell out: field -> (pattern, number type, how to write it)
 _PAIR_TEXT = {
     "size": (re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*"), int, "'WIDTHxHEIGHT' text such as '512x288'"),
@@ -710,6 +751,10 @@ def _resolve_row(
     problems: list[Problem] = []
     for field, cell in row.items():
         if cell is None:
+            continue
+        if isinstance(cell, bool) and not _is_boolean_field(field):  # lax validation would take True as 1
+            message = f"must not be true/false (column {catalog.columns[field]!r} holds booleans), got {cell}"
+            problems.append(Problem(f"{prefix}.{field}", message, item_id))
             continue
         pair = _PAIR_TEXT.get(field)
         if pair is not None and isinstance(cell, str):
@@ -775,4 +820,9 @@ def _output_root(
         where = "output"
     if os.path.lexists(resolved) and not resolved.is_dir():
         return None, Problem("output", f"{where} {resolved} exists and is not a directory")
+    for parent in resolved.parents:  # the nearest existing ancestor must be a folder to create it in
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                return None, Problem("output", f"{where} {resolved} cannot be created: {parent} is a file, not a directory")
+            break
     return resolved, None

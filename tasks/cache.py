@@ -9,7 +9,9 @@ committed; the whole folder is safe to delete at any time, and its size is cappe
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -34,26 +36,46 @@ class WindowCache:
             return None
 
     def put(self, key: str, start: int, length: int, pixels: np.ndarray) -> None:
+        """Keep a window; best effort: the cache only saves work, so a full disk or a folder
+        removed meanwhile (another item finishing) never fails the item."""
         if self.max_bytes <= 0:
             return
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(pixels), allow_pickle=False)
-        self._evict(len(buffer.getbuffer()))
-        store.write_bytes(self._path(key, start, length), buffer.getvalue(), durable=False)
+        try:
+            self._evict(len(buffer.getbuffer()))
+            store.write_bytes(self._path(key, start, length), buffer.getvalue(), durable=False)
+        except OSError:
+            pass
 
     def drop(self, key: str) -> None:
         shutil.rmtree(self.root / key, ignore_errors=True)
 
     def _evict(self, incoming: int) -> None:
-        files = sorted(
-            (p for p in self.root.glob("*/*.npy")), key=lambda p: p.stat().st_mtime if p.exists() else 0
-        ) if self.root.is_dir() else []
-        total = sum(p.stat().st_size for p in files if p.exists())
-        for p in files:
+        files = sorted(self._files())  # oldest first
+        total = sum(size for _, size, _ in files)
+        for _, size, path in files:
             if total + incoming <= self.max_bytes:
                 break
+            total -= size
+            path.unlink(missing_ok=True)
+
+    def _files(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every cached window. Other items' threads drop their folders
+        and evict files concurrently: whatever vanishes while listed is skipped."""
+        found = []
+        try:
+            folders = [entry.path for entry in os.scandir(self.root) if entry.is_dir()]
+        except OSError:
+            return found
+        for folder in folders:
             try:
-                total -= p.stat().st_size
-                p.unlink()
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.name.endswith(".npy") and not entry.name.startswith("."):
+                            with contextlib.suppress(OSError):
+                                info = entry.stat()
+                                found.append((info.st_mtime, info.st_size, Path(entry.path)))
             except OSError:
-                pass
+                continue
+        return found

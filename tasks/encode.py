@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -89,8 +90,7 @@ class VideoEncoder:
         err = self._stderr.read().decode(errors="replace").strip()
         self._stderr.close()
         if code != 0:
-            tail = " | ".join(err.splitlines()[-3:]) or "no message"
-            raise EncodeError(f"ffmpeg exited with code {code}: {tail}")
+            raise EncodeError(_failure(code, err))
 
     def __enter__(self) -> VideoEncoder:
         return self
@@ -176,9 +176,29 @@ def decode(path: Path, *, width: int, height: int) -> Iterator[np.ndarray]:
 def _run(args: list[str]) -> bytes:
     proc = subprocess.run(args, capture_output=True)
     if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-3:]) or "no message"
-        raise EncodeError(f"ffmpeg exited with code {proc.returncode}: {tail}")
+        raise EncodeError(_failure(proc.returncode, proc.stderr.decode(errors="replace").strip()))
     return proc.stdout
+
+
+# What a signal that ends ffmpeg means for the user (a negative return code is a signal).
+_SIGNALS = {
+    "SIGXFSZ": "the file size limit (ulimit -f) was reached while writing; raise it or free space",
+    "SIGKILL": "killed from outside (out of memory?)",
+    "SIGSEGV": "ffmpeg crashed",
+}
+
+
+def _failure(code: int, stderr: str) -> str:
+    """ffmpeg's exit (or the signal that ended it) and the last lines it printed."""
+    tail = " | ".join(stderr.splitlines()[-3:]) or "no message"
+    if code >= 0:
+        return f"ffmpeg exited with code {code}: {tail}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    what = f"ffmpeg was killed by {name}" + (f": {_SIGNALS[name]}" if name in _SIGNALS else "")
+    return f"{what}; it said: {tail}" if stderr.strip() else what
 
 
 def _unescape(text: str) -> str:

@@ -153,6 +153,30 @@ def append_rows(root: Path, run_id: str, item_id: str, rows: list[dict]) -> Path
     return path
 
 
+def has_rows(root: Path, run_id: str, item_id: str) -> bool:
+    """Whether the ledger holds ``run_id``'s rows for ``item_id``: its part file, or the run's
+    merged file (a run compacts only after every item has its rows)."""
+    folder = root / LEDGER_DIR
+    return (folder / f"part-{run_id}-{item_id}.parquet").is_file() or (folder / f"run-{run_id}.parquet").is_file()
+
+
+def row_from_record(record: dict) -> dict:
+    """The `done` row of an output, rebuilt from its sidecar record: for a run killed after
+    writing the sidecar and before its ledger row (the output is current, so it is not redone)."""
+    video, output, backend = record.get("video", {}), record.get("output", {}), record.get("backend", {})
+    finished = record.get("finished_at")
+    return ledger_row(
+        run_id=record["run_id"], job=record.get("job"), item_id=record["item"]["id"], status="done",
+        reason=record.get("reason"), content_key=record.get("content_key"), format="mp4",
+        output=output.get("path"), output_sha256=output.get("sha256"), output_bytes=output.get("bytes"),
+        frames=video.get("frames"), fps=video.get("fps"), width=video.get("width"), height=video.get("height"),
+        backend=backend.get("backend"), model_digest=backend.get("weights_digest"),
+        manifest=record.get("manifest", {}).get("path"), manifest_sha256=record.get("manifest", {}).get("sha256"),
+        framefold_version=record.get("framefold_version"),
+        finished_at=datetime.fromisoformat(finished) if isinstance(finished, str) else None,
+    )
+
+
 def compact(root: Path, run_id: str) -> Path | None:
     """Merge a run's part files into ``run-RUN.parquet`` (readers de-duplicate by row_id,
     so a crash between writing the merged file and deleting the parts loses nothing)."""
@@ -170,12 +194,20 @@ def compact(root: Path, run_id: str) -> Path | None:
 
 
 def read_ledger(root: Path) -> pa.Table:
-    """Every ledger row under ``root``, one per row_id, oldest first."""
+    """Every ledger row under ``root``, one per row_id, oldest first. Safe while runs write: a
+    part file compacted away between listing and reading (its rows are in the merged file by
+    then) makes the read list the folder again."""
     folder = root / LEDGER_DIR
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
-    if not files:
-        return LEDGER_SCHEMA.empty_table()
-    table = pa.concat_tables([pq.read_table(p, schema=LEDGER_SCHEMA) for p in files])
+    for attempt in range(100):
+        files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+        if not files:
+            return LEDGER_SCHEMA.empty_table()
+        try:
+            table = pa.concat_tables([pq.read_table(p, schema=LEDGER_SCHEMA) for p in files])
+            break
+        except FileNotFoundError:
+            if attempt == 99:
+                raise
     seen: set[str] = set()
     keep = []
     for i, row_id in enumerate(table.column("row_id").to_pylist()):

@@ -1,0 +1,36 @@
+"""A stand-in for ``tasks.generate.render_window`` on fake GPUs (bench only).
+
+Same arguments and result as ``render_window`` — ``(spec, window, conditioning) ->
+(node id, pixels (L, H, W, 3) uint8)`` — but the "model" costs a fixed
+``spec["cost_s"]`` of sleep per window, and the pixels are a realistic payload made once
+per worker. Declared like ``render_window`` (``max_calls=0``: workers stay alive) and
+submitted like ``task_submitter`` does (``num_gpus`` and one CPU per window).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+
+import numpy as np
+import ray
+
+
+@functools.lru_cache(maxsize=4)
+def _payload(frames: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+
+
+@ray.remote(max_retries=0, max_calls=0)
+def fake_render(spec: dict, window, conditioning) -> tuple[str, np.ndarray]:
+    """Sleep ``spec["cost_s"]``, return the payload for ``len(window.frames)`` frames."""
+    time.sleep(spec["cost_s"])
+    height, width = spec["size"]
+    return ray.get_runtime_context().get_node_id(), _payload(len(window.frames), height, width)
+
+
+def fake_submitter(spec: dict, *, gpus: float) -> Callable:
+    """Like ``tasks.generate.task_submitter``, with ``fake_render`` in place of ``render_window``."""
+    remote = fake_render.options(num_gpus=gpus, num_cpus=1)
+    return lambda window, cond_ref: remote.remote(spec, window, cond_ref)

@@ -1,0 +1,183 @@
+"""Hostile and unusual input stills, each one item of one batch beside a good item, through the
+real flow (session Ray and Prefect): broken files fail only their own item with a reason naming
+the file and leave nothing behind; odd but valid formats are decoded as the README promises
+(EXIF orientation applied, transparency composited over `background`, first frame of animated
+and multi-page files, 16-bit/gray/palette/CMYK to 8-bit RGB, a 1×1 still fitted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.cli import main
+from tasks.encode import decode
+from tasks.provenance import read_ledger
+from tests.conftest import draw_image, write_manifest
+
+pytestmark = pytest.mark.usefixtures("ray_cluster", "prefect_server")
+
+MAX_PIXELS = 5000  # FRAMEFOLD_MAX_IMAGE_PIXELS for the batch: every still but "huge" is under it
+RED, GREEN, BLUE, CYAN = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 255, 255)
+
+
+def _make_inputs(img: Path) -> dict[str, dict]:
+    """Write the stills; returns item id -> item fields (beyond the defaults)."""
+    img.mkdir(parents=True)
+    items: dict[str, dict] = {}
+    draw_image(img / "good.png", (48, 40), seed=5)
+    items["good"] = {"image": "img/good.png"}
+
+    # --- broken: each must fail alone ---
+    solid = Image.new("RGB", (48, 40), (200, 30, 30))
+    solid.save(img / "whole.png")
+    draw_image(img / "whole.jpg", (48, 40), seed=6)
+    data = (img / "whole.png").read_bytes()
+    (img / "truncated.png").write_bytes(data[: len(data) // 2])
+    data = (img / "whole.jpg").read_bytes()
+    (img / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (img / "words.png").write_text("this is a text file, not a PNG\n")
+    (img / "empty.png").write_bytes(b"")
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(img / "huge.png")  # 10,000 px > MAX_PIXELS
+    for name in ("truncated.png", "truncated.jpg", "words.png", "empty.png", "huge.png"):
+        items["bad-" + name.replace(".", "-")] = {"image": f"img/{name}"}
+
+    # --- unusual but valid ---
+    Image.new("RGB", (1, 1), (10, 200, 10)).save(img / "one.png")
+    items["one-pixel"] = {"image": "img/one.png"}
+    Image.fromarray(np.full((40, 48), 32768, np.uint16)).save(img / "sixteen.png")  # mode I;16, mid-grey
+    items["sixteen-bit"] = {"image": "img/sixteen.png"}
+    Image.new("L", (48, 40), 77).save(img / "gray.png")
+    items["grayscale"] = {"image": "img/gray.png"}
+    Image.new("RGB", (48, 40), (10, 20, 250)).convert("P").save(img / "palette.png")
+    items["palette"] = {"image": "img/palette.png"}
+    rgba = Image.new("RGBA", (48, 40), (0, 0, 0, 0))  # left half fully transparent, right half opaque red
+    rgba.paste(Image.new("RGBA", (24, 40), (*RED, 255)), (24, 0))
+    rgba.save(img / "alpha.png")
+    items["transparent"] = {"image": "img/alpha.png", "background": "#00ff00", "fit": "stretch"}
+    Image.new("CMYK", (48, 40), (255, 0, 0, 0)).save(img / "cmyk.jpg")  # pure cyan ink
+    items["cmyk"] = {"image": "img/cmyk.jpg"}
+    # stored 64 wide × 32 high, red marker top-left; EXIF 6 = displayed rotated 90° clockwise,
+    # i.e. 32 wide × 64 high with the marker top-right
+    stored = Image.new("RGB", (64, 32), BLUE)
+    stored.paste(Image.new("RGB", (16, 16), RED), (0, 0))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(img / "rotated.jpg", exif=exif, quality=95)
+    items["exif-rotated"] = {"image": "img/rotated.jpg", "size": [32, 64], "fit": "stretch"}
+    frames = [Image.new("RGB", (48, 40), c) for c in (RED, BLUE, GREEN)]
+    frames[0].save(img / "animated.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    items["animated-gif"] = {"image": "img/animated.gif"}
+    frames[0].save(img / "pages.tif", save_all=True, append_images=frames[1:])
+    items["multipage-tiff"] = {"image": "img/pages.tif"}
+    return items
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """One run of every still above (module-scoped: one flow run for all the checks)."""
+    root = tmp_path_factory.mktemp("media")
+    items = _make_inputs(root / "img")
+    doc = {
+        "version": 1, "name": "media", "output": "out",
+        "defaults": {"frames": 4, "fps": 8, "size": [32, 32], "window": {"length": 4, "overlap": 0},
+                     "motion": {"amplitude": 0.0}},  # no motion: frames show the fitted still
+        "items": [{"id": item_id, **fields} for item_id, fields in items.items()],
+    }
+    manifest = write_manifest(root, doc)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAMEFOLD_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+        code = main(["run", str(manifest), "--json"])
+    out = root / "out"
+    rows = {r["item_id"]: r for r in read_ledger(out).to_pylist()}
+    return code, out, rows, items
+
+
+def _first_frame(out: Path, item: str) -> np.ndarray:
+    record = json.loads((out / f"{item}.json").read_text())
+    width, height = record["video"]["width"], record["video"]["height"]
+    return next(iter(decode(out / f"{item}.mp4", width=width, height=height))).astype(int)
+
+
+def _close(pixel, colour, tol=24) -> bool:
+    return all(abs(int(a) - b) <= tol for a, b in zip(pixel, colour))
+
+
+def test_batch_exits_1_and_every_item_has_one_row(batch):
+    code, out, rows, items = batch
+    assert code == 1
+    assert sorted(rows) == sorted(items)
+    assert rows["good"]["status"] == "done" and (out / "good.mp4").is_file()
+    assert not list(out.glob(".*.part"))
+
+
+@pytest.mark.parametrize(("item", "file", "words"), [
+    ("bad-truncated-png", "truncated.png", "truncated"),
+    ("bad-truncated-jpg", "truncated.jpg", "truncated"),
+    ("bad-words-png", "words.png", "not a readable image"),
+    ("bad-empty-png", "empty.png", "not a readable image"),
+    ("bad-huge-png", "huge.png", "FRAMEFOLD_MAX_IMAGE_PIXELS"),
+])  # fmt: skip
+def test_broken_still_fails_its_item_naming_the_file_and_writes_nothing(batch, item, file, words):
+    _, out, rows, _ = batch
+    row = rows[item]
+    assert row["status"] == "failed"
+    assert file in row["reason"] and words in row["reason"], row["reason"]
+    assert "internal error" not in row["reason"] and "Traceback" not in row["reason"]
+    assert not [p.name for p in out.iterdir() if item in p.name]  # no mp4, json or .part
+    assert row["output"] is None and row["output_sha256"] is None
+
+
+@pytest.mark.parametrize("item", ["one-pixel", "sixteen-bit", "grayscale", "palette", "transparent", "cmyk",
+                                  "exif-rotated", "animated-gif", "multipage-tiff"])
+def test_unusual_still_is_done(batch, item):
+    _, out, rows, _ = batch
+    assert rows[item]["status"] == "done", rows[item]["reason"]
+    record = json.loads((out / f"{item}.json").read_text())
+    assert record["output"]["sha256"] == rows[item]["output_sha256"]
+
+
+@pytest.mark.parametrize(("item", "colour"), [
+    ("one-pixel", (10, 200, 10)),  # fitted to 32×32: every pixel the one colour
+    ("sixteen-bit", (128, 128, 128)),  # 32768 of 65535 scaled, not clipped to white
+    ("grayscale", (77, 77, 77)),
+    ("palette", (10, 20, 250)),
+    ("cmyk", CYAN),
+    ("animated-gif", RED),  # the first frame, not the last
+    ("multipage-tiff", RED),
+])  # fmt: skip
+def test_decoded_colour_of_the_first_frame(batch, item, colour):
+    _, out, _, _ = batch
+    frame = _first_frame(out, item)
+    for y, x in ((4, 4), (16, 16), (27, 27)):
+        assert _close(frame[y, x], colour), (item, (y, x), frame[y, x])
+
+
+def test_transparency_is_composited_over_the_background(batch):
+    _, out, _, _ = batch
+    frame = _first_frame(out, "transparent")
+    assert _close(frame[16, 6], GREEN), frame[16, 6]  # transparent half: the background
+    assert _close(frame[16, 26], RED), frame[16, 26]  # opaque half: the image
+
+
+def test_exif_orientation_is_applied(batch):
+    _, out, _, _ = batch
+    frame = _first_frame(out, "exif-rotated")  # 64 high, 32 wide, as displayed
+    assert frame.shape == (64, 32, 3)
+    assert _close(frame[6, 26], RED), frame[6, 26]  # the marker, top right once rotated
+    assert _close(frame[6, 6], BLUE), frame[6, 6]  # top left is not the marker
+    assert _close(frame[58, 6], BLUE) and _close(frame[58, 26], BLUE)
+    record = json.loads((out / "exif-rotated.json").read_text())
+    assert record["inputs"]["image"]["image"]["exif_rotated"] is True
+
+
+@pytest.mark.parametrize(("item", "fmt"), [("animated-gif", "GIF"), ("multipage-tiff", "TIFF")])
+def test_first_frame_only_is_recorded(batch, item, fmt):
+    _, out, _, _ = batch
+    info = json.loads((out / f"{item}.json").read_text())["inputs"]["image"]["image"]
+    assert info["format"] == fmt and info["frames"] == 3 and info["first_frame_only"] is True
+    single = json.loads((out / "grayscale.json").read_text())["inputs"]["image"]["image"]
+    assert single["first_frame_only"] is False and single["frames"] == 1

@@ -1,0 +1,43 @@
+"""The benchmark suite runs end to end and writes its report: every figure's section
+with a table, and its plots. What it measures is not checked (no timing assertions)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = {
+    1: "stitch kernel vs the memory limit",
+    2: "memory vs video length",
+    3: "orchestration overhead with simulated GPUs",
+    4: "end-to-end throughput",
+    5: "framefold codenoise vs diffusers FreeNoise — measured by bench/peer.py",
+    6: "redundancy (frames generated ÷ frames delivered)",
+}
+PLOTS = ["fig1_stitch_kernel.png", "fig2_memory.png", "fig3_orchestration.png", "fig4_throughput.png",
+         "fig5_peer.png", "fig6_redundancy.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_quick_suite_writes_every_figure_and_plot(tmp_path):
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1100)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = (out / "RESULTS.md").read_text()
+    assert "## Machine" in text and "## Headline ratios" in text
+    sections = {m[1]: m[2] for m in re.finditer(r"^## Figure (\d): .*?$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)}
+    for n, title in FIGURES.items():
+        assert f"## Figure {n}: {title}\n" in text
+        assert "Not measured" not in sections[str(n)], f"figure {n} failed"
+        assert "\n|---|" in sections[str(n)], f"figure {n} has no table"
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in text
+    assert (out / "results.json").is_file()
