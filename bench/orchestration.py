@@ -182,9 +182,12 @@ def section(data: dict) -> str:
         f"about {1e3 / max(per_window):.0f}–{1e3 / min(per_window):.0f} windows/s while N fake GPUs deliver "
         f"N ÷ {data['cost_s']:g} s = {rates} windows/s. "
         + (f"From N = {bound[0]['gpus']} on, the stitch takes more than half the wall time: the driver, not "
-           f"scheduling, is the bottleneck. Below N = {bound[0]['gpus']}, the" if bound else "The")
-        + " overhead is the latency between a task finishing and the next one starting (result store, "
-        "dispatch), on a machine whose cores also run the driver."
+           "scheduling, is the bottleneck. " if bound else "")
+        + (f"Below N = {bound[0]['gpus']}, the" if bound and bound[0]["gpus"] > default[0]["gpus"] else
+           "" if bound else "The")
+        + (" overhead is the latency between a task finishing and the next one starting (result store, "
+           "dispatch), on a machine whose cores also run the driver." if not bound or bound[0]["gpus"] >
+           default[0]["gpus"] else "")
     )
     return note + "\n\n" + table(
         ["GPUs (N)", "stitch threads", "ideal s", "wall s", "wall ÷ ideal", "goal ≤ 1.10", "overhead s",
