@@ -104,6 +104,8 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     timings: dict[str, float] = {}
     video = ctx.output / f"{item.id}.mp4"
     sidecar = ctx.output / f"{item.id}.json"
+    for stale in (video, sidecar):  # a killed run's temporaries (the item lock is ours: no live writer)
+        store.remove_stale_parts(stale)
 
     # 1. Content key: skip when an output made from the same inputs, parameters and model exists.
     tick = time.perf_counter()
@@ -149,8 +151,6 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     timings["plan"] = time.perf_counter() - tick
 
     # 4-7. Generate → stitch → upscale → encode, streamed.
-    for stale in (video, sidecar):
-        store.remove_stale_parts(stale)
     ctx.output.mkdir(parents=True, exist_ok=True)
     width, height = item.output_size
     encoded = store.part_path(video)

@@ -115,6 +115,19 @@ def test_other_window_plans_give_the_same_frames(small_job):
         assert got == reference, (length, overlap, weighting)
 
 
+def test_leftovers_of_a_killed_run_go_even_when_the_item_is_current(small_job):
+    out = small_job.parent / "out"
+    assert main(["run", str(small_job), "--only", "a"]) == 0
+    leftovers = [out / ".a.mp4.0badc0de.part", out / ".a.json.12345678.part"]
+    for p in leftovers:
+        p.write_bytes(b"half a file")
+    keep = out / ".a.mp4.notours.part"  # not a name framefold makes
+    keep.write_bytes(b"x")
+    assert main(["run", str(small_job), "--only", "a", "--json"]) == 0
+    assert not any(p.exists() for p in leftovers)
+    assert keep.exists()
+
+
 def test_corrupt_image_fails_only_its_item(small_job, capsys):
     (small_job.parent / "img" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["run", str(small_job)]) == 1
