@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -109,7 +110,7 @@ def _validate(args) -> int:
     job = _load(args.manifest)
     if job is None:
         return EXIT_BAD_INPUT
-    out.print(f"{job.manifest_path}: valid — job {job.name!r}, {len(job.items)} item(s), output {job.output}")
+    out.print(escape(f"{job.manifest_path}: valid — job {job.name!r}, {len(job.items)} item(s), output {job.output}"))
     return EXIT_OK
 
 
@@ -139,11 +140,11 @@ def _plan(args) -> int:
     if args.json:
         print(json.dumps({"job": job.name, "output": str(job.output), "items": rows, "totals": totals}, indent=2))
         return EXIT_OK
-    table = Table(title=f"plan: {job.name}")
+    table = Table(title=escape(f"plan: {job.name}"))
     for col in ("item", "frames", "windows", "W/O", "generated", "redundancy", "size → output"):
         table.add_column(col, justify="right" if col not in ("item", "size → output") else "left")
     for r in rows:
-        table.add_row(r["id"], str(r["frames"]), str(r["windows"]), f"{r['window']}/{r['overlap']}",
+        table.add_row(escape(r["id"]), str(r["frames"]), str(r["windows"]), f"{r['window']}/{r['overlap']}",
                       str(r["frames_generated"]), f"{r['redundancy']:.2f}",
                       f"{r['size'][0]}×{r['size'][1]} → {r['output_size'][0]}×{r['output_size'][1]}")
     out.print(table)
@@ -165,13 +166,13 @@ def _run(args) -> int:
     if args.only:
         unknown = sorted(set(args.only) - {i.id for i in job.items})
         if unknown:
-            err.print(f"[bold red]error[/]: --only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
+            err.print("[bold red]error[/]: " + escape(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}"))
             return EXIT_BAD_INPUT
     from flows.progress import RichReporter, install
     from flows.run import run_job
 
     total = len(args.only) if args.only else len(job.items)
-    err.print(f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
+    err.print(escape(f"framefold: running {job.name!r} ({total} item(s)) → {job.output}"))
     with RichReporter(total) as rep:
         install(rep)
         try:
@@ -186,7 +187,7 @@ def _run(args) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    table = Table(title=f"{summary['job']} — run {summary['run_id']}")
+    table = Table(title=escape(f"{summary['job']} — run {summary['run_id']}"))
     for col in ("item", "status", "reason", "seconds", "seam", "loop", "output"):
         table.add_column(col, overflow="fold")
     style = {"done": "green", "skipped": "cyan", "failed": "red"}
@@ -196,11 +197,11 @@ def _print_summary(summary: dict) -> None:
 
     for r in summary["items"]:
         m = r.get("metrics") or {}
-        table.add_row(r["id"], f"[{style[r['status']]}]{r['status']}[/]", r["reason"], f"{r['seconds']:.1f}",
-                      ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")), ", ".join(r["outputs"]))
+        table.add_row(escape(r["id"]), f"[{style[r['status']]}]{r['status']}[/]", escape(r["reason"]), f"{r['seconds']:.1f}",
+                      ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")), escape(", ".join(r["outputs"])))
     out.print(table)
     c = summary["counts"]
-    out.print(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}")
+    out.print(escape(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}"))
 
 
 def _inspect(args) -> int:
@@ -208,26 +209,26 @@ def _inspect(args) -> int:
     from tasks.errors import EncodeError
 
     if not args.video.is_file():
-        err.print(f"[bold red]error[/]: {args.video}: no such file")
+        err.print(f"[bold red]error[/]: {escape(str(args.video))}: no such file")
         return EXIT_BAD_INPUT
     try:
         tags = read_tags(args.video)
     except EncodeError as e:
-        err.print(f"[bold red]error[/]: {args.video}: not a readable video ({e})")
+        err.print(f"[bold red]error[/]: " + escape(f"{args.video}: not a readable video ({e})"))
         return EXIT_BAD_INPUT
     if TAG not in tags:
-        err.print(f"[bold red]error[/]: {args.video}: no framefold provenance in this file")
+        err.print(f"[bold red]error[/]: {escape(str(args.video))}: no framefold provenance in this file")
         return EXIT_BAD_INPUT
     try:
         record = json.loads(tags[TAG])
     except ValueError:
-        err.print(f"[bold red]error[/]: {args.video}: the framefold tag is not valid JSON (file damaged?)")
+        err.print(f"[bold red]error[/]: {escape(str(args.video))}: the framefold tag is not valid JSON (file damaged?)")
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
         return EXIT_OK
     v = record.get("video", {})
-    out.print(f"[bold]{args.video}[/]")
+    out.print(f"[bold]{escape(str(args.video))}[/]")
     for label, value in (
         ("item", record.get("item", {}).get("id")),
         ("job", record.get("job")),
@@ -241,7 +242,7 @@ def _inspect(args) -> int:
         ("made", record.get("finished_at")),
         ("framefold", record.get("framefold_version")),
     ):
-        out.print(f"  {label:12} {value}")
+        out.print(escape(f"  {label:12} {value}"))
     return EXIT_OK
 
 
@@ -298,11 +299,11 @@ def _deploy(args) -> int:
         with get_client(sync_client=True) as client:
             pool = client.read_work_pool(args.pool)
     except ObjectNotFound:
-        err.print(f"[bold red]error[/]: --pool: no work pool {args.pool!r} on {api_url}; create it with "
-                  f"`prefect work-pool create {args.pool} --type process`")
+        err.print("[bold red]error[/]: " + escape(f"--pool: no work pool {args.pool!r} on {api_url}; create it with "
+                                                 f"`prefect work-pool create {args.pool} --type process`"))
         return EXIT_BAD_INPUT
     if pool.type != "process":
-        err.print(f"[bold red]error[/]: --pool: work pool {args.pool!r} is of type {pool.type!r}; these deployments "
+        err.print("[bold red]error[/]: " + escape(f"--pool: work pool {args.pool!r} is of type {pool.type!r}; ") + "these deployments "
                   "carry no image or code storage and need a 'process' pool on a machine with framefold installed")
         return EXIT_BAD_INPUT
     from flows.deploy import deployments
@@ -371,8 +372,6 @@ def _schedule_inputs(args) -> dict | None:
     try:
         check_schedules(timezone=inputs["timezone"], nightly_cron=args.nightly_cron, loops_cron=args.loops_cron)
     except ScheduleError as e:
-        from rich.markup import escape
-
         err.print(f"[bold red]error[/]: --{e.field.replace('_', '-')}: {escape(e.message)}")
         return None
     return inputs
@@ -388,7 +387,7 @@ def _print_deployments(deployments, api_url: str, doing: str) -> None:
         rows = [(f"{s.schedule.cron} ({s.schedule.timezone})", s.parameters.get("manifest", d.parameters["manifest"]))
                 for s in d.schedules] or [("on demand", d.parameters["manifest"])]
         for schedule, manifest in rows:
-            table.add_row(f"{d.flow_name}/{d.name}", schedule, manifest, overlap)
+            table.add_row(escape(f"{d.flow_name}/{d.name}"), escape(str(schedule)), escape(str(manifest)), overlap)
     out.print(table)
 
 

@@ -114,11 +114,23 @@ def test_out_override_onto_a_file_exits_2(project, capsys, out):
     assert _tree(project) == before
 
 
-@pytest.mark.xfail(strict=True, reason="defect in flows/cli.py (not ours to edit): paths are printed as rich "
-                   "markup, so '[final]' vanishes and '[/x]' raises MarkupError; fix: rich.markup.escape() them")
 def test_output_paths_with_markup_characters_are_printed_verbatim(project, capsys):
     for output in ("renders[final]", "out[/x]"):
         path = project / "job.yaml"
         path.write_text(yaml.safe_dump(_doc([{"id": "a", "image": "a.png"}], output=output)))
         assert main(["validate", str(path)]) == 0
         assert output.split("/")[-1] in capsys.readouterr().out.replace("\n", "")
+
+
+def test_run_summary_prints_ids_reasons_and_outputs_verbatim(capsys):
+    from flows.cli import _print_summary
+
+    summary = {"job": "job[x]", "run_id": "r1", "seconds": 1.0, "output": "out[/x]",
+               "counts": {"done": 1, "skipped": 0, "failed": 1},
+               "items": [{"id": "a", "status": "done", "reason": "", "seconds": 1.0, "outputs": ["a[final].mp4"]},
+                         {"id": "b", "status": "failed", "reason": "img/shot[/b].png: not an image", "seconds": 0.1,
+                          "outputs": []}]}
+    _print_summary(summary)
+    printed = capsys.readouterr().out.replace("\n", "").replace("│", "").replace(" ", "")
+    for text in ("job[x]", "a[final].mp4", "img/shot[/b].png", "out[/x]"):
+        assert text in printed, text
