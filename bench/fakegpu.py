@@ -1,7 +1,7 @@
 """A stand-in for ``tasks.generate.render_window`` on fake GPUs (bench only).
 
 Same arguments and result as ``render_window`` — ``(spec, window, conditioning) ->
-(node id, pixels (L, H, W, 3) uint8)`` — but the "model" costs a fixed
+(node id, seconds, pixels (L, H, W, 3) uint8)`` — but the "model" costs a fixed
 ``spec["cost_s"]`` of sleep per window, and the pixels are a realistic payload made once
 per worker. Declared like ``render_window`` (``max_calls=0``: workers stay alive) and
 submitted like ``task_submitter`` does (``num_gpus`` and one CPU per window).
@@ -23,11 +23,11 @@ def _payload(frames: int, height: int, width: int) -> np.ndarray:
 
 
 @ray.remote(max_retries=0, max_calls=0)
-def fake_render(spec: dict, window, conditioning) -> tuple[str, np.ndarray]:
+def fake_render(spec: dict, window, conditioning) -> tuple[str, float, np.ndarray]:
     """Sleep ``spec["cost_s"]``, return the payload for ``len(window.frames)`` frames."""
     time.sleep(spec["cost_s"])
     height, width = spec["size"]
-    return ray.get_runtime_context().get_node_id(), _payload(len(window.frames), height, width)
+    return ray.get_runtime_context().get_node_id(), spec["cost_s"], _payload(len(window.frames), height, width)
 
 
 def fake_submitter(spec: dict, *, gpus: float) -> Callable:

@@ -212,18 +212,22 @@ def _inspect(args) -> int:
         err.print(f"[bold red]error[/]: {escape(str(args.video))}: no such file")
         return EXIT_BAD_INPUT
     try:
-        tags = read_tags(args.video)
+        tags = {k.lower(): v for k, v in read_tags(args.video).items()}  # Matroska (webm) upper-cases tag names
     except EncodeError as e:
         err.print(f"[bold red]error[/]: " + escape(f"{args.video}: not a readable video ({e})"))
         return EXIT_BAD_INPUT
-    if TAG not in tags:
-        err.print(f"[bold red]error[/]: {escape(str(args.video))}: no framefold provenance in this file")
-        return EXIT_BAD_INPUT
-    try:
-        record = json.loads(tags[TAG])
-    except ValueError:
-        err.print(f"[bold red]error[/]: {escape(str(args.video))}: the framefold tag is not valid JSON (file damaged?)")
-        return EXIT_BAD_INPUT
+    if TAG in tags:
+        try:
+            record = json.loads(tags[TAG])
+        except ValueError:
+            err.print(f"[bold red]error[/]: {escape(str(args.video))}: the framefold tag is not valid JSON (file damaged?)")
+            return EXIT_BAD_INPUT
+    else:  # a GIF or poster carries no tag: its item's sidecar describes it (when the bytes match)
+        record = _sidecar_of(args.video)
+        if record is None:
+            err.print(f"[bold red]error[/]: {escape(str(args.video))}: no framefold provenance in this file "
+                      "(and no sidecar ITEM.json beside it lists this file with these bytes)")
+            return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -244,6 +248,22 @@ def _inspect(args) -> int:
     ):
         out.print(escape(f"  {label:12} {value}"))
     return EXIT_OK
+
+
+def _sidecar_of(path: Path) -> dict | None:
+    """The sidecar record next to ``path`` that lists it as an output with its current sha256."""
+    from tasks import provenance, store
+
+    name = path.name
+    digest = None
+    for cut in (i for i, ch in enumerate(name) if ch == "." and i > 0):
+        record = provenance.read_sidecar(path.with_name(name[:cut] + ".json"))
+        for o in provenance.outputs_of(record):
+            if Path(o["path"]).name == name:
+                digest = digest or store.sha256_file(path)
+                if o.get("sha256") == digest:
+                    return {k: v for k, v in record.items() if k not in ("output", "outputs")}
+    return None
 
 
 def _schema(args) -> int:

@@ -25,14 +25,14 @@ from flows.progress import reporter
 from kernels.metrics import StreamingClipStats
 from kernels.pixels import to_uint8
 from manifests import ItemSpec
-from tasks import encode, provenance, store
+from tasks import provenance, store
 from tasks.backends import Conditioning, identify, spec_of
 from tasks.cache import WindowCache
-from tasks.encode import VideoEncoder, remux
 from tasks.errors import ItemError
 from tasks.generate import Cluster, generate_windows, task_submitter
 from tasks.media import load_image
 from tasks.plan import plan_item
+from tasks.renditions import RenditionWriter, plan_renditions, thumb_path, thumb_strip
 from tasks.pool import item_finished, pool_for
 from tasks.stitch import stitch
 from tasks.upscale import upscale
@@ -69,6 +69,7 @@ class ItemResult:
     content_key: str | None = None
     windows_reused: int = 0
     metrics: dict = field(default_factory=dict)
+    gpu_seconds: float = 0.0  # window compute time × GPUs per window
 
 
 @task(task_run_name="item-{item.id}", cache_policy=NO_CACHE)
@@ -89,7 +90,7 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
             reason = f"internal error: {type(e).__name__}: {e}"
             get_run_logger().exception("item %s failed", item.id)
         result = ItemResult(item.id, "failed", reason, seconds=time.perf_counter() - t0)
-        provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result)])
+        provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result))
         reporter().item_finished(item.id, "failed")
         return Failed(message=reason, data=result)
     if item.backend != "motion":
@@ -102,10 +103,12 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     t0 = time.perf_counter()
     started_at = provenance.now()
     timings: dict[str, float] = {}
-    video = ctx.output / f"{item.id}.mp4"
     sidecar = ctx.output / f"{item.id}.json"
-    for stale in (video, sidecar):  # a killed run's temporaries (the item lock is ours: no live writer)
-        store.remove_stale_parts(stale)
+    previous = provenance.read_sidecar(sidecar)
+    finals = [r.name(item.id) for r in plan_renditions(item.output_size, item.aspects, item.formats)]
+    # a killed run's temporaries (the item lock is ours: no live writer)
+    for name in {*finals, *_output_names(previous), sidecar.name}:
+        store.remove_stale_parts(ctx.output / name)
 
     # 1. Content key: skip when an output made from the same inputs, parameters and model exists.
     tick = time.perf_counter()
@@ -114,14 +117,13 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     backend = identify(spec)
     params = item.params()
     key = provenance.content_key(params=params, inputs=inputs, backend=backend)
-    previous = provenance.read_sidecar(sidecar)
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
     if why is None and _intact(previous, ctx.output):
         made_by = previous.get("run_id")
         if made_by and not provenance.has_rows(ctx.output, made_by, item.id):  # that run was killed before the row
-            provenance.append_rows(ctx.output, made_by, item.id, [provenance.row_from_record(previous)])
-        result = ItemResult(item.id, "skipped", "unchanged", [str(video.relative_to(ctx.output))], content_key=key)
-        provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, previous)])
+            provenance.append_rows(ctx.output, made_by, item.id, provenance.rows_from_record(previous))
+        result = ItemResult(item.id, "skipped", "unchanged", _output_names(previous), content_key=key)
+        provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, previous))
         return result
     why = why or "output missing or damaged"
     timings["key"] = time.perf_counter() - tick
@@ -151,15 +153,15 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     timings["plan"] = time.perf_counter() - tick
 
     # 4-7. Generate → stitch → upscale → encode, streamed.
-    ctx.output.mkdir(parents=True, exist_ok=True)
     width, height = item.output_size
-    encoded = store.part_path(video)
-    tagged = store.part_path(video)
+    writer = RenditionWriter(ctx.output, item.id, size=(width, height), fps=item.fps, frames=item.frames,
+                             aspects=item.aspects, formats=item.formats)
     frame_hash = hashlib.sha256()
     nodes: set[str] = set()
     codenoise_stats: dict = {}
     cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
     reused: list[int] = []
+    compute: list[float] = []  # seconds each rendered window took on its worker
 
     def cached(index: int):
         w = plan.windows[index]
@@ -186,28 +188,30 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
         else:
             windows = clock.wrap("generate", generate_windows(
                 submit, conditioning, plan.requests(item.fps), plan.order, in_flight=in_flight, nodes=nodes,
-                cached=cached, finished=finished,
+                cached=cached, finished=finished, compute=compute,
             ))
             frames = clock.wrap(
                 "stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)
             )
         frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
-        with VideoEncoder(encoded, width=width, height=height, fps=item.fps) as encoder:
+        with writer:
             for chunk in frames:
                 tick = time.perf_counter()
                 pixels = chunk.numpy()
                 frame_hash.update(pixels.tobytes())
                 stats.update(chunk)
-                encoder.write(pixels)
+                writer.write(pixels)
                 clock.add("encode", time.perf_counter() - tick)
                 reporter().frames_done(item.id, len(pixels))
             tick = time.perf_counter()
         clock.add("encode", time.perf_counter() - tick)
         timings.update(clock.exclusive())
-        if encoder.frames != item.frames:
-            raise RuntimeError(f"encoded {encoder.frames} frames, expected {item.frames}")
+        # GPU time: each window's compute on its worker (codenoise: the pool's actors over the generate stage)
+        busy = timings.get("generate", 0.0) * len(pool.actors) if item.window.mode == "codenoise" else sum(compute)
+        if writer.frames != item.frames:
+            raise RuntimeError(f"encoded {writer.frames} frames, expected {item.frames}")
 
-        # 8. Provenance: embed the record, commit the video, then the sidecar, then the ledger row.
+        # 8. Provenance: embed the record, commit the outputs, then the sidecar, then the ledger rows.
         record = {
             "schema": provenance.SCHEMA,
             "framefold_version": provenance.version(),
@@ -230,12 +234,13 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             "upscale": {"method": item.upscale.method, "factor": item.upscale.factor, "from": list(item.size), "to": [width, height]},
             "video": {
                 "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
-                "frames": encoder.frames, "fps": item.fps, "width": width, "height": height,
+                "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
                 "frames_sha256": frame_hash.hexdigest(),
             },
             "metrics": _metrics(stats, item.loop, plan.windows),
             "device": {
                 "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
+                "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
                 "nodes": sorted(nodes),
             },
             "libraries": provenance.library_versions(),
@@ -243,43 +248,39 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             "started_at": started_at,
             "finished_at": provenance.now(),
         }
-        remux(encoded, tagged, tags={encode.TAG: provenance.embed_tag(record)})
-        record["output"] = {"path": video.name, "sha256": store.sha256_file(tagged), "bytes": tagged.stat().st_size}
+        record["renditions"] = [r.as_dict() | {"path": r.name(item.id)} for r in writer.renditions]
+        outputs = writer.finish(provenance.embed_tag(record))
+        record["outputs"] = outputs
+        record["output"] = outputs[0]
+        store.write_bytes(thumb_path(ctx.output, item.id), thumb_strip(writer.sample_frames), durable=False)
         sidecar.unlink(missing_ok=True)  # killed before the new one is written: no sidecar describes another video
-        store.commit(tagged, video)
+        writer.commit()
         store.write_json(sidecar, record)
+        for name in set(_output_names(previous)) - {o["path"] for o in outputs}:  # renditions no longer asked for
+            (ctx.output / name).unlink(missing_ok=True)
     finally:
-        encoded.unlink(missing_ok=True)
-        tagged.unlink(missing_ok=True)
+        writer.close()
     cache.drop(key)
     if reused:
         why = f"{why}; resumed: {len(reused)} of {len(plan.windows)} windows reused"
     metrics = {k: v for k, v in record["metrics"].items() if k != "colour_drift"}
     metrics["colour_drift"] = record["metrics"].get("colour_drift", {}).get("max_mean_spread")
-    result = ItemResult(item.id, "done", why, [video.name], time.perf_counter() - t0, item.frames, key, len(reused),
-                        metrics)
-    provenance.append_rows(ctx.output, ctx.run_id, item.id, [_row(ctx, item, result, record)])
+    result = ItemResult(item.id, "done", why, [o["path"] for o in outputs], time.perf_counter() - t0, item.frames, key,
+                        len(reused), metrics, round(busy * gpus, 4))
+    provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, record))
     return result
 
 
-def _row(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | None = None) -> dict:
-    video = (record or {}).get("video", {})
-    output = (record or {}).get("output", {})
-    return provenance.ledger_row(
+def _rows(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | None = None) -> list[dict]:
+    """One ledger row per output file of ``record`` (one without output for a failed item)."""
+    return provenance.output_rows(
+        record,
         run_id=ctx.run_id,
         job=ctx.job,
         item_id=item.id,
         status=result.status,
         reason=result.reason,
         content_key=result.content_key,
-        format="mp4" if output else None,
-        output=output.get("path"),
-        output_sha256=output.get("sha256"),
-        output_bytes=output.get("bytes"),
-        frames=video.get("frames"),
-        fps=video.get("fps"),
-        width=video.get("width"),
-        height=video.get("height"),
         backend=item.backend,
         model_digest=(record or {}).get("backend", {}).get("weights_digest"),
         manifest=str(ctx.manifest_path),
@@ -287,6 +288,11 @@ def _row(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | Non
         framefold_version=provenance.version(),
         seconds=round(result.seconds, 4),
     )
+
+
+def _output_names(record: dict | None) -> list[str]:
+    """File names (in the output folder) of the outputs a sidecar record describes."""
+    return [Path(o["path"]).name for o in provenance.outputs_of(record)]
 
 
 def _codenoise(spec, params, conditioning, pool, stats: dict) -> Iterator:
@@ -338,10 +344,12 @@ def _digest(path: Path | None) -> str | None:
 
 
 def _intact(record: dict | None, root: Path) -> bool:
-    """The previous output still exists with the size its sidecar recorded."""
-    out = (record or {}).get("output") or {}
-    path = root / str(out.get("path", ""))
-    return bool(out) and path.is_file() and path.stat().st_size == out.get("bytes")
+    """Every output the previous sidecar describes still exists with its recorded size."""
+    outputs = provenance.outputs_of(record)
+    return bool(outputs) and all(
+        (root / Path(o["path"]).name).is_file() and (root / Path(o["path"]).name).stat().st_size == o.get("bytes")
+        for o in outputs
+    )
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -9,12 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import runtime as prefect_runtime
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.item import ItemResult, RunContext, produce_item
 from manifests import Job, Settings, load_manifest
 from tasks import provenance
+from tasks.renditions import contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
 from tasks.pool import expect, release
@@ -97,14 +99,18 @@ def run_manifest(
         release(ctx.run_id)
     provenance.compact(job.output, ctx.run_id)
 
-    # 5. Report.
+    # 5. Report: contact sheet next to the outputs, Prefect artifacts.
     counts = Counter(r.status for r in results)
+    sheet = _contact_sheet(job.output, results)
     summary = {
         "run_id": ctx.run_id,
+        "flow_run_id": str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None,
         "job": job.name,
         "output": str(job.output),
         "seconds": round(time.perf_counter() - t0, 3),
+        "gpu_seconds": round(sum(r.gpu_seconds for r in results), 3),
         "counts": {s: counts.get(s, 0) for s in ("done", "skipped", "failed")},
+        "contact_sheet": str(sheet) if sheet else None,
         "items": [r.__dict__ for r in results],
     }
     _artifacts(summary)
@@ -113,27 +119,51 @@ def run_manifest(
     return summary
 
 
+CONTACT_SHEET = "contact-sheet.jpg"
+
+
+def _contact_sheet(output: Path, results: list[ItemResult]) -> Path | None:
+    """``OUTPUT/contact-sheet.jpg``: first, middle and last frame of each item of the run."""
+    try:
+        rows = [(r.id, r.status, None if r.status == "failed" else ensure_thumb(output, r.id)) for r in results]
+        path = output / CONTACT_SHEET
+        contact_sheet(rows, path)
+        return path
+    except Exception:  # noqa: BLE001 - reporting must never fail a finished run
+        logging.getLogger("framefold").warning("could not write the contact sheet", exc_info=True)
+        return None
+
+
 def _artifacts(summary: dict) -> None:
     try:
         create_table_artifact(
             key="framefold-items",
             table=[
                 {"item": r["id"], "status": r["status"], "reason": r["reason"], "seconds": round(r["seconds"], 2),
-                 "outputs": ", ".join(r["outputs"])}
+                 "gpu_seconds": r["gpu_seconds"], "outputs": ", ".join(r["outputs"])}
                 for r in summary["items"]
             ],
             description=f"Items of run {summary['run_id']} ({summary['job']})",
         )
         c = summary["counts"]
         failures = "\n".join(f"- `{r['id']}`: {r['reason']}" for r in summary["items"] if r["status"] == "failed")
+        sheet = summary["contact_sheet"]
         create_markdown_artifact(
             key="framefold-summary",
             markdown=(
                 f"# {summary['job']} — run {summary['run_id']}\n\n"
                 f"done **{c['done']}**, skipped **{c['skipped']}**, failed **{c['failed']}** "
-                f"in {summary['seconds']:.1f} s; outputs in `{summary['output']}`\n\n"
+                f"in {summary['seconds']:.1f} s, {summary['gpu_seconds']:.1f} GPU-seconds; "
+                f"outputs in `{summary['output']}`\n\n"
+                + (f"Contact sheet: [{sheet}]({Path(sheet).as_uri()})\n\n" if sheet else "")
                 + (f"## Failures\n{failures}\n" if failures else "")
             ),
+            description=f"Summary of run {summary['run_id']} ({summary['job']})",
         )
+        if sheet:
+            create_link_artifact(
+                key="framefold-contact-sheet", link=Path(sheet).as_uri(), link_text=CONTACT_SHEET,
+                description=f"First, middle and last frame of each item of run {summary['run_id']}",
+            )
     except Exception:  # noqa: BLE001 - reporting must never fail a finished run
         logging.getLogger("framefold").warning("could not write Prefect artifacts", exc_info=True)

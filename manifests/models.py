@@ -184,8 +184,24 @@ Seconds = Annotated[float, Field(gt=0)]
 Side = Annotated[int, Field(ge=16, multiple_of=2)]
 HexColour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
 Fit = Literal["cover", "contain", "stretch"]
-Format = Literal["mp4"]
+Format = Literal["mp4", "webm", "gif", "poster"]
 Formats = Annotated[list[Format], Field(min_length=1), AfterValidator(_check_unique)]
+ASPECT_PATTERN = r"^(native|[1-9][0-9]?:[1-9][0-9]?)$"
+
+
+def _check_aspect(value: str) -> str:
+    if not re.fullmatch(ASPECT_PATTERN, value):
+        raise _value_error(f"must be 'native' or 'W:H' with whole numbers 1 to 99 (e.g. '9:16', '1:1'), got {value!r}")
+    return value
+
+
+Aspect = Annotated[
+    str,
+    AfterValidator(_check_aspect),
+    WithJsonSchema({"type": "string", "pattern": ASPECT_PATTERN,
+                    "description": "'native' (the whole frame) or 'W:H' with W and H from 1 to 99, e.g. '9:16'."}),
+]
+Aspects = Annotated[list[Aspect], Field(min_length=1, max_length=8), AfterValidator(_check_unique)]
 GpuRequest = Annotated[
     Annotated[float, Field(ge=0, le=8)] | Literal["auto"],
     WrapValidator(_auto_or_gpu_count),
@@ -377,7 +393,13 @@ class ItemFields(_Patch):
     loop: bool | None = Field(None, description="Make a seamless loop (the last frame flows into the first). Default false.")
     window: WindowPatch | None = Field(None, description="Temporal windows; merged key by key with defaults.")
     upscale: UpscalePatch | None = Field(None, description="Upscaling; merged key by key with defaults.")
-    formats: Formats | None = Field(None, description="Output formats, each once. Default [mp4].")
+    formats: Formats | None = Field(
+        None, description="Output formats, each once: mp4, webm, gif, poster (middle frame, JPEG). Default [mp4]."
+    )
+    aspects: Aspects | None = Field(
+        None, description="Aspect ratios, each once: 'native' or 'W:H' (a centred crop of the one generation). "
+        "Default [native]."
+    )
     motion: MotionPatch | None = Field(None, description="motion-backend parameters; merged key by key with defaults.")
     model: ModelPatch | None = Field(None, description="diffusers model (backend: diffusers); merged key by key.")
     steps: Steps | None = Field(None, description="Denoising steps per window (diffusers). Default 25.")
@@ -410,7 +432,7 @@ _SECTION_MODELS: dict[str, type[_Patch]] = {
     "window": WindowPatch, "upscale": UpscalePatch, "motion": MotionPatch, "model": ModelPatch,
 }
 CATALOG_FIELDS = (  # what a catalog column may fill: scalar item fields, size, and nested keys as section.key
-    *(name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "formats")),
+    *(name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "formats", "aspects")),
     *(f"{section}.{key}" for section, model in _SECTION_MODELS.items() for key in model.model_fields),
 )
 
@@ -462,6 +484,9 @@ class ItemSpec(_Resolved):
     upscale: UpscaleSpec = Field(default_factory=UpscaleSpec, description="Upscaling.")
     formats: Annotated[tuple[Format, ...], Field(min_length=1), AfterValidator(_check_unique)] = Field(
         ("mp4",), description="Output formats."
+    )
+    aspects: Annotated[tuple[Aspect, ...], Field(min_length=1, max_length=8), AfterValidator(_check_unique)] = Field(
+        ("native",), description="Aspect ratios of the renditions."
     )
     motion: MotionSpec = Field(default_factory=MotionSpec, description="motion-backend parameters.")
     model: ModelSpec | None = Field(None, description="diffusers model, for backend: diffusers.")

@@ -47,23 +47,36 @@ def rate(fps: float) -> str:
 
 
 class VideoEncoder:
-    """Pipe uint8 frames (k, H, W, 3) into an H.264 (yuv420p) mp4 at ``path``.
+    """Pipe uint8 frames (k, H, W, 3) into a video at ``path``: ``mp4`` (H.264, yuv420p),
+    ``webm`` (VP9, yuv420p, constant quality: ``-crf`` with ``-b:v 0``) or ``gif`` (a palette
+    made for the clip, looping forever).
 
     ``with VideoEncoder(path, width=…, height=…, fps=…) as enc: enc.write(frames)``;
     leaving the block waits for ffmpeg and raises :class:`EncodeError` if it failed.
     """
 
-    def __init__(self, path: Path, *, width: int, height: int, fps: float, crf: int = 18) -> None:
-        if width % 2 or height % 2:
+    def __init__(self, path: Path, *, width: int, height: int, fps: float, format: str = "mp4",
+                 crf: int | None = None) -> None:
+        if format in ("mp4", "webm") and (width % 2 or height % 2):
             raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
-        self.path, self.width, self.height = path, width, height
+        self.path, self.width, self.height, self.format = path, width, height, format
         self.frames = 0
-        args = (
-            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=rate(fps))
-            .output(str(path), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium")
-            .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
-            .compile(cmd=ffmpeg_exe())
-        )
+        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=rate(fps))
+        if format == "mp4":
+            out = stream.output(str(path), format="mp4", vcodec="libx264", pix_fmt="yuv420p",
+                                crf=18 if crf is None else crf, preset="medium")
+        elif format == "webm":
+            out = stream.output(str(path), format="webm", vcodec="libvpx-vp9", pix_fmt="yuv420p",
+                                crf=32 if crf is None else crf, **{"b:v": 0, "row-mt": 1, "deadline": "good",
+                                                                    "cpu-used": 4})
+        elif format == "gif":
+            split = stream.video.filter_multi_output("split")
+            palette = split[0].filter("palettegen", stats_mode="full")
+            out = ffmpeg.filter([split[1], palette], "paletteuse", dither="sierra2_4a").output(
+                str(path), format="gif", loop=0)
+        else:
+            raise ValueError(f"unknown video format {format!r}")
+        args = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile(cmd=ffmpeg_exe())
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
@@ -104,13 +117,15 @@ class VideoEncoder:
             self._stderr.close()
 
 
-def remux(src: Path, dst: Path, *, tags: dict[str, str]) -> None:
-    """Copy the streams of ``src`` into ``dst`` with ``tags`` as container metadata and
-    the index moved to the front (faststart). No re-encoding."""
+def remux(src: Path, dst: Path, *, tags: dict[str, str], format: str = "mp4") -> None:
+    """Copy the streams of ``src`` into ``dst`` (an ``mp4`` or ``webm``) with ``tags`` as
+    container metadata; an mp4's index is moved to the front (faststart). No re-encoding."""
     metadata = {f"metadata:g:{i}": f"{k}={v}" for i, (k, v) in enumerate(tags.items())}
+    if format == "mp4":
+        metadata["movflags"] = "+faststart+use_metadata_tags"
     args = (
         ffmpeg.input(str(src))
-        .output(str(dst), format="mp4", c="copy", map_metadata="-1", movflags="+faststart+use_metadata_tags", **metadata)
+        .output(str(dst), format=format, c="copy", map_metadata="-1", **metadata)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
         .compile(cmd=ffmpeg_exe())
     )

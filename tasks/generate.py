@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -81,16 +82,18 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
 # max_calls=0: keep workers (and their loaded backends) alive; GPU tasks would
 # otherwise default to a fresh worker process per call.
 @ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False, max_calls=0)
-def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> tuple[str, np.ndarray]:
+def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> tuple[str, float, np.ndarray]:
     """One window on one worker, as 8-bit pixels (L, H, W, 3).
 
     Windows travel as the 8-bit pixels the video will hold (a quarter of float32's
     bytes). Stitching then averages exact integers, so a frame that every covering
     window renders alike comes out bit-identical whatever the window plan. Returns
-    the id of the node that rendered the window, and its pixels."""
+    the id of the node that rendered the window, the seconds it took, and its pixels."""
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     backend = load(spec, device)
-    return ray.get_runtime_context().get_node_id(), to_uint8(backend.generate(window, conditioning)).numpy()
+    t0 = time.perf_counter()
+    frames = to_uint8(backend.generate(window, conditioning)).numpy()
+    return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, frames
 
 
 def task_submitter(spec: dict, *, gpus: float) -> Callable[[WindowRequest, ray.ObjectRef], ray.ObjectRef]:
@@ -109,13 +112,15 @@ def generate_windows(
     nodes: set[str] | None = None,
     cached: Callable[[int], np.ndarray | None] | None = None,
     finished: Callable[[int, np.ndarray], None] | None = None,
+    compute: list[float] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(window index, pixels (L, H, W, 3) uint8)`` as windows finish (each
     sent with ``submit``: a Ray task, or an actor of a model pool),
     submitting in ``order`` with at most ``in_flight`` outstanding; the ids of the
     nodes that rendered them are added to ``nodes``. A window that ``cached(index)``
     returns is not rendered again; each rendered window is handed to
-    ``finished(index, pixels)`` (to cache it). Pending windows are cancelled if the
+    ``finished(index, pixels)`` (to cache it); the seconds each took on its worker are
+    appended to ``compute``. Pending windows are cancelled if the
     consumer stops early."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
@@ -137,7 +142,7 @@ def generate_windows(
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ready)
             try:
-                node, frames = ray.get(ready)
+                node, seconds, frames = ray.get(ready)
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if isinstance(e.cause, Exception) else e
                 if isinstance(cause, ItemError):
@@ -147,6 +152,8 @@ def generate_windows(
                 raise ItemError(f"window {index} failed after {WINDOW_RETRIES} retries: {e}") from e
             if nodes is not None:
                 nodes.add(node)
+            if compute is not None:
+                compute.append(seconds)
             if finished is not None:
                 finished(index, frames)
             yield index, frames

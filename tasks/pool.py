@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from typing import Any
 
 import ray
@@ -32,9 +33,10 @@ class ModelActor:
         self.backend = load(spec, self.device)
 
     def render(self, window: WindowRequest, conditioning: Conditioning):
+        t0 = time.perf_counter()
         with torch.inference_mode():
-            frames = self.backend.generate(window, conditioning)
-        return ray.get_runtime_context().get_node_id(), to_uint8(frames).numpy()
+            frames = to_uint8(self.backend.generate(window, conditioning)).numpy()
+        return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, frames
 
     def denoise(self, key: str, x: torch.Tensor, shared: dict, own: dict):
         """One window's prediction for codenoise: the loaded pipeline's own denoiser on a

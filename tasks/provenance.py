@@ -94,8 +94,8 @@ def read_sidecar(path: Path) -> dict | None:
 
 
 def embedded(record: dict) -> dict:
-    """The record as embedded in the video: everything but the output's own hash."""
-    return {k: v for k, v in record.items() if k != "output"}
+    """The record as embedded in the video: everything but the outputs' own hashes."""
+    return {k: v for k, v in record.items() if k not in ("output", "outputs")}
 
 
 def embed_tag(record: dict) -> str:
@@ -138,7 +138,7 @@ def ledger_row(**fields: Any) -> dict:
     if unknown:
         raise ValueError(f"unknown ledger columns: {sorted(unknown)}")
     row = {name: fields.get(name) for name in LEDGER_SCHEMA.names}
-    row["row_id"] = f"{row['run_id']}/{row['item_id']}/{row['format'] or '-'}"
+    row["row_id"] = f"{row['run_id']}/{row['item_id']}/{row['output'] or '-'}"
     row["finished_at"] = row["finished_at"] or datetime.now(UTC)
     return row
 
@@ -160,16 +160,37 @@ def has_rows(root: Path, run_id: str, item_id: str) -> bool:
     return (folder / f"part-{run_id}-{item_id}.parquet").is_file() or (folder / f"run-{run_id}.parquet").is_file()
 
 
-def row_from_record(record: dict) -> dict:
-    """The `done` row of an output, rebuilt from its sidecar record: for a run killed after
-    writing the sidecar and before its ledger row (the output is current, so it is not redone)."""
-    video, output, backend = record.get("video", {}), record.get("output", {}), record.get("backend", {})
-    finished = record.get("finished_at")
-    return ledger_row(
-        run_id=record["run_id"], job=record.get("job"), item_id=record["item"]["id"], status="done",
-        reason=record.get("reason"), content_key=record.get("content_key"), format="mp4",
-        output=output.get("path"), output_sha256=output.get("sha256"), output_bytes=output.get("bytes"),
-        frames=video.get("frames"), fps=video.get("fps"), width=video.get("width"), height=video.get("height"),
+def outputs_of(record: dict | None) -> list[dict]:
+    """The files a sidecar record describes: ``outputs`` (one per rendition), or the single
+    ``output`` mp4 of a record written before renditions."""
+    record = record or {}
+    if isinstance(record.get("outputs"), list):
+        return [o for o in record["outputs"] if isinstance(o, dict) and o.get("path")]
+    single = record.get("output")
+    return [{"format": "mp4", **record.get("video", {}), **single}] if isinstance(single, dict) and single else []
+
+
+def output_rows(record: dict | None, **fields: Any) -> list[dict]:
+    """Ledger rows for the outputs of ``record`` (one per file; one row without output if
+    there is none), with ``fields`` (run, item, status, …) on each."""
+    video = (record or {}).get("video", {})
+    return [
+        ledger_row(
+            format=o.get("format"), output=o.get("path"), output_sha256=o.get("sha256"), output_bytes=o.get("bytes"),
+            frames=o.get("frames", video.get("frames")), fps=video.get("fps"),
+            width=o.get("width"), height=o.get("height"), **fields,
+        )
+        for o in outputs_of(record) or [{}]
+    ]
+
+
+def rows_from_record(record: dict) -> list[dict]:
+    """The `done` rows of a record's outputs, rebuilt from its sidecar: for a run killed after
+    writing the sidecar and before its ledger rows (the output is current, so it is not redone)."""
+    backend, finished = record.get("backend", {}), record.get("finished_at")
+    return output_rows(
+        record, run_id=record["run_id"], job=record.get("job"), item_id=record["item"]["id"], status="done",
+        reason=record.get("reason"), content_key=record.get("content_key"),
         backend=backend.get("backend"), model_digest=backend.get("weights_digest"),
         manifest=record.get("manifest", {}).get("path"), manifest_sha256=record.get("manifest", {}).get("sha256"),
         framefold_version=record.get("framefold_version"),

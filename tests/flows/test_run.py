@@ -45,9 +45,10 @@ def test_run_writes_video_sidecar_and_ledger_per_item(small_job, capsys):
             assert record[field] not in (None, {}, ""), field
         assert set(record["timings_s"]) >= {"generate", "stitch", "upscale", "encode", "plan"}
         assert record["libraries"]["torch"] and record["libraries"]["ray"] and record["libraries"]["prefect"]
-        # the embedded record equals the sidecar minus the file's own hash
+        # the embedded record equals the sidecar minus the files' own hashes
         embedded = json.loads(read_tags(video)["framefold"])
-        assert embedded == {k: v for k, v in record.items() if k != "output"}
+        assert embedded == {k: v for k, v in record.items() if k not in ("output", "outputs")}
+        assert record["outputs"] == [record["output"]] and record["output"]["path"] == f"{item}.mp4"
         assert len(_frames(video, 128, 128)) == 24
     # no temporary files left behind
     assert not list(out.glob(".*.part"))
