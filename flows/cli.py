@@ -143,14 +143,19 @@ def _plan(args) -> int:
     table = Table(title=escape(f"plan: {job.name}"))
     for col in ("item", "frames", "windows", "W/O", "generated", "redundancy", "size → output"):
         table.add_column(col, justify="right" if col not in ("item", "size → output") else "left")
-    for r in rows:
+    for r in rows[:PLAN_ROWS]:
         table.add_row(escape(r["id"]), str(r["frames"]), str(r["windows"]), f"{r['window']}/{r['overlap']}",
                       str(r["frames_generated"]), f"{r['redundancy']:.2f}",
                       f"{r['size'][0]}×{r['size'][1]} → {r['output_size'][0]}×{r['output_size'][1]}")
+    if len(rows) > PLAN_ROWS:
+        table.caption = f"the first {PLAN_ROWS} of {len(rows)} items (--json lists all)"
     out.print(table)
     out.print(f"{totals['items']} item(s), {totals['frames']} frames delivered, {totals['windows']} windows, "
               f"{totals['frames_generated']} frames generated (redundancy {totals['redundancy']:.2f})")
     return EXIT_OK
+
+
+PLAN_ROWS = 100  # items shown in the plan table (rendering 10,000 rows takes longer than planning them)
 
 
 def _run(args) -> int:

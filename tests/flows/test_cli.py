@@ -100,6 +100,22 @@ def test_validate_plan_and_schema(tmp_path, capsys):
     assert {"version", "name", "output", "defaults", "items", "catalog"} <= set(schema["properties"])
 
 
+def test_plan_table_of_a_large_catalog_shows_the_first_hundred(tmp_path, capsys):
+    doc = _valid(tmp_path)
+    doc["items"] = []
+    (tmp_path / "rows.csv").write_text("sku\n" + "".join(f"row-{n:03d}\n" for n in range(150)))
+    doc["defaults"]["image"] = "img/a.png"
+    doc["catalog"] = {"path": "rows.csv", "columns": {"id": "sku"}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["plan", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "row-099" in printed and "row-100" not in printed and "first 100 of 150" in printed
+    assert "150 item(s)" in printed
+    assert main(["plan", str(path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["items"]) == 150
+
+
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_example_manifests_validate_and_plan(example, capsys):
     assert main(["validate", str(EXAMPLES / example)]) == 0

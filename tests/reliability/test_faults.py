@@ -127,6 +127,7 @@ def test_flow_killed_at_random_points_then_completed(tmp_path, zygote):
     t0 = time.monotonic()
     code, stdout, stderr = zygote.run(["run", str(manifest), "--json"], timeout=600)
     log.append(f"final run {time.monotonic() - t0:.1f} s")
+    print("\n".join(log))
     assert code == 0, stderr[-3000:]
     summary = summary_of(stdout)
     assert summary["counts"]["failed"] == 0 and len(summary["items"]) == 20
