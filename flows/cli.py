@@ -175,6 +175,7 @@ def _run(args) -> int:
             return EXIT_BAD_INPUT
     from flows.progress import RichReporter, install
     from flows.run import run_job
+    from tasks.errors import ClusterError
 
     total = len(args.only) if args.only else len(job.items)
     err.print(escape(f"framefold: running {job.name!r} ({total} item(s)) → {job.output}"))
@@ -182,6 +183,9 @@ def _run(args) -> int:
         install(rep)
         try:
             summary = run_job(job, force=args.force, only=args.only)
+        except ClusterError as e:
+            err.print("[bold red]error[/]: " + escape(str(e)))
+            return EXIT_FAILED
         finally:
             install(None)
     if args.json:

@@ -11,3 +11,8 @@ class ItemError(Exception):
 
 class EncodeError(ItemError):
     """ffmpeg is missing or exited non-zero; the message carries its last stderr lines."""
+
+
+class ClusterError(Exception):
+    """Ray cannot be reached or started: no item can run. The message names the address
+    and the settings to check."""

@@ -21,7 +21,7 @@ import torch
 
 from kernels.pixels import to_uint8
 from tasks.backends import Conditioning, WindowRequest, load
-from tasks.errors import ItemError
+from tasks.errors import ClusterError, ItemError
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,21 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
         address = address or os.environ.get("RAY_ADDRESS") or None
         # "local": always a fresh cluster of our own, never whatever else runs here
         kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
-        ray.init(
-            address=address or "local",
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-            configure_logging=True,
-            **kwargs,
-        )
+        try:
+            ray.init(
+                address=address or "local",
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                configure_logging=True,
+                **kwargs,
+            )
+        except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            hint = ("check FRAMEFOLD_RAY_ADDRESS / RAY_ADDRESS, that the cluster is up (`ray status`), and its "
+                    "auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") if address else \
+                "check FRAMEFOLD_RAY_NUM_CPUS / FRAMEFOLD_RAY_NUM_GPUS and free memory and disk in /tmp"
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ClusterError(f"cannot connect to {where}: {first}; {hint}") from e
     resources = ray.cluster_resources()
     ctx = ray.get_runtime_context()
     return Cluster(
