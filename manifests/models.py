@@ -570,8 +570,44 @@ class ItemSpec(_Resolved):
                 )
             )
         problems += _upscale_problems(self.size, self.upscale.factor, settings.max_output_side)
+        problems += _aspect_problems(self)
         _raise_rule_problems(problems)
         return self
+
+
+MIN_RENDITION_SIDE = 16
+
+
+def crop_box(size: tuple[int, int], aspect: str) -> tuple[int, int, int, int]:
+    """The largest centred box of ``aspect`` ("W:H", or "native": the whole frame) inside
+    ``size`` (width, height), with even sides (yuv420p): ``(x, y, width, height)``.
+
+    >>> crop_box((1280, 720), "9:16"), crop_box((1280, 720), "1:1"), crop_box((512, 512), "16:9")
+    ((438, 0, 404, 720), (280, 0, 720, 720), (0, 112, 512, 288))
+    """
+    width, height = size
+    if aspect == "native":
+        return 0, 0, width, height
+    a, b = (int(v) for v in aspect.split(":"))
+    if width * b > height * a:  # frame wider than the aspect: keep the height
+        w, h = height * a / b, height
+    else:
+        w, h = width, width * b / a
+    w, h = max(2, int(w) // 2 * 2), max(2, int(h) // 2 * 2)
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+
+def _aspect_problems(item: ItemSpec) -> list[tuple[str, str]]:
+    """Every aspect's crop of the output frames must keep both sides >= 16 pixels."""
+    problems = []
+    for n, aspect in enumerate(item.aspects):
+        _, _, w, h = crop_box(item.output_size, aspect)
+        if min(w, h) < MIN_RENDITION_SIDE:
+            problems.append(("aspects", f"aspects[{n}]: {aspect} cut from the {item.output_size[0]}x{item.output_size[1]} "
+                             f"output is {w}x{h}; each side must be >= {MIN_RENDITION_SIDE}: use a less extreme ratio "
+                             "or a larger size"))
+    return problems
 
 
 def _diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests.models import crop_box
 from tasks import store
 from tasks.encode import TAG, VideoEncoder, remux
 
@@ -48,25 +49,6 @@ class Rendition:
     def as_dict(self) -> dict:
         return {"aspect": self.aspect, "format": self.format, "width": self.width, "height": self.height,
                 "crop": [self.x, self.y, self.width, self.height]}
-
-
-def crop_box(size: tuple[int, int], aspect: str) -> tuple[int, int, int, int]:
-    """The largest centred box of ``aspect`` ("W:H", or "native": the whole frame) inside
-    ``size`` (width, height), with even sides (yuv420p): ``(x, y, width, height)``.
-
-    >>> crop_box((1280, 720), "9:16"), crop_box((1280, 720), "1:1"), crop_box((512, 512), "16:9")
-    ((438, 0, 404, 720), (280, 0, 720, 720), (0, 112, 512, 288))
-    """
-    width, height = size
-    if aspect == "native":
-        return 0, 0, width, height
-    a, b = (int(v) for v in aspect.split(":"))
-    if width * b > height * a:  # frame wider than the aspect: keep the height
-        w, h = height * a / b, height
-    else:
-        w, h = width, width * b / a
-    w, h = max(2, int(w) // 2 * 2), max(2, int(h) // 2 * 2)
-    return (width - w) // 2, (height - h) // 2, w, h
 
 
 def plan_renditions(size: tuple[int, int], aspects, formats) -> list[Rendition]:

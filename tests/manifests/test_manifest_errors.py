@@ -105,6 +105,7 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("formats-unknown", _set("items.0.formats", ["mov"]), "items[0].formats[0]", "'mp4', 'webm', 'gif' or 'poster'"),
     ("aspects-bad", _set("items.0.aspects", ["native", "16x9"]), "items[0].aspects[1]", "'W:H'"),
     ("aspects-zero", _set("items.0.aspects", ["0:1"]), "items[0].aspects[0]", "1 to 99"),
+    ("aspects-too-thin", _set("items.0.aspects", ["native", "1:40"]), "items[0].aspects", "aspects[1]: 1:40 cut from"),
     ("aspects-repeated", _set("items.0.aspects", ["1:1", "1:1"]), "items[0].aspects", "once"),
     ("gpus-word", _set("items.0.gpus", "lots"), "items[0].gpus", "'auto' or a number"),
     ("gpus-too-many", _set("items.0.gpus", 16), "items[0].gpus", "0 to 8"),
