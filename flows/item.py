@@ -29,7 +29,7 @@ from tasks import provenance, store
 from tasks.backends import Conditioning, identify, spec_of
 from tasks.cache import WindowCache
 from tasks.errors import ItemError
-from tasks.generate import Cluster, generate_windows, task_submitter
+from tasks.generate import Cluster, generate_windows, outpaint_windows, task_submitter
 from tasks.media import load_image
 from tasks.plan import plan_item
 from tasks.renditions import RenditionWriter, plan_renditions, thumb_path, thumb_strip
@@ -186,10 +186,15 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             # one full-length latent, co-denoised by the pool; the coordinator runs here
             frames = clock.wrap("generate", _codenoise(spec, params, conditioning, pool, codenoise_stats))
         else:
-            windows = clock.wrap("generate", generate_windows(
-                submit, conditioning, plan.requests(item.fps), plan.order, in_flight=in_flight, nodes=nodes,
-                cached=cached, finished=finished, compute=compute,
-            ))
+            if item.window.mode == "outpaint":  # each window continues the previous one: in order, one at a time
+                rendered = outpaint_windows(submit, conditioning, plan.requests(item.fps),
+                                            [w.start for w in plan.windows], nodes=nodes, cached=cached,
+                                            finished=finished, compute=compute)
+            else:
+                rendered = generate_windows(submit, conditioning, plan.requests(item.fps), plan.order,
+                                            in_flight=in_flight, nodes=nodes, cached=cached, finished=finished,
+                                            compute=compute)
+            windows = clock.wrap("generate", rendered)
             frames = clock.wrap(
                 "stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)
             )

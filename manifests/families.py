@@ -40,11 +40,11 @@ FAMILIES: dict[str, Family] = {
         # UNet + motion modules, latents (B, C, F, H/8, W/8); motion modules see at most 32 frames
         Family("animatediff", ("t2v",), 8, 16, 1, 1, 2, 32, "B C F H W", ("independent", "codenoise")),
         # Stable Video Diffusion, latents (B, F, C, H/8, W/8)
-        Family("svd", ("i2v",), 8, 16, 1, 1, 2, None, "B F C H W"),
+        Family("svd", ("i2v",), 8, 16, 1, 1, 2, None, "B F C H W", ("independent", "outpaint")),
         # Wan 2.x DiT, causal 4× temporal VAE: latents (B, C, 1+(F-1)/4, H/8, W/8); patch 2 → size multiple 16
-        Family("wan", ("t2v", "i2v"), 16, 16, 4, 4, 5, None, "B C F H W", ("independent", "codenoise")),
+        Family("wan", ("t2v", "i2v"), 16, 16, 4, 4, 5, None, "B C F H W", ("independent", "codenoise", "outpaint")),
         # CogVideoX DiT: latents (B, 1+(F-1)/4, C, H/8, W/8); its VAE decodes latent frames in pairs,
         # so exactly F frames come back only for F = 8k+1
-        Family("cogvideox", ("t2v", "i2v"), 16, 16, 4, 8, 9, None, "B F C H W"),
+        Family("cogvideox", ("t2v", "i2v"), 16, 16, 4, 8, 9, None, "B F C H W", ("independent", "outpaint")),
     )
 }

@@ -87,7 +87,7 @@ class BackendInfo:
 # Adding a backend is adding one line here (and its module under tasks/backends/).
 BACKENDS: dict[str, BackendInfo] = {
     "motion": BackendInfo(window_modes=("independent",), needs_image=True),  # spectral motion texture, no weights
-    "diffusers": BackendInfo(window_modes=("independent", "codenoise"), needs_image=False),  # local weights
+    "diffusers": BackendInfo(window_modes=("independent", "codenoise", "outpaint"), needs_image=False),  # local weights
 }
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # Literal["motion", ...] built from BACKENDS
 
@@ -651,6 +651,12 @@ def _diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
     if item.window.mode == "codenoise" and item.frames > length and (item.frames - 1) % family.temporal:
         problems.append(("frames", f"codenoise with family {family.name!r} needs frames = {family.temporal}k+1 "
                                    f"(one latent of the whole clip), got {item.frames}"))
+    if item.window.mode == "outpaint" and item.task != "i2v":
+        problems.append(("window.mode", "outpaint conditions each window on the previous window's frames through the "
+                                        "image input: set image: PATH (an image-to-video item)"))
+    if item.window.mode == "outpaint" and item.loop:
+        problems.append(("loop", "outpaint generates windows one after another from the first; it cannot close a "
+                                 "loop: set loop: false, or use window.mode: codenoise (animatediff, wan)"))
     if item.loop and family.temporal > 1:
         problems.append(("loop", f"loop: true needs a family without temporal compression (animatediff, svd), "
                                  f"not {family.name!r}"))

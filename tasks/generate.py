@@ -9,6 +9,7 @@ re-run elsewhere (``max_retries``); exceptions raised by the backend are not ret
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -168,3 +169,29 @@ def generate_windows(
     finally:
         for ref in pending:
             ray.cancel(ref)
+
+
+def outpaint_windows(
+    submit: Callable[[WindowRequest, ray.ObjectRef], ray.ObjectRef],
+    conditioning: Conditioning,
+    requests: Sequence[WindowRequest],
+    starts: Sequence[int],
+    **kwargs,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Temporal outpainting: windows one after another in time, each conditioned (through
+    the image input of an image-to-video model) on the frame the previous window rendered
+    where this one starts, so the new window continues the last instead of restarting from
+    the item's still. Window 0 is conditioned on the item's image. Sequential within an item;
+    items still run side by side. ``kwargs`` as for :func:`generate_windows` (cache, nodes,
+    compute)."""
+    previous: tuple[int, np.ndarray] | None = None
+    for index in sorted(range(len(requests)), key=lambda i: starts[i]):
+        cond = conditioning
+        if previous is not None:
+            start, frames = previous
+            offset = min(starts[index] - start, len(frames) - 1)
+            image = torch.from_numpy(np.ascontiguousarray(frames[offset])).permute(2, 0, 1).float().div_(255)
+            cond = dataclasses.replace(conditioning, image=image)
+        for got, frames in generate_windows(submit, cond, requests, [index], in_flight=1, **kwargs):
+            previous = (starts[got], frames)
+            yield got, frames

@@ -194,3 +194,63 @@ def test_family_rules_are_enforced_not_rounded(models, capsys):
         path.write_text(yaml.safe_dump(d))
         assert main(["validate", str(path)]) == 2, patch
         assert field in capsys.readouterr().err, patch
+
+
+@pytest.mark.usefixtures("ray_cluster", "prefect_server")
+def test_outpaint_conditions_each_window_on_the_previous_windows_frames(models):
+    import ray
+
+    from manifests import load_manifest
+    from tasks.generate import generate_windows, outpaint_windows, task_submitter
+    from tasks.plan import plan_item
+
+    manifest = _manifest(models, "svd", "i2v", window={"length": 6, "overlap": 2, "mode": "outpaint"})
+    assert main(["run", str(manifest)]) == 0  # end to end through the flow
+    out = models / "out-svd-i2v"
+    assert probe(out / "svd-i2v.mp4").frames == CASES[("svd", "i2v")]["frames"]
+    assert json.loads((out / "svd-i2v.json").read_text())["plan"]["mode"] == "outpaint"
+
+    item = load_manifest(manifest).items[0]
+    plan = plan_item(item)
+    assert len(plan.windows) >= 2
+    from tasks.media import load_image
+
+    image, _ = load_image(item.image, size=item.size, fit=item.fit, background=item.background, max_pixels=10**8)
+    cond = Conditioning(item.id, item.seed, image, None, item.params())
+    real = task_submitter(spec_of(item), gpus=0)
+    seen: dict[int, torch.Tensor] = {}
+
+    def submit(window, cond_ref):  # the real submitter; notes the image each window was conditioned on
+        seen[window.index] = ray.get(cond_ref).image
+        return real(window, cond_ref)
+
+    starts = [w.start for w in plan.windows]
+    chained = dict(outpaint_windows(submit, cond, plan.requests(item.fps), starts))
+    order = sorted(range(len(starts)), key=starts.__getitem__)
+    torch.testing.assert_close(seen[order[0]], image, rtol=0, atol=0)
+    for before, after in zip(order, order[1:]):
+        frame = chained[before][starts[after] - starts[before]]  # where `after` starts, as `before` drew it
+        expected = torch.from_numpy(frame.copy()).permute(2, 0, 1).float() / 255
+        torch.testing.assert_close(seen[after], expected, rtol=0, atol=0)
+    # independent windows all start from the still: the first window is the same, a later one is not
+    independent = dict(generate_windows(real, cond, plan.requests(item.fps), order, in_flight=2))
+    assert np.array_equal(independent[order[0]], chained[order[0]])
+    assert not np.array_equal(independent[order[-1]], chained[order[-1]])
+
+
+@pytest.mark.parametrize(
+    ("family", "task", "extra", "field", "words"),
+    [
+        ("animatediff", "t2v", {}, "window.mode", "supports window.mode independent, codenoise"),
+        ("wan", "t2v", {}, "window.mode", "set image: PATH"),
+        ("svd", "i2v", {"loop": True}, "loop", "cannot close a loop"),
+    ],
+)
+def test_outpaint_is_refused_where_it_cannot_work(models, family, task, extra, field, words):
+    from manifests import ManifestError, load_manifest
+
+    case = CASES[(family, task)]
+    manifest = _manifest(models, family, task, window={**case["window"], "mode": "outpaint"}, **extra)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(manifest)
+    assert any(p.location.endswith(field) and words in p.message for p in caught.value.problems), caught.value.problems
