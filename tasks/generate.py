@@ -190,7 +190,7 @@ def outpaint_windows(
         if previous is not None:
             start, frames = previous
             offset = min(starts[index] - start, len(frames) - 1)
-            image = torch.from_numpy(np.ascontiguousarray(frames[offset])).permute(2, 0, 1).float().div_(255)
+            image = torch.from_numpy(np.array(frames[offset])).permute(2, 0, 1).float().div_(255)  # a copy: Ray arrays are read-only
             cond = dataclasses.replace(conditioning, image=image)
         for got, frames in generate_windows(submit, cond, requests, [index], in_flight=1, **kwargs):
             previous = (starts[got], frames)

@@ -31,7 +31,7 @@ def test_sigkill_mid_item_then_rerun_reuses_windows(tmp_path):
     draw_image(tmp_path / "long.png", (256, 256), seed=4)
     doc = {
         "version": 1, "name": "resume", "output": "out",
-        "defaults": {"fps": 24, "frames": 192, "size": [256, 256], "loop": True,
+        "defaults": {"fps": 24, "frames": 120, "size": [256, 256], "loop": True,
                      "window": {"length": 8, "overlap": 2}, "motion": {"modes": 4}},
         "items": [{"id": "long", "image": "long.png"}],
     }

@@ -111,10 +111,10 @@ def _peak_memory(cmd: list[str], env: dict) -> tuple[int, int, float, dict]:
 
 
 def test_memory_is_flat_in_item_count(tmp_path, shared):
-    """50 items, then N (FRAMEFOLD_TEST_MANY_ITEMS; default 250, as 1,000 take about 3 min here):
+    """30 items, then N (FRAMEFOLD_TEST_MANY_ITEMS; default 150, as 1,000 take about 3 min here):
     the peak memory of the run with its own Ray, and of the run process alone, stays within 1.5×."""
     results = {}
-    for count in (50, int(os.environ.get("FRAMEFOLD_TEST_MANY_ITEMS", "250"))):
+    for count in (30, int(os.environ.get("FRAMEFOLD_TEST_MANY_ITEMS", "150"))):
         manifest = _many(tmp_path / str(count), count)
         env = child_env(tmp_path / str(count), PREFECT_API_URL=shared.prefect_api_url,
                         FRAMEFOLD_RAY_NUM_CPUS="2", FRAMEFOLD_ITEMS_IN_FLIGHT="4")
