@@ -54,11 +54,11 @@ class Zygote:
         for line in self.proc.stdout:
             self.lines.put(line.strip())
 
-    def start(self, argv: list[str], *, fsize: int | None = None) -> int:
+    def start(self, argv: list[str], *, fsize: int | None = None, env: dict[str, str | None] | None = None) -> int:
         """Start `framefold <argv>`; returns its pid (also its process group)."""
         self.count += 1
         self.stdout, self.stderr = self.logs / f"run-{self.count}.out", self.logs / f"run-{self.count}.err"
-        request = {"argv": argv, "stdout": str(self.stdout), "stderr": str(self.stderr), "fsize": fsize}
+        request = {"argv": argv, "stdout": str(self.stdout), "stderr": str(self.stderr), "fsize": fsize, "env": env}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         word, pid = self.lines.get(timeout=60).split()
@@ -82,8 +82,9 @@ class Zygote:
             pass
         return self.wait(60)
 
-    def run(self, argv: list[str], *, fsize: int | None = None, timeout: float = 300) -> tuple[int, str, str]:
-        pid = self.start(argv, fsize=fsize)
+    def run(self, argv: list[str], *, fsize: int | None = None, timeout: float = 300,
+            env: dict[str, str | None] | None = None) -> tuple[int, str, str]:
+        pid = self.start(argv, fsize=fsize, env=env)
         code = self.wait(timeout)
         if code is None:
             self.kill(pid)

@@ -8,7 +8,8 @@ replies ``pid N`` at once and ``exit CODE`` when the child ends (negative: kille
 One child at a time, and no threads here, so forking is safe (Ray is started by the child).
 
 Protocol on stdin, one JSON object a line: {"argv": [...], "stdout": path, "stderr": path,
-"fsize": bytes or null}. The environment is the one this process was started with.
+"fsize": bytes or null, "env": {NAME: value, or null to unset}}. The environment is the one
+this process was started with, changed by "env".
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def _child(request: dict) -> None:
         os.dup2(handle, fd)
         os.close(handle)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand, to diagnose a hang
+    for name, value in (request.get("env") or {}).items():  # per-run changes to the environment
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     if request.get("fsize"):
         resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))
     code = 70
