@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.item import ItemResult, RunContext, produce_item
 from manifests import Job, Settings, load_manifest
 from tasks import provenance
-from tasks.renditions import contact_sheet, ensure_thumb
+from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
 from tasks.pool import expect, release
@@ -125,9 +125,10 @@ CONTACT_SHEET = "contact-sheet.jpg"
 def _contact_sheet(output: Path, results: list[ItemResult]) -> Path | None:
     """``OUTPUT/contact-sheet.jpg``: first, middle and last frame of each item of the run."""
     try:
-        rows = [(r.id, r.status, None if r.status == "failed" else ensure_thumb(output, r.id)) for r in results]
+        rows = [(r.id, r.status, None if r.status == "failed" else ensure_thumb(output, r.id))
+                for r in results[:SHEET_ROWS]]  # strips are rebuilt (decoding) only for rows drawn
         path = output / CONTACT_SHEET
-        contact_sheet(rows, path)
+        contact_sheet(rows, path, total=len(results))
         return path
     except Exception:  # noqa: BLE001 - reporting must never fail a finished run
         logging.getLogger("framefold").warning("could not write the contact sheet", exc_info=True)

@@ -60,13 +60,22 @@ def plan_renditions(size: tuple[int, int], aspects, formats) -> list[Rendition]:
     return out
 
 
+def sample_indices(frames: int) -> list[int]:
+    """The frames a clip is shown by: first, middle and last (the middle one is the poster)."""
+    return sorted({0, frames // 2, frames - 1})
+
+
+def _jpeg(image, *, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
 def poster_jpeg(frame: np.ndarray, *, quality: int = 90) -> bytes:
     """One (H, W, 3) uint8 frame as JPEG bytes."""
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame), "RGB").save(buffer, "JPEG", quality=quality, optimize=True)
-    return buffer.getvalue()
+    return _jpeg(Image.fromarray(np.ascontiguousarray(frame), "RGB"), quality=quality)
 
 
 THUMB_HEIGHT = 96
@@ -88,9 +97,7 @@ def thumb_strip(frames: list[np.ndarray], *, height: int = THUMB_HEIGHT) -> byte
     for t in tiles:
         strip.paste(t, (left, 0))
         left += t.width + 4
-    buffer = io.BytesIO()
-    strip.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
+    return _jpeg(strip, quality=85)
 
 
 def ensure_thumb(output: Path, item_id: str) -> Path | None:
@@ -106,24 +113,30 @@ def ensure_thumb(output: Path, item_id: str) -> Path | None:
     videos = [o for o in provenance.outputs_of(record) if o.get("format") in VIDEO_FORMATS]
     if not videos:
         return None
-    video, frames = videos[0], record.get("video", {}).get("frames") or 1
-    wanted, picked = sorted({0, frames // 2, frames - 1}), []
+    video = videos[0]
+    wanted, picked = sample_indices(record.get("video", {}).get("frames") or 1), []
     for n, frame in enumerate(decode(output / Path(video["path"]).name, width=video["width"], height=video["height"])):
         if n in wanted:
             picked.append(frame.copy())
+        if n >= wanted[-1]:
+            break  # no need to decode the rest
     if not picked:
         return None
     store.write_bytes(path, thumb_strip(picked), durable=False)
     return path
 
 
-def contact_sheet(rows: list[tuple[str, str, Path | None]], path: Path, *, limit: int = 200) -> int:
+SHEET_ROWS = 200  # items drawn on a contact sheet
+
+
+def contact_sheet(rows: list[tuple[str, str, Path | None]], path: Path, *, total: int | None = None) -> int:
     """Write a JPEG contact sheet to ``path``: one row per item (id and status, then its
-    first, middle and last frames from the strip at the given path), at most ``limit`` rows;
-    an item without a strip (failed) gets a dark red tile. Returns the number of rows drawn."""
+    first, middle and last frames from the strip at the given path), at most ``SHEET_ROWS``
+    rows, and a line for the rest of ``total`` items; an item without a strip (failed) gets a
+    dark red tile. Returns the number of rows drawn."""
     from PIL import Image, ImageDraw
 
-    shown, label_width, gap, h = rows[:limit], 200, 4, THUMB_HEIGHT
+    shown, label_width, gap, h = rows[:SHEET_ROWS], 200, 4, THUMB_HEIGHT
     strips = []
     for _, _, strip in shown:
         try:
@@ -131,7 +144,7 @@ def contact_sheet(rows: list[tuple[str, str, Path | None]], path: Path, *, limit
         except OSError:
             strips.append(None)
     width = label_width + max([s.width for s in strips if s is not None] or [h])
-    extra = len(rows) - len(shown)
+    extra = (len(rows) if total is None else total) - len(shown)
     sheet = Image.new("RGB", (width, max(1, len(shown) * (h + gap)) + (24 if extra else 0)), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     for n, ((label, status, _), strip) in enumerate(zip(shown, strips)):
@@ -144,9 +157,7 @@ def contact_sheet(rows: list[tuple[str, str, Path | None]], path: Path, *, limit
             sheet.paste(strip, (label_width, top))
     if extra:
         draw.text((6, sheet.height - 18), f"... and {extra} more item(s)", fill=(235, 235, 235))
-    buffer = io.BytesIO()
-    sheet.save(buffer, "JPEG", quality=85)
-    store.write_bytes(path, buffer.getvalue())
+    store.write_bytes(path, _jpeg(sheet, quality=85))
     return len(shown)
 
 
@@ -166,7 +177,7 @@ class RenditionWriter:
         self.renditions = plan_renditions(size, aspects, formats)
         self.finals = {r: output / r.name(item_id) for r in self.renditions}
         self.parts: dict[Rendition, list[Path]] = {r: [] for r in self.renditions}
-        self.sample_at = sorted({0, frames // 2, frames - 1})
+        self.sample_at = sample_indices(frames)
         self.samples: dict[int, np.ndarray] = {}
         self.frames = 0
         self._encoders: dict[Rendition, VideoEncoder] = {}
@@ -209,7 +220,7 @@ class RenditionWriter:
         outputs = []
         for r in self.renditions:
             if r.format == "poster":
-                middle = self.samples[self.sample_at[len(self.sample_at) // 2]]
+                middle = self.samples[self.expected // 2]  # the poster is the middle frame
                 self._part(r).write_bytes(poster_jpeg(r.crop(middle[None])[0]))
             elif r.format in TAGGED_FORMATS and tag is not None:
                 remux(self.parts[r][-1], self._part(r), tags={TAG: tag}, format=r.format)

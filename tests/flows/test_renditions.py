@@ -107,8 +107,13 @@ def test_every_rendition_decodes_at_its_size_and_the_run_reports_it(tmp_path, ca
     assert "failed **1**" in by_key["framefold-summary"].data and "broken.png" in by_key["framefold-summary"].data
     assert "contact-sheet.jpg" in by_key["framefold-contact-sheet"].data
 
-    # unchanged: every rendition skipped; fewer renditions asked for: the others are removed
+    # unchanged: every rendition skipped (its contact-sheet strip, deleted with the cache, is
+    # rebuilt from the video); fewer renditions asked for: the others are removed
+    strip = out / ".framefold-cache" / "thumbs" / "a.jpg"
+    before = np.asarray(Image.open(strip).convert("RGB")).astype(np.int16)
+    strip.unlink()
     assert main(["run", str(manifest), "--only", "a", "--json"]) == 0
+    assert np.abs(np.asarray(Image.open(strip).convert("RGB")).astype(np.int16) - before).mean() < 6
     again = json.loads(capsys.readouterr().out)
     assert again["counts"]["skipped"] == 1 and again["items"][0]["outputs"] == names
     doc["items"][0]["formats"], doc["items"][0]["aspects"] = ["mp4"], ["1:1"]
