@@ -32,7 +32,7 @@ from tasks.errors import ItemError
 from tasks.generate import Cluster, generate_windows, outpaint_windows, task_submitter
 from tasks.media import load_image
 from tasks.plan import plan_item
-from tasks.renditions import RenditionWriter, plan_renditions, thumb_path, thumb_strip
+from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
 from tasks.pool import item_finished, pool_for
 from tasks.stitch import stitch
 from tasks.upscale import upscale
@@ -105,9 +105,11 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     timings: dict[str, float] = {}
     sidecar = ctx.output / f"{item.id}.json"
     previous = provenance.read_sidecar(sidecar)
-    finals = [r.name(item.id) for r in plan_renditions(item.output_size, item.aspects, item.formats)]
+    width, height = item.output_size
+    writer = RenditionWriter(ctx.output, item.id, size=(width, height), fps=item.fps, frames=item.frames,
+                             aspects=item.aspects, formats=item.formats)  # starts nothing until entered
     # a killed run's temporaries (the item lock is ours: no live writer)
-    for name in {*finals, *_output_names(previous), sidecar.name}:
+    for name in {*(p.name for p in writer.finals.values()), *_output_names(previous), sidecar.name}:
         store.remove_stale_parts(ctx.output / name)
 
     # 1. Content key: skip when an output made from the same inputs, parameters and model exists.
@@ -153,9 +155,6 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     timings["plan"] = time.perf_counter() - tick
 
     # 4-7. Generate → stitch → upscale → encode, streamed.
-    width, height = item.output_size
-    writer = RenditionWriter(ctx.output, item.id, size=(width, height), fps=item.fps, frames=item.frames,
-                             aspects=item.aspects, formats=item.formats)
     frame_hash = hashlib.sha256()
     nodes: set[str] = set()
     codenoise_stats: dict = {}
