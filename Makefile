@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	# spandrel (learned upscaling) without its torchvision requirement: tasks/superres.py
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt spandrel
 	touch $(STAMP)
 
 demo: $(STAMP)

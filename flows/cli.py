@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_plan)
 
-    i = sub.add_parser("inspect", help="print the provenance embedded in a video")
+    i = sub.add_parser("inspect", help="print the provenance of an output and validate its C2PA content credentials "
+                       "(exit 1 when they do not match the file)")
     i.add_argument("video", type=Path)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_inspect)
@@ -220,6 +221,9 @@ def _inspect(args) -> int:
     if not args.video.is_file():
         err.print(f"[bold red]error[/]: {escape(str(args.video))}: no such file")
         return EXIT_BAD_INPUT
+    credentials = _credentials(args.video)
+    if credentials is None:
+        return EXIT_BAD_INPUT
     try:
         tags = {k.lower(): v for k, v in read_tags(args.video).items()}  # Matroska (webm) upper-cases tag names
     except EncodeError as e:
@@ -231,15 +235,17 @@ def _inspect(args) -> int:
         except ValueError:
             err.print(f"[bold red]error[/]: {escape(str(args.video))}: the framefold tag is not valid JSON (file damaged?)")
             return EXIT_BAD_INPUT
-    else:  # a GIF or poster carries no tag: its item's sidecar describes it (when the bytes match)
-        record = _sidecar_of(args.video)
+    else:  # a GIF or poster carries no tag: its item's sidecar describes it (when the bytes match), or its credentials
+        record = _sidecar_of(args.video) or credentials.get("framefold")
         if record is None:
             err.print(f"[bold red]error[/]: {escape(str(args.video))}: no framefold provenance in this file "
                       "(and no sidecar ITEM.json beside it lists this file with these bytes)")
             return EXIT_BAD_INPUT
+    c2pa = {k: v for k, v in credentials.items() if k != "framefold"}
+    status = EXIT_FAILED if c2pa["state"] == "invalid" else EXIT_OK  # the credentials do not match the bytes
     if args.json:
-        print(json.dumps(record, indent=2, ensure_ascii=False))
-        return EXIT_OK
+        print(json.dumps({**record, "c2pa": c2pa}, indent=2, ensure_ascii=False))
+        return status
     v = record.get("video", {})
     out.print(f"[bold]{escape(str(args.video))}[/]")
     for label, value in (
@@ -254,9 +260,41 @@ def _inspect(args) -> int:
         ("metrics", {k: v for k, v in (record.get("metrics") or {}).items() if k != "colour_drift"}),
         ("made", record.get("finished_at")),
         ("framefold", record.get("framefold_version")),
+        ("c2pa", _c2pa_line(c2pa)),
     ):
         out.print(escape(f"  {label:12} {value}"))
-    return EXIT_OK
+    return status
+
+
+def _credentials(path: Path) -> dict | None:
+    """The file's C2PA credentials as read and validated (trusting FRAMEFOLD_C2PA_TRUST_ANCHORS),
+    or None when the trust anchors setting is unusable (reported)."""
+    from manifests import Settings
+    from tasks import credentials
+
+    anchors_file = Settings().c2pa_trust_anchors
+    anchors = None
+    if anchors_file is not None:
+        try:
+            anchors = anchors_file.read_text()
+        except OSError as e:
+            err.print(f"[bold red]error[/]: " + escape(f"FRAMEFOLD_C2PA_TRUST_ANCHORS: cannot read {anchors_file}: {e.strerror}"))
+            return None
+    try:
+        return credentials.read(path, trust_anchors=anchors)
+    except ValueError as e:
+        err.print(f"[bold red]error[/]: " + escape(f"FRAMEFOLD_C2PA_TRUST_ANCHORS ({anchors_file}): {e}"))
+        return None
+
+
+def _c2pa_line(c2pa: dict) -> str:
+    state = c2pa["state"]
+    if state in ("absent", "unsupported"):
+        return "no content credentials" if state == "absent" else "format cannot carry content credentials (see the sidecar)"
+    words = {"trusted": "valid, signer trusted", "valid": "valid, signer not in the trust anchors",
+             "invalid": "TAMPERED: the file changed after signing" if c2pa["tampered"] else "INVALID"}[state]
+    more = "; ".join(c2pa["errors"][:2]) if state == "invalid" else ""
+    return f"{words} — signed by {c2pa['signer']}, source type {c2pa['digital_source_type']}" + (f" ({more})" if more else "")
 
 
 def _sidecar_of(path: Path) -> dict | None:

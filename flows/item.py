@@ -13,13 +13,15 @@ import contextlib
 import fcntl
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
+from torch import Tensor
 
 from flows.progress import reporter
 from kernels.metrics import StreamingClipStats
@@ -33,9 +35,10 @@ from tasks.generate import Cluster, generate_windows, outpaint_windows, task_sub
 from tasks.media import load_image
 from tasks.plan import plan_item
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
-from tasks.pool import item_finished, pool_for
+from tasks.pool import item_finished, pool_for, uses_pool
 from tasks.stitch import stitch
-from tasks.upscale import upscale
+from tasks.superres import describe as describe_upscaler
+from tasks.upscale import model_upscale, upscale
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class RunContext:
     cache_dir: Path
     cache_bytes: int
     actors: int  # model actors per pool; 0: one per GPU (or one on CPU)
+    signer: Any = None  # tasks.credentials.SignerConfig: sign outputs with C2PA content credentials
 
 
 @dataclass
@@ -81,7 +85,7 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
         with _item_lock(ctx.output, item.id):
             result = _produce(item, ctx)
     except Exception as e:  # one bad item never sinks the batch
-        if item.backend != "motion":
+        if uses_pool(item):
             item_finished(ctx.run_id, spec_of(item))
         if isinstance(e, ItemError):
             reason = str(e)
@@ -93,7 +97,7 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
         provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result))
         reporter().item_finished(item.id, "failed")
         return Failed(message=reason, data=result)
-    if item.backend != "motion":
+    if uses_pool(item):
         item_finished(ctx.run_id, spec_of(item))
     reporter().item_finished(item.id, result.status)
     return result
@@ -117,9 +121,13 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     inputs = {name: _digest(path) for name, path in (("image", item.image), ("mask", item.mask))}
     spec = spec_of(item)
     backend = identify(spec)
+    if item.upscale.method == "model":  # the upscaler's weights decide pixels as much as the generator's
+        backend = {**backend, "upscaler": describe_upscaler(item.upscale.path).as_dict()}
     params = item.params()
     key = provenance.content_key(params=params, inputs=inputs, backend=backend)
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
+    if why is None and ctx.signer is not None and not all(o.get("c2pa") for o in provenance.outputs_of(previous)):
+        why = "content credentials missing"  # signing was turned on since: make the outputs again, signed
     if why is None and _intact(previous, ctx.output):
         made_by = previous.get("run_id")
         if made_by and not provenance.has_rows(ctx.output, made_by, item.id):  # that run was killed before the row
@@ -172,9 +180,10 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     def finished(index: int, pixels) -> None:
         cache.put(key, plan.windows[index].start, plan.windows[index].length, pixels)
     stats = StreamingClipStats()  # on the 8-bit frames as encoded (0..255 scale)
+    before_upscale = StreamingClipStats()  # the same frames before upscaling, for the flicker metric
     try:
         clock = _StageClock()
-        if item.backend == "motion":
+        if not uses_pool(item):
             pool = None
             submit = task_submitter(spec, gpus=gpus)
         else:
@@ -197,7 +206,13 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             frames = clock.wrap(
                 "stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)
             )
-        frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
+        frames = _measured(frames, before_upscale)
+        if item.upscale.method == "model":
+            sr = {"path": str(item.upscale.path), "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
+            frames = clock.wrap("upscale", model_upscale(lambda chunk: pool.upscale(sr, chunk), frames,
+                                                         size=(width, height), nodes=nodes, compute=compute))
+        else:
+            frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
         with writer:
             for chunk in frames:
                 tick = time.perf_counter()
@@ -228,20 +243,20 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
                 for name, path, info in (("image", item.image, image_info), ("mask", item.mask, mask_info))
             },
             "backend": backend,
-            "digital_source_type": provenance.SOURCE_TYPES[item.backend],
+            "digital_source_type": provenance.source_type(item.backend, has_image=item.image is not None),
             "params": params,
             "seed": item.seed,
             "content_key": key,
             "reason": why,
             "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": len(reused), **(
                 {"codenoise": codenoise_stats} if codenoise_stats else {})},
-            "upscale": {"method": item.upscale.method, "factor": item.upscale.factor, "from": list(item.size), "to": [width, height]},
+            "upscale": _upscale_record(item, ctx, backend, (width, height)),
             "video": {
                 "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
                 "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
                 "frames_sha256": frame_hash.hexdigest(),
             },
-            "metrics": _metrics(stats, item.loop, plan.windows),
+            "metrics": _metrics(stats, item.loop, plan.windows, before_upscale),
             "device": {
                 "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
                 "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
@@ -253,7 +268,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             "finished_at": provenance.now(),
         }
         record["renditions"] = [r.as_dict() | {"path": r.name(item.id)} for r in writer.renditions]
-        outputs = writer.finish(provenance.embed_tag(record))
+        outputs = writer.finish(provenance.embed_tag(record), _signing(ctx, item, record))
         record["outputs"] = outputs
         record["output"] = outputs[0]
         store.write_bytes(thumb_path(ctx.output, item.id), thumb_strip(writer.sample_frames), durable=False)
@@ -308,10 +323,50 @@ def _codenoise(spec, params, conditioning, pool, stats: dict) -> Iterator:
     yield to_uint8(frames)
 
 
-def _metrics(stats: StreamingClipStats, loop: bool, windows) -> dict:
-    """Weight-free quality metrics of the frames as encoded (0..1 scale)."""
+def _signing(ctx: RunContext, item: ItemSpec, record: dict) -> Callable[[Path, str], str] | None:
+    """The output signer of a run that signs: C2PA credentials with the record as an
+    assertion and the input image as ingredient; None when signing is off."""
+    if ctx.signer is None:
+        return None
+    from tasks import credentials
+
+    def sign(part: Path, name: str) -> str:
+        suffix = Path(name).suffix
+        if suffix.lower() not in credentials.SUPPORTED:
+            return "unsupported"  # webm: the sidecar and the embedded tag remain its provenance
+        try:
+            credentials.sign(part, signer=ctx.signer, title=name, source_type=record["digital_source_type"],
+                             record=provenance.embedded(record), ingredient=item.image, suffix=suffix)
+        except credentials.CredentialError as error:
+            raise ItemError(f"signing {name}: {error}") from None
+        return "signed"
+
+    return sign
+
+
+def _measured(chunks: Iterator[Tensor], stats: StreamingClipStats) -> Iterator[Tensor]:
+    for chunk in chunks:
+        stats.update(chunk)
+        yield chunk
+
+
+def _upscale_record(item: ItemSpec, ctx: RunContext, backend: dict, size: tuple[int, int]) -> dict:
+    out = {"method": item.upscale.method, "factor": item.upscale.factor, "from": list(item.size), "to": list(size)}
+    if item.upscale.method == "model":
+        out["model"] = {"path": _rel(item.upscale.path, ctx.root), **backend["upscaler"],
+                        "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
+    return out
+
+
+def _metrics(stats: StreamingClipStats, loop: bool, windows, before_upscale: StreamingClipStats) -> dict:
+    """Weight-free quality metrics of the frames as encoded (0..1 scale), and the flicker
+    (mean frame-to-frame change) of the frames before and after upscaling."""
     summary = stats.summary([(w.start, w.length) for w in windows] if len(windows) > 1 else ())
     out = {"median_step": None if summary["median_step"] is None else round(summary["median_step"] / 255, 6)}
+    before, after = before_upscale.mean_step(), stats.mean_step()
+    if before is not None and after is not None:
+        out["flicker"] = {"before_upscale": round(before / 255, 6), "after_upscale": round(after / 255, 6),
+                          "ratio": round(after / before, 4) if before > 0 else (1.0 if after == 0 else None)}
     if loop and summary["loop_closure_ratio"] is not None:
         out["loop_closure_ratio"] = round(summary["loop_closure_ratio"], 4)
     if summary.get("seam_ratio") is not None:

@@ -19,7 +19,7 @@ from tasks import provenance
 from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
-from tasks.pool import expect, release
+from tasks.pool import expect, release, uses_pool
 
 
 def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, settings: Settings | None = None) -> dict:
@@ -77,11 +77,12 @@ def run_manifest(
         cache_dir=settings.cache_dir or job.output / ".framefold-cache" / "windows",
         cache_bytes=settings.window_cache_bytes,
         actors=settings.actors,
+        signer=job.signer,
     )
     job.output.mkdir(parents=True, exist_ok=True)
     # Items sharing a model run back to back, and each model's actors are released
     # after its last item, so several models in one run do not starve each other of GPUs.
-    with_models = [i for i in items if i.backend != "motion"]
+    with_models = [i for i in items if uses_pool(i)]
     expect(ctx.run_id, [spec_of(i) for i in with_models])
     order = sorted(range(len(items)), key=lambda n: json.dumps(spec_of(items[n]), sort_keys=True))
     submitted = {n: produce_item.submit(items[n], ctx) for n in order}

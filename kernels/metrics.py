@@ -97,6 +97,10 @@ class StreamingClipStats:
         self.last = chunk[-1].clone()
         self.frames += len(chunk)
 
+    def mean_step(self) -> float | None:
+        """Mean frame-to-frame change (flicker), or None for fewer than two frames."""
+        return float(torch.cat(self.steps).mean()) if self.steps else None
+
     def summary(self, windows: Sequence[tuple[int, int]] = ()) -> dict:
         """Metrics; with ``windows`` [(start, length)], also the seam ratio and each
         window's channel mean/std (colour drift: how far windows wander apart)."""

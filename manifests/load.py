@@ -94,6 +94,7 @@ class Job:
     name: str
     output: Path  # resolved output root
     items: tuple[ItemSpec, ...]
+    signer: Any = None  # tasks.credentials.SignerConfig when outputs are to be signed
 
 
 def load_manifest(path: str | Path, *, output: Path | None = None, settings: Settings | None = None) -> Job:
@@ -192,6 +193,10 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
     if problem is not None:
         problems.append(problem)
 
+    # 8. Content credentials: the manifest's signer, else the runtime settings'
+    signer, signer_problems = (None, []) if "provenance" in failed else _signer(document.get("provenance"), settings, root)
+    problems += signer_problems
+
     if problems or output_path is None:
         problems.sort(key=_file_order)  # stable: within one item, stages keep their order
         raise ManifestError(manifest_path, problems or [Problem("output", "no usable output root")])
@@ -202,7 +207,45 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
         name=document["name"],
         output=output_path,
         items=tuple(items),
+        signer=signer,
     )
+
+
+def _signer(section: dict | None, settings: Settings, root: Path):
+    """(SignerConfig or None, problems): ``provenance.c2pa`` of the manifest (files inside its
+    folder), else ``FRAMEFOLD_C2PA_CERT``/``_KEY``; the certificate and key are checked here."""
+    c2pa = (section or {}).get("c2pa")
+    if c2pa is None and settings.c2pa_cert is None and settings.c2pa_key is None:
+        return None, []
+    from tasks.credentials import ALGORITHMS, SignerConfig  # only runs that sign pay for c2pa
+
+    if c2pa is not None:
+        where = {"cert": "provenance.c2pa.cert", "key": "provenance.c2pa.key"}
+        files, problems = {}, []
+        for name in ("cert", "key"):
+            files[name], message = _input_file(c2pa[name], root)
+            if message is not None:
+                problems.append(Problem(where[name], message))
+        if problems:
+            return None, problems
+        signer = SignerConfig(cert=files["cert"], key=files["key"], alg=c2pa.get("alg", "es256"), tsa_url=c2pa.get("tsa_url"))
+    else:
+        where = {"cert": "FRAMEFOLD_C2PA_CERT", "key": "FRAMEFOLD_C2PA_KEY"}
+        if settings.c2pa_cert is None or settings.c2pa_key is None:
+            missing = "FRAMEFOLD_C2PA_KEY" if settings.c2pa_cert is not None else "FRAMEFOLD_C2PA_CERT"
+            return None, [Problem(missing, "set both FRAMEFOLD_C2PA_CERT and FRAMEFOLD_C2PA_KEY to sign outputs, or neither")]
+        if settings.c2pa_alg not in ALGORITHMS:
+            return None, [Problem("FRAMEFOLD_C2PA_ALG", f"must be one of {', '.join(ALGORITHMS)}, got {settings.c2pa_alg!r}")]
+        try:
+            signer = SignerConfig(cert=settings.c2pa_cert, key=settings.c2pa_key, alg=settings.c2pa_alg,
+                                  tsa_url=settings.c2pa_tsa_url)
+        except ValueError as error:
+            return None, [Problem("FRAMEFOLD_C2PA_TSA_URL", str(error))]
+    problems = [
+        Problem(where["key"] if message.startswith("key") else where["cert"], message.split(": ", 1)[-1])
+        for message in signer.check()
+    ]
+    return (None, problems) if problems else (signer, [])
 
 
 _ITEM = re.compile(r"(items)\[(\d+)\]|(catalog row) (\d+)")
@@ -446,6 +489,10 @@ class _ItemResolver:
         self.default_paths: dict[str, Path | None] = {}
         self._models: dict[str, tuple[Path | None, str | None]] = {}
         self._files: dict[str, tuple[Path | None, str | None]] = {}  # raw path -> _input_file(raw, root)
+        self._upscalers: dict[str, tuple[Path | None, int | None, str | None]] = {}
+        upscale = (self.defaults or {}).get("upscale") or {}
+        if upscale.get("path") is not None and upscale.get("method") != "model":
+            self.defaults_problems.append(Problem("defaults.upscale.path", "path is used by method: model only; set method: model or remove path"))
         for name in ("image", "mask"):  # checked once here, not once per item that inherits them
             if self.defaults is not None and self.defaults.get(name) is not None:
                 resolved, message = self.input_file(self.defaults[name])
@@ -489,6 +536,21 @@ class _ItemResolver:
                 problems.append(Problem(where, message, item_id))
             merged["model"] = {**model, "path": resolved if resolved is not None else self.root / model["path"]}
 
+        upscale = merged.get("upscale")
+        if (own.get("upscale") or {}).get("path") is not None and (upscale or {}).get("method") != "model":
+            problems.append(Problem(f"{prefix}.upscale.path", "path is used by method: model only; set method: model or remove path", item_id))
+        if isinstance(upscale, dict) and upscale.get("method") != "model":
+            merged["upscale"] = upscale = {k: v for k, v in upscale.items() if k != "path"}  # a default path, unused here
+        if isinstance(upscale, dict) and isinstance(upscale.get("path"), str):
+            where = f"{prefix}.upscale.path" if "path" in (own.get("upscale") or {}) else "defaults.upscale.path"
+            resolved, scale, message = self._upscaler(upscale["path"])
+            if message is not None:
+                problems.append(Problem(where, message, item_id))
+            upscale = {**upscale, "path": resolved if resolved is not None else self.root / upscale["path"]}
+            if upscale.get("factor") is None and scale is not None:  # a x4 model makes x4 output unless told otherwise
+                upscale["factor"] = float(scale)
+            merged["upscale"] = upscale
+
         # frames or duration, as a unit: the item's own if it sets either, else the defaults'
         timing = own if ("frames" in own or "duration" in own) else self.defaults
         merged.pop("frames", None)
@@ -510,6 +572,12 @@ class _ItemResolver:
             return None, problems + _problems(error, prefix, model=ItemSpec, item_id=item_id)
         return (spec if not problems else None), problems
 
+
+    def _upscaler(self, raw: str) -> tuple[Path | None, int | None, str | None]:
+        """Super-resolution weights: (path, scale, problem), checked and loaded once per path."""
+        if raw not in self._upscalers:
+            self._upscalers[raw] = _upscaler_file(raw, self.settings, self.root)
+        return self._upscalers[raw]
 
     def _model_dir(self, raw: str) -> tuple[Path | None, str | None]:
         """A model directory: inside the model root, diffusers layout, no pickle weights (checked once per path)."""
@@ -547,6 +615,30 @@ def _model_dir(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path 
                     "download or save the model again"
                 )
     return resolved, None
+
+
+def _upscaler_file(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path | None, int | None, str | None]:
+    """Super-resolution weights inside the model root, safetensors, that spandrel loads: (path, scale, problem)."""
+    root = settings.model_root.resolve() if settings.model_root else manifest_root
+    resolved, message = _inside(raw, root)
+    if resolved is None:
+        return None, None, (message or "").replace("manifest folder", "model root (FRAMEFOLD_MODEL_ROOT)" if settings.model_root else "manifest folder")
+    if not resolved.is_file():
+        return resolved, None, f"upscaler weights not found: {resolved}"
+    if resolved.suffix.lower() != ".safetensors":
+        return resolved, None, (
+            f"{resolved} is not a .safetensors file; upscaler weights are loaded from safetensors only "
+            "(pickle files can run code when loaded): convert it with safetensors.torch.save_file"
+        )
+    damage = _safetensors_damage(resolved)
+    if damage is not None:
+        return resolved, None, f"{resolved} is damaged or truncated ({damage}); download or save the weights again"
+    from tasks.superres import UpscalerError, describe  # imported here: only manifests with a model upscaler pay for it
+
+    try:
+        return resolved, describe(resolved).scale, None
+    except UpscalerError as error:
+        return resolved, None, str(error)
 
 
 def _safetensors_damage(path: Path) -> str | None:

@@ -212,6 +212,9 @@ Weighting = Literal["flat", "linear", "cosine", "gaussian"]
 WindowMode = Literal["independent", "codenoise", "outpaint"]
 UpscaleFactor = Annotated[float, Field(ge=1, le=8)]
 Resample = Literal["lanczos", "bicubic", "bilinear", "nearest"]
+UpscaleMethod = Literal["lanczos", "bicubic", "bilinear", "nearest", "model"]
+TileSide = Annotated[int, Field(ge=0, le=4096)]
+TileOverlap = Annotated[int, Field(ge=0, le=1024)]
 Amplitude = Annotated[float, Field(ge=0, le=0.2)]
 ModeCount = Annotated[int, Field(ge=1, le=16)]
 MaxHz = Annotated[float, Field(gt=0, le=12)]
@@ -287,7 +290,15 @@ class UpscaleSpec(_Resolved):
     """Spatial upscaling applied after stitching."""
 
     factor: UpscaleFactor = Field(1.0, description="Output size = size × factor; 1 = no upscaling.")
-    method: Resample = Field("lanczos", description="Resampling filter.")
+    method: UpscaleMethod = Field("lanczos", description="Resampling filter, or 'model' for a super-resolution model.")
+    path: Path | None = Field(None, description="Absolute path of the super-resolution weights (method: model).")
+    tile: TileSide = Field(256, description="Tile side in input pixels for method: model; 0 = whole frames.")
+    tile_overlap: TileOverlap = Field(16, description="Pixels shared by neighbouring tiles; must be < tile.")
+
+    @model_validator(mode="after")
+    def _model_needs_path(self) -> UpscaleSpec:
+        _raise_rule_problems(_upscaler_problems(self.method, self.path, self.tile, self.tile_overlap))
+        return self
 
 
 class MotionSpec(_Resolved):
@@ -348,7 +359,22 @@ class UpscalePatch(_Patch):
     """`upscale:` in defaults or an item; keys left out come from defaults, then from UpscaleSpec."""
 
     factor: UpscaleFactor | None = Field(None, description="Output size = size × factor (1..8). Default 1.")
-    method: Resample | None = Field(None, description="lanczos | bicubic | bilinear | nearest. Default lanczos.")
+    method: UpscaleMethod | None = Field(
+        None, description="lanczos | bicubic | bilinear | nearest, or model (a super-resolution model). Default lanczos."
+    )
+    path: RelPath | None = Field(
+        None,
+        description="method: model — super-resolution weights (.safetensors, any architecture spandrel reads), "
+        "relative to FRAMEFOLD_MODEL_ROOT if set, else to the manifest folder; it must stay inside that root.",
+    )
+    tile: TileSide | None = Field(None, description="method: model — tile side in input pixels (0 = whole frames). Default 256.")
+    tile_overlap: TileOverlap | None = Field(None, description="method: model — pixels shared by neighbouring tiles (< tile). Default 16.")
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> UpscalePatch:
+        if self.tile and self.tile_overlap is not None and self.tile_overlap >= self.tile:
+            _raise_rule_problems([("tile_overlap", f"tile_overlap ({self.tile_overlap}) must be < tile ({self.tile})")])
+        return self
 
 
 class MotionPatch(_Patch):
@@ -516,8 +542,11 @@ class ItemSpec(_Resolved):
         """Every generation parameter, JSON-serialisable. Left out: id and source, the input
         paths (their bytes' digests stand for them, so moving a folder changes nothing) and
         the parameters of a backend the item does not use (they cannot change its pixels)."""
-        exclude = {"id", "source", "image", "mask"}
-        exclude |= {"model", "steps", "guidance"} if self.backend == "motion" else {"motion"}
+        exclude: dict[str, Any] = {name: True for name in ("id", "source", "image", "mask")}
+        exclude |= dict.fromkeys(("model", "steps", "guidance") if self.backend == "motion" else ("motion",), True)
+        exclude["upscale"] = {"path"}  # the upscaler's weights digest stands for it (in the backend identity)
+        if self.upscale.method != "model":
+            exclude["upscale"] |= {"tile", "tile_overlap"}  # unused by resampling: no effect on the pixels
         return self.model_dump(mode="json", exclude=exclude)
 
     @model_validator(mode="after")
@@ -663,6 +692,15 @@ def _diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
     return problems
 
 
+def _upscaler_problems(method: str, path: object, tile: int, overlap: int) -> list[tuple[str, str]]:
+    problems = []
+    if method == "model" and path is None:
+        problems.append(("path", "method: model needs path: the super-resolution weights (.safetensors)"))
+    if tile and overlap >= tile:
+        problems.append(("tile_overlap", f"tile_overlap ({overlap}) must be < tile ({tile})"))
+    return problems
+
+
 def _upscale_problems(size: tuple[int, int], factor: float, max_output_side: int) -> list[tuple[str, str]]:
     for side_name, side in zip(("width", "height"), size):
         exact = side * factor
@@ -741,6 +779,30 @@ class CatalogSpec(_Strict):
         return self
 
 
+SigningAlg = Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"]
+
+
+class C2paSpec(_Strict):
+    """A C2PA signer: certificate chain and private key files (PEM), inside the manifest folder."""
+
+    cert: RelPath = Field(
+        description="PEM file: the end-entity signing certificate followed by its intermediate(s), relative to the manifest folder."
+    )
+    key: RelPath = Field(description="PEM file: the certificate's private key, relative to the manifest folder.")
+    alg: SigningAlg = Field("es256", description="Signature algorithm matching the key: es256 | es384 | es512 | ps256 | ps384 | ps512 | ed25519.")
+    tsa_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = Field(
+        None, description="RFC 3161 time-stamp authority URL contacted while signing; none: no time-stamp."
+    )
+
+
+class ProvenanceSpec(_Strict):
+    """How outputs prove where they came from, beyond the sidecar and ledger."""
+
+    c2pa: C2paSpec | None = Field(
+        None, description="Sign mp4, gif and poster outputs with C2PA content credentials (else: FRAMEFOLD_C2PA_* settings)."
+    )
+
+
 class Manifest(_Strict):
     """A framefold manifest: one job, many items."""
 
@@ -754,6 +816,7 @@ class Manifest(_Strict):
     )
     items: list[ItemEntry] = Field(default_factory=list, description="Items, each with its own id.")
     catalog: CatalogSpec | None = Field(None, description="More items from a Parquet or CSV table.")
+    provenance: ProvenanceSpec | None = Field(None, description="Content credentials (C2PA signing).")
 
     @field_validator("version", mode="before")
     @classmethod

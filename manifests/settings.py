@@ -110,3 +110,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Size cap of the window cache in bytes (oldest windows evicted first); 0 disables it.",
     )
+    c2pa_cert: Path | None = Field(
+        None,
+        description="C2PA signing certificate chain (PEM: end-entity, then intermediates) used when a manifest has no "
+        "provenance.c2pa; set with FRAMEFOLD_C2PA_KEY to sign every run's outputs.",
+    )
+    c2pa_key: Path | None = Field(None, description="Private key (PEM) of FRAMEFOLD_C2PA_CERT; keep it outside manifest folders.")
+    c2pa_alg: str = Field("es256", description="Signature algorithm of FRAMEFOLD_C2PA_KEY (es256, es384, es512, ps256, ps384, ps512, ed25519).")
+    c2pa_tsa_url: str | None = Field(None, description="Time-stamp authority URL for signing; none: no time-stamp.")
+    c2pa_trust_anchors: Path | None = Field(
+        None,
+        description="PEM file of root certificates `framefold inspect` trusts when validating C2PA credentials.",
+    )

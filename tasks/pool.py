@@ -38,6 +38,22 @@ class ModelActor:
             frames = to_uint8(self.backend.generate(window, conditioning)).numpy()
         return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, frames
 
+    def upscale(self, sr: dict[str, Any], frames):
+        """Frames (k, H, W, 3) uint8 through the super-resolution model ``sr`` (path, tile,
+        tile_overlap), loaded once by this actor beside its generator."""
+        from tasks.superres import loaded
+
+        t0 = time.perf_counter()
+        model = loaded(sr["path"], sr["tile"], sr["tile_overlap"], self.device)
+        out = model(frames)
+        return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, out
+
+    def upscaler_loads(self) -> int:
+        """Super-resolution models loaded by this actor's process."""
+        from tasks import superres
+
+        return superres.LOADS
+
     def denoise(self, key: str, x: torch.Tensor, shared: dict, own: dict):
         """One window's prediction for codenoise: the loaded pipeline's own denoiser on a
         slice of the full latent (``shared``: timestep and the arguments common to all
@@ -70,22 +86,32 @@ class ActorPool:
 
     def submit(self, window: WindowRequest, cond_ref) -> ray.ObjectRef:
         """Send a window to the next actor in turn (windows of a model cost alike)."""
-        with self._lock:
-            actor = self.actors[self._next % len(self.actors)]
-            self._next += 1
-        return actor.render.remote(window, cond_ref)
+        return self._take().render.remote(window, cond_ref)
 
     def denoise(self, key: str, x, shared, own) -> ray.ObjectRef:
         """A codenoise window prediction on the next actor in turn."""
+        return self._take().denoise.remote(key, x, shared, own)
+
+    def upscale(self, sr: dict[str, Any], frames) -> ray.ObjectRef:
+        """Super-resolution of a chunk of frames on the next actor in turn."""
+        return self._take().upscale.remote(sr, frames)
+
+    def _take(self):
         with self._lock:
             actor = self.actors[self._next % len(self.actors)]
             self._next += 1
-        return actor.denoise.remote(key, x, shared, own)
+        return actor
 
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+
+def uses_pool(item) -> bool:
+    """Whether a resolved item runs on a model pool: model backends, and any backend whose
+    output goes through a super-resolution model (loaded by the same actors)."""
+    return item.backend != "motion" or item.upscale.method == "model"
 
 
 _pools: dict[tuple[str, str], ActorPool] = {}

@@ -31,6 +31,15 @@ IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 SOURCE_TYPES = {"motion": IPTC + "algorithmicMedia", "diffusers": IPTC + "trainedAlgorithmicMedia"}
 
 
+def source_type(backend: str, *, has_image: bool) -> str:
+    """The IPTC digital source type of an output: a trained model animating a real photo
+    makes a composite with trained algorithmic media; from text alone, trained algorithmic
+    media; the weight-free motion backend, algorithmic media."""
+    if backend != "motion" and has_image:
+        return IPTC + "compositeWithTrainedAlgorithmicMedia"
+    return SOURCE_TYPES[backend]
+
+
 def version() -> str:
     try:
         return metadata.version("framefold")
@@ -79,7 +88,8 @@ def why_run(previous: dict | None, *, key: str, inputs: dict, params: dict, back
     if previous.get("content_key") == key:
         return None
     if previous.get("backend") != backend:
-        return "model changed"
+        generator = {k: v for k, v in backend.items() if k != "upscaler"}
+        return "upscaler changed" if {k: v for k, v in (previous.get("backend") or {}).items() if k != "upscaler"} == generator else "model changed"
     if {k: v.get("sha256") for k, v in previous.get("inputs", {}).items() if v} != {k: v for k, v in inputs.items() if v}:
         return "input changed"
     return "parameters changed"
@@ -118,6 +128,7 @@ LEDGER_SCHEMA = pa.schema(
         ("output", pa.string()),  # path relative to the output root
         ("output_sha256", pa.string()),
         ("output_bytes", pa.int64()),
+        ("c2pa", pa.string()),  # signed | unsupported (format cannot carry C2PA) | null: signing off
         ("frames", pa.int64()),
         ("fps", pa.float64()),
         ("width", pa.int64()),
@@ -177,6 +188,7 @@ def output_rows(record: dict | None, **fields: Any) -> list[dict]:
     return [
         ledger_row(
             format=o.get("format"), output=o.get("path"), output_sha256=o.get("sha256"), output_bytes=o.get("bytes"),
+            c2pa=o.get("c2pa"),
             frames=o.get("frames", video.get("frames")), fps=video.get("fps"),
             width=o.get("width"), height=o.get("height"), **fields,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,8 +213,10 @@ class RenditionWriter:
     def sample_frames(self) -> list[np.ndarray]:
         return [self.samples[i] for i in self.sample_at if i in self.samples]
 
-    def finish(self, tag: str | None) -> list[dict]:
-        """After the stream: check frame counts, embed ``tag``, write posters; describe each output."""
+    def finish(self, tag: str | None, sign: Callable[[Path, str], str] | None = None) -> list[dict]:
+        """After the stream: check frame counts, embed ``tag``, write posters, then (last)
+        ``sign(part, name)`` each output (``name``: its final file name), which returns its credentials state (``signed``,
+        or ``unsupported`` for a format C2PA cannot carry); describe each output."""
         for r, encoder in self._encoders.items():
             if encoder.frames != self.expected:
                 raise RuntimeError(f"{r.name(self.item_id)}: encoded {encoder.frames} frames, expected {self.expected}")
@@ -225,9 +228,10 @@ class RenditionWriter:
             elif r.format in TAGGED_FORMATS and tag is not None:
                 remux(self.parts[r][-1], self._part(r), tags={TAG: tag}, format=r.format)
             final = self.parts[r][-1]
+            credentials = {} if sign is None else {"c2pa": sign(final, self.finals[r].name)}
             outputs.append({"path": self.finals[r].name, **r.as_dict(),
                             "frames": 1 if r.format == "poster" else self.expected,
-                            "sha256": store.sha256_file(final), "bytes": final.stat().st_size})
+                            "sha256": store.sha256_file(final), "bytes": final.stat().st_size, **credentials})
         return outputs
 
     def commit(self) -> None:

@@ -1,4 +1,5 @@
-"""Upscale: resample stitched frames to the output size (antialiased Lanczos by default).
+"""Upscale: resample stitched frames to the output size (antialiased Lanczos by default),
+or run them through a super-resolution model on the actor pool (``method: model``).
 
 Frames are resampled one at a time (so a frame's result never depends on how frames
 were chunked) and, when tall, in horizontal bands to bound memory; banded and
@@ -7,8 +8,11 @@ whole-frame results are equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
+import ray
 import torch
 
 from kernels.pixels import from_uint8, to_uint8
@@ -31,3 +35,42 @@ def upscale(chunks: Iterable[torch.Tensor], *, size: tuple[int, int], method: st
             to_uint8(resize(from_uint8(frame), (height, width), method=method, tile_rows=tile_rows))
             for frame in chunk
         ])
+
+
+def model_upscale(
+    submit: Callable[[np.ndarray], ray.ObjectRef],
+    chunks: Iterable[torch.Tensor],
+    *,
+    size: tuple[int, int],
+    in_flight: int = 2,
+    nodes: set[str] | None = None,
+    compute: list[float] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Upscale uint8 chunks (k, H, W, C) with a super-resolution model on the actor pool
+    (``submit(frames)`` → a Ray ref of ``(node, seconds, frames)``), in order, with up to
+    ``in_flight`` chunks outstanding; then resample to ``size`` = (width, height) when the
+    model's scale does not land there (a ×4 model for a ×2 output is downsampled with Lanczos)."""
+    pending: deque[ray.ObjectRef] = deque()
+
+    def collect() -> torch.Tensor:
+        node, seconds, frames = ray.get(pending.popleft())
+        if nodes is not None:
+            nodes.add(node)
+        if compute is not None:
+            compute.append(seconds)
+        return torch.from_numpy(np.require(frames, requirements="W"))  # Ray hands out read-only arrays
+
+    def ready() -> Iterator[torch.Tensor]:
+        for chunk in chunks:
+            if len(chunk):
+                pending.append(submit(chunk.numpy()))
+            if len(pending) >= in_flight:
+                yield collect()
+        while pending:
+            yield collect()
+
+    try:
+        yield from upscale(ready(), size=size, method="lanczos")
+    finally:
+        for ref in pending:  # the consumer stopped early
+            ray.cancel(ref)

@@ -220,7 +220,7 @@ def test_json_schema_export(project: Any, base: dict[str, Any]) -> None:
     assert json.loads(text) == schema
     assert schema["title"] == "framefold manifest"
     assert "$id" not in text
-    assert set(schema["properties"]) == {"version", "name", "output", "defaults", "items", "catalog"}
+    assert set(schema["properties"]) == {"version", "name", "output", "defaults", "items", "catalog", "provenance"}
     assert set(schema["required"]) == {"version", "name", "output"}
     assert schema["additionalProperties"] is False
 

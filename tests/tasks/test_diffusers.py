@@ -82,7 +82,9 @@ def test_flow_runs_each_family_end_to_end(models, family, task):
     record = json.loads((out / f"{item_id}.json").read_text())
     assert record["backend"]["family"] == family and record["backend"]["task"] == task
     assert record["backend"]["weights_digest"] == _digest(models / "models" / item_id)
-    assert record["digital_source_type"].endswith("/trainedAlgorithmicMedia")
+    # a model animating a real photo makes a composite; from text alone, trained algorithmic media
+    expected = "/compositeWithTrainedAlgorithmicMedia" if task == "i2v" else "/trainedAlgorithmicMedia"
+    assert record["digital_source_type"].endswith(expected)
     assert record["params"]["steps"] == 2 and "motion" not in record["params"]
 
 
