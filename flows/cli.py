@@ -198,7 +198,7 @@ def _run(args) -> int:
 
 def _print_summary(summary: dict) -> None:
     table = Table(title=escape(f"{summary['job']} — run {summary['run_id']}"))
-    for col in ("item", "status", "reason", "seconds", "seam", "loop", "output"):
+    for col in ("item", "status", "reason", "seconds", "seam", "loop", "flicker", "output"):
         table.add_column(col, overflow="fold")
     style = {"done": "green", "skipped": "cyan", "failed": "red"}
 
@@ -208,7 +208,8 @@ def _print_summary(summary: dict) -> None:
     for r in summary["items"]:
         m = r.get("metrics") or {}
         table.add_row(escape(r["id"]), f"[{style[r['status']]}]{r['status']}[/]", escape(r["reason"]), f"{r['seconds']:.1f}",
-                      ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")), escape(", ".join(r["outputs"])))
+                      ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")),
+                      ratio((m.get("flicker") or {}).get("ratio")), escape(", ".join(r["outputs"])))
     out.print(table)
     c = summary["counts"]
     out.print(escape(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}"))

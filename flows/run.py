@@ -142,7 +142,9 @@ def _artifacts(summary: dict) -> None:
             key="framefold-items",
             table=[
                 {"item": r["id"], "status": r["status"], "reason": r["reason"], "seconds": round(r["seconds"], 2),
-                 "gpu_seconds": r["gpu_seconds"], "outputs": ", ".join(r["outputs"])}
+                 "gpu_seconds": r["gpu_seconds"], "seam_ratio": (r.get("metrics") or {}).get("seam_ratio"),
+                 "flicker_ratio": ((r.get("metrics") or {}).get("flicker") or {}).get("ratio"),
+                 "outputs": ", ".join(r["outputs"])}
                 for r in summary["items"]
             ],
             description=f"Items of run {summary['run_id']} ({summary['job']})",
