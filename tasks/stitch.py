@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from kernels.overlap import StreamingOverlapAdd
+from kernels.blend import StreamingBlend
 from kernels.windows import Window, window_indices, window_weights
 
 
@@ -24,15 +24,14 @@ def stitch(
 ) -> Iterator[torch.Tensor]:
     """Consume ``(window index, pixels (L, H, W, C) uint8)`` in any order; yield uint8
     chunks (k, H, W, C) of final frames in temporal order, covering 0..num_frames-1.
-    The weighted average is taken in float32 and rounded to the nearest level once."""
+    The weighted average is taken in float32 and rounded to the nearest level once; a
+    frame only one window covers is that window's frame, handed on without a copy."""
     indices = [window_indices(w, num_frames) for w in plan]
     weights = [window_weights(w.length, weighting) for w in plan]
-    acc = StreamingOverlapAdd(indices, weights)
+    blend = StreamingBlend(indices, weights)
     for index, pixels in windows:
         if isinstance(pixels, np.ndarray) and not pixels.flags.writeable:
             pixels = pixels.copy()  # Ray hands out read-only views of the object store
-        ready = acc.add(index, torch.as_tensor(pixels))
-        if len(ready):
-            yield ready.round_().clamp_(0, 255).to(torch.uint8)
-    if not acc.done:
-        raise RuntimeError(f"stitching ended at frame {acc.next_frame} of {num_frames}: windows missing")
+        yield from blend.add(index, pixels)
+    if not blend.done:
+        raise RuntimeError(f"stitching ended at frame {blend.next_frame} of {num_frames}: windows missing")
