@@ -1,12 +1,12 @@
-"""Figure 5: framefold codenoise vs diffusers FreeNoise — the FreeNoise side.
+"""Figure 5: framefold codenoise (and independent windows) vs diffusers FreeNoise.
 
 ``measure(runner, frames)`` runs one subprocess per frame count and records its wall
 time and peak RSS (the child's own ``VmHWM``, the kernel's high-water mark). A
 runner maps a frame count to the command line of one generation, which prints one JSON
 line; ``freenoise_runner`` is diffusers' FreeNoise on the tiny random-weight
 AnimateDiff of tests/fixtures/tiny_models.py (``enable_free_noise(context_length=16,
-context_stride=4)``). A framefold-codenoise column is one more runner passed to
-``measure`` (a ``framefold run`` of a codenoise manifest on the same tiny model).
+context_stride=4)``). ``framefold_runner`` runs framefold's own codenoise (or independent
+windows) on the same model with one model actor on a local Ray.
 """
 
 from __future__ import annotations
@@ -43,6 +43,17 @@ def freenoise_runner(model: Path, *, height: int, width: int, steps: int, guidan
     ]
 
 
+def framefold_runner(model: Path, *, mode: str, overlap: int, height: int, width: int, steps: int,
+                     guidance: float) -> Runner:
+    """Command lines for one framefold generation (``mode`` codenoise or independent) of
+    ``frames`` frames on the same model, windows of 16 frames overlapping by ``overlap``."""
+    return lambda frames: [
+        sys.executable, "-m", "bench.peer", "framefold", str(model), "--mode", mode, "--overlap", str(overlap),
+        "--frames", str(frames), "--height", str(height), "--width", str(width), "--steps", str(steps),
+        "--guidance", str(guidance),
+    ]
+
+
 def measure(runner: Runner, frames: Sequence[int], env: dict, *, budget_s: float = float("inf")) -> list[dict]:
     """Run ``runner(n)`` for each n in ``frames`` (increasing), one subprocess each: wall
     time, peak RSS and the child's JSON report. A run predicted (linearly from the last)
@@ -65,33 +76,63 @@ def measure(runner: Runner, frames: Sequence[int], env: dict, *, budget_s: float
     return rows
 
 
+# framefold's rows: (label, mode, window overlap); windows are 16 frames like FreeNoise's context.
+FRAMEFOLD_ROWS = (
+    ("codenoise, stride 4", "codenoise", 12),  # FreeNoise's window and stride: 4× redundant
+    ("codenoise, stride 12", "codenoise", 4),  # the default overlap: 1.33× redundant
+    ("independent, stride 12", "independent", 4),
+)
+
+
 def run(quick: bool, workdir: Path, env: dict) -> dict:
     height = width = 64
     steps, guidance = (2, 7.5) if quick else (3, 7.5)
     frames = (16, 20) if quick else (16, 32, 64, 128)
     model = build_model(workdir / "tiny-animatediff", env)
     rows = measure(freenoise_runner(model, height=height, width=width, steps=steps, guidance=guidance), frames, env,
-                   budget_s=60 if quick else 480)
+                   budget_s=60 if quick else 240)
+    ours = {}
+    for label, mode, overlap in FRAMEFOLD_ROWS[:1] if quick else FRAMEFOLD_ROWS:
+        runner = framefold_runner(model, mode=mode, overlap=overlap, height=height, width=width, steps=steps,
+                                  guidance=guidance)
+        ours[label] = measure(runner, frames[1:] if not quick else frames[:1], env, budget_s=40 if quick else 200)
     return {"height": height, "width": width, "steps": steps, "guidance": guidance, "freenoise": rows,
-            **FREENOISE}
+            "framefold": ours, **FREENOISE}
 
 
 def section(data: dict) -> str:
+    ours = data.get("framefold", {})
+    frames = [r["frames"] for r in data["freenoise"]]
+    head = ["frames", "FreeNoise wall s", "FreeNoise pipeline call s", "FreeNoise peak RSS MiB"]
+    for label in ours:
+        head += [f"{label}: wall s", f"{label}: generate s", f"{label}: peak RSS MiB (coordinator + actor)"]
     rows = []
-    for r in data["freenoise"]:
-        if "skipped" in r:
-            rows.append([r["frames"], f"skipped: {r['skipped']}", "", "", "not measured yet", "not measured yet"])
-        else:
-            rows.append([r["frames"], f"{r['wall_s']:.1f}", f"{r['generate_s']:.1f}", mib(r["peak_rss"]),
-                         "not measured yet", "not measured yet"])
+    for n in frames:
+        r = next(r for r in data["freenoise"] if r["frames"] == n)
+        row = [n, f"skipped: {r['skipped']}", "", ""] if "skipped" in r else [
+            n, f"{r['wall_s']:.1f}", f"{r['generate_s']:.1f}", mib(r["peak_rss"])]
+        for label, measured in ours.items():
+            o = next((o for o in measured if o["frames"] == n), None)
+            if o is None:
+                row += ["—", "—", "—"]
+            elif "skipped" in o:
+                row += [f"skipped: {o['skipped']}", "", ""]
+            else:
+                row += [f"{o['wall_s']:.1f}", f"{o['generate_s']:.1f}",
+                        f"{mib(o['peak_rss'] + o['actor_peak_rss'])} ({mib(o['peak_rss'])} + {mib(o['actor_peak_rss'])})"]
+        rows.append(row)
     return "\n".join([
-        f"diffusers FreeNoise on the tiny AnimateDiff (`enable_free_noise(context_length={data['context_length']}, "
-        f"context_stride={data['context_stride']})`, {data['height']}×{data['width']}, {data['steps']} steps, guidance "
-        f"{data['guidance']}), one subprocess per row; wall includes Python start-up, imports and loading the "
-        "pipeline. The framefold codenoise columns are a placeholder: `bench.peer.measure` takes a runner, and "
-        "a codenoise runner (a `framefold run` of a codenoise manifest on the same model) fills them.\n",
-        table(["frames", "FreeNoise wall s", "FreeNoise pipeline call s", "FreeNoise peak RSS MiB",
-               "framefold codenoise wall s", "framefold codenoise peak RSS MiB"], rows),
+        f"The same tiny AnimateDiff ({data['height']}×{data['width']}, {data['steps']} steps, guidance "
+        f"{data['guidance']}, windows of {data['context_length']} frames), one subprocess per cell. diffusers FreeNoise: "
+        f"`enable_free_noise(context_length={data['context_length']}, context_stride={data['context_stride']})`, one "
+        "process. framefold: its own code path (`tasks.codenoise.codenoise_frames`, or `generate_windows` + `stitch` "
+        "for independent windows) with one model actor on a local Ray; its peak RSS is the coordinator's plus the "
+        "actor's high-water marks (Ray's own daemons, about 1 GB here, are left out of both sides' figures). Wall "
+        "includes Python start-up, imports and loading the pipeline (and Ray's start for framefold); generate is the "
+        "generation call alone. FreeNoise fuses overlapping windows inside the motion modules only; codenoise "
+        "runs the whole UNet per window and averages the noise predictions, so at stride 4 it does 4× the UNet "
+        "work of a single pass, and at stride 12 (framefold's default overlap) 1.33×.\n",
+        table(head, rows),
     ])
 
 
@@ -99,15 +140,19 @@ def plot(data: dict, out_dir: Path) -> list[str]:
     from bench.common import pyplot
 
     plt = pyplot()
-    rows = [r for r in data["freenoise"] if "skipped" not in r]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot([r["frames"] for r in rows], [r["wall_s"] for r in rows], "o-", label="diffusers FreeNoise")
-    b.plot([r["frames"] for r in rows], [r["peak_rss"] / 2**20 for r in rows], "o-", label="diffusers FreeNoise")
-    for ax, ylabel in ((a, "wall s"), (b, "peak RSS MiB")):
+    series = [("diffusers FreeNoise", data["freenoise"], lambda r: r["peak_rss"])]
+    series += [(f"framefold {label}", rows, lambda r: r["peak_rss"] + r["actor_peak_rss"])
+               for label, rows in data.get("framefold", {}).items()]
+    for label, rows, rss in series:
+        rows = [r for r in rows if "skipped" not in r]
+        a.plot([r["frames"] for r in rows], [r["generate_s"] for r in rows], "o-", label=label)
+        b.plot([r["frames"] for r in rows], [rss(r) / 2**20 for r in rows], "o-", label=label)
+    for ax, ylabel in ((a, "generate s"), (b, "peak RSS MiB")):
         ax.set_xlabel("frames")
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
-        ax.legend(title="framefold codenoise: to be added", fontsize=8)
+        ax.legend(fontsize=7)
     a.set_title("Peer: time")
     b.set_title("Peer: memory")
     fig.tight_layout()
@@ -155,6 +200,61 @@ def _freenoise(args) -> None:
     print(json.dumps({"frames_out": len(frames), "load_s": load_s, "generate_s": generate_s, "peak_rss": peak}))
 
 
+def _framefold(args) -> None:
+    """One framefold generation on one model actor: codenoise, or independent windows stitched."""
+    import logging
+    import tempfile
+
+    import ray
+
+    from manifests import Settings, load_manifest
+    from tasks.backends import Conditioning, spec_of
+    from tasks.generate import generate_windows
+    from tasks.plan import plan_item
+    from tasks.pool import ActorPool
+    from tasks.stitch import stitch
+
+    with tempfile.TemporaryDirectory(prefix="framefold-peer-") as tmp:
+        manifest = Path(tmp) / "job.yaml"
+        manifest.write_text(json.dumps({
+            "version": 1, "name": "peer", "output": "out",
+            "items": [{"id": "peer", "backend": "diffusers", "prompt": "a cup of coffee, steam rising",
+                       "model": {"family": "animatediff", "path": Path(args.model).name},
+                       "frames": args.frames, "size": [args.width, args.height], "steps": args.steps,
+                       "guidance": args.guidance, "seed": 0,
+                       "window": {"length": 16, "overlap": args.overlap, "mode": args.mode, "weighting": "flat"}}],
+        }))
+        settings = Settings(model_root=Path(args.model).resolve().parent)
+        item = load_manifest(manifest, settings=settings).items[0]
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    pool = ActorPool(spec_of(item), size=1, gpus=0)
+    actor_pid = ray.get(pool.actors[0].pid.remote())
+    cond = Conditioning(item_id=item.id, seed=item.seed, image=None, mask=None, params=item.params())
+    tick = time.perf_counter()
+    if args.mode == "codenoise":
+        from tasks.codenoise import codenoise_frames
+
+        video, _ = codenoise_frames(spec_of(item), item.params(), cond, submit=pool.denoise)
+        delivered = len(video)
+    else:
+        plan = plan_item(item)
+        windows = generate_windows(pool.submit, cond, plan.requests(item.fps), plan.order, in_flight=2)
+        delivered = sum(len(c) for c in stitch(windows, plan.windows, num_frames=plan.num_frames,
+                                               weighting=plan.weighting))
+    generate_s = time.perf_counter() - tick
+    actor_peak = _vm_hwm(actor_pid)
+    pool.close()
+    ray.shutdown()
+    print(json.dumps({"frames_out": delivered, "generate_s": generate_s, "peak_rss": _vm_hwm("self"),
+                      "actor_peak_rss": actor_peak}))
+
+
+def _vm_hwm(pid) -> int:
+    """A process's peak resident set (VmHWM), bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.peer [--frames 32 64 128]`` prints the FreeNoise table alone;
     the ``build`` and ``freenoise`` subcommands are the child processes ``measure`` runs."""
@@ -168,12 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in (("--height", 64), ("--width", 64), ("--steps", 3)):
         f.add_argument(name, type=int, default=default)
     f.add_argument("--guidance", type=float, default=7.5)
+    ff = sub.add_parser("framefold", help="one framefold generation on one model actor; prints a JSON line")
+    ff.add_argument("model")
+    ff.add_argument("--mode", choices=("codenoise", "independent"), required=True)
+    ff.add_argument("--overlap", type=int, required=True)
+    ff.add_argument("--frames", type=int, required=True)
+    for name, default in (("--height", 64), ("--width", 64), ("--steps", 3)):
+        ff.add_argument(name, type=int, default=default)
+    ff.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 64, 128], help="standalone: frame counts")
     args = parser.parse_args(argv)
     if args.cmd == "build":
         _build(args.path)
     elif args.cmd == "freenoise":
         _freenoise(args)
+    elif args.cmd == "framefold":
+        _framefold(args)
     else:  # standalone: the FreeNoise table for --frames
         import tempfile
 

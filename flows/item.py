@@ -206,7 +206,9 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
             frames = clock.wrap(
                 "stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)
             )
-        frames = _measured(frames, before_upscale)
+        upscaled = item.upscale.method == "model" or (width, height) != tuple(item.size)
+        if upscaled:
+            frames = _measured(frames, before_upscale)
         if item.upscale.method == "model":
             sr = {"path": str(item.upscale.path), "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
             frames = clock.wrap("upscale", model_upscale(lambda chunk: pool.upscale(sr, chunk), frames,
@@ -256,7 +258,7 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
                 "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
                 "frames_sha256": frame_hash.hexdigest(),
             },
-            "metrics": _metrics(stats, item.loop, plan.windows, before_upscale),
+            "metrics": _metrics(stats, item.loop, plan.windows, before_upscale if upscaled else None),
             "device": {
                 "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
                 "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
@@ -358,12 +360,13 @@ def _upscale_record(item: ItemSpec, ctx: RunContext, backend: dict, size: tuple[
     return out
 
 
-def _metrics(stats: StreamingClipStats, loop: bool, windows, before_upscale: StreamingClipStats) -> dict:
-    """Weight-free quality metrics of the frames as encoded (0..1 scale), and the flicker
-    (mean frame-to-frame change) of the frames before and after upscaling."""
+def _metrics(stats: StreamingClipStats, loop: bool, windows, before_upscale: StreamingClipStats | None) -> dict:
+    """Weight-free quality metrics of the frames as encoded (0..1 scale), and, for an
+    upscaled item, the flicker (mean frame-to-frame change) before and after upscaling."""
     summary = stats.summary([(w.start, w.length) for w in windows] if len(windows) > 1 else ())
     out = {"median_step": None if summary["median_step"] is None else round(summary["median_step"] / 255, 6)}
-    before, after = before_upscale.mean_step(), stats.mean_step()
+    before = before_upscale.mean_step() if before_upscale is not None else None
+    after = stats.mean_step()
     if before is not None and after is not None:
         out["flicker"] = {"before_upscale": round(before / 255, 6), "after_upscale": round(after / 255, 6),
                           "ratio": round(after / before, 4) if before > 0 else (1.0 if after == 0 else None)}
