@@ -34,3 +34,25 @@ def fake_submitter(spec: dict, *, gpus: float) -> Callable:
     """Like ``tasks.generate.task_submitter``, with ``fake_render`` in place of ``render_window``."""
     remote = fake_render.options(num_gpus=gpus, num_cpus=1)
     return lambda window, cond_ref: remote.remote(spec, window, cond_ref)
+
+
+@ray.remote
+class FakeModelActor:
+    """A stand-in for ``tasks.pool.ModelActor`` (the GPU path of model backends): a resident
+    "model" whose ``render`` sleeps ``cost_s`` and returns the payload, like ``fake_render``."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+
+    def render(self, window, conditioning) -> tuple[str, float, np.ndarray]:
+        time.sleep(self.spec["cost_s"])
+        height, width = self.spec["size"]
+        return ray.get_runtime_context().get_node_id(), self.spec["cost_s"], _payload(len(window.frames), height, width)
+
+
+def fake_pool(spec: dict, *, size: int, gpus: float) -> tuple[list, Callable]:
+    """``size`` FakeModelActors and a submit that sends windows to them in turn, like
+    ``tasks.pool.ActorPool.submit``."""
+    actors = [FakeModelActor.options(num_gpus=gpus, num_cpus=0).remote(spec) for _ in range(size)]
+    turn = iter(range(1 << 62))
+    return actors, lambda window, cond_ref: actors[next(turn) % size].render.remote(window, cond_ref)

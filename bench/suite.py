@@ -206,11 +206,21 @@ def _headline(results: dict) -> str:
     if len(fn) > 1:
         out.append(f"- diffusers FreeNoise, {fn[0]['frames']} → {fn[-1]['frames']} frames: peak RSS "
                    f"{fn[-1]['peak_rss'] / fn[0]['peak_rss']:.2f}×, wall {fn[-1]['wall_s'] / fn[0]['wall_s']:.1f}×.")
+        free = {r["frames"]: r for r in fn}
+        for label, rows in results["5"].get("framefold", {}).items():
+            rows = [r for r in rows if "peak_rss" in r and r["frames"] in free]
+            if rows:
+                r = rows[-1]
+                out.append(f"- framefold {label} at {r['frames']} frames: generate "
+                           f"{r['generate_s'] / free[r['frames']]['generate_s']:.2f}× FreeNoise's time, peak RSS "
+                           f"(coordinator + actor) {(r['peak_rss'] + r['actor_peak_rss']) / free[r['frames']]['peak_rss']:.2f}× "
+                           "FreeNoise's (goals: < 1 at stride 12, ≤ 0.5).")
     if "3" in results:
-        rows = [r for r in results["3"]["rows"] if r["variant"] == "default"]
-        ratios = ", ".join(f"N={r['gpus']}: {r['ratio']:.2f}" for r in rows)
-        out.append(f"- Orchestration, wall ÷ ideal ({results['3']['windows']} windows × "
-                   f"{results['3']['cost_s'] * 1e3:.0f} ms): {ratios} (goal ≤ 1.10).")
+        for variant, label in (("tasks", "Ray tasks"), ("actors", "model actors")):
+            rows = [r for r in results["3"]["rows"] if r["variant"] == variant]
+            ratios = ", ".join(f"N={r['gpus']}: {r['ratio']:.2f}" for r in rows)
+            out.append(f"- Orchestration ({label}), wall ÷ ideal ({results['3']['windows']} windows × "
+                       f"{results['3']['cost_s'] * 1e3:.0f} ms): {ratios} (goal ≤ 1.10).")
     if "4" in results:
         for r in results["4"]["rows"]:
             out.append(f"- {r['label']}: {r['items'] / r['wall_s'] * 3600:,.0f} items/hour, "

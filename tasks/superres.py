@@ -104,7 +104,10 @@ def _load(path: Path, device: str = "cpu"):
         )
     if not path.is_file():
         raise UpscalerError(f"upscaler weights not found: {path}")
-    spandrel = import_spandrel()
+    try:
+        spandrel = import_spandrel()
+    except Exception as error:  # noqa: BLE001 - e.g. a torchvision built for another torch
+        raise UpscalerError(f"cannot import spandrel to load {path}: {type(error).__name__}: {error}") from None
     try:
         model = spandrel.ModelLoader(device=device).load_from_file(path)
     except spandrel.UnsupportedModelError:

@@ -18,6 +18,8 @@ import torch
 from kernels.pixels import from_uint8, to_uint8
 from kernels.resample import resize
 
+# Largest float32 output one super-resolution request may make (frames are split to fit).
+REQUEST_BYTES = 512 << 20
 # Output rows per band: 512 rows of an 8192-wide frame is 50 MB of float32 per channel-frame.
 BAND_ROWS = 512
 
@@ -60,12 +62,15 @@ def model_upscale(
             compute.append(seconds)
         return torch.from_numpy(np.require(frames, requirements="W"))  # Ray hands out read-only arrays
 
+    width, height = size
+    per_request = max(1, REQUEST_BYTES // (width * height * 3 * 4))  # the model's float32 output of a request
+
     def ready() -> Iterator[torch.Tensor]:
         for chunk in chunks:
-            if len(chunk):
-                pending.append(submit(chunk.numpy()))
-            if len(pending) >= in_flight:
-                yield collect()
+            for start in range(0, len(chunk), per_request):
+                pending.append(submit(chunk[start:start + per_request].numpy()))
+                if len(pending) >= in_flight:
+                    yield collect()
         while pending:
             yield collect()
 
