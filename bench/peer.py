@@ -44,13 +44,13 @@ def freenoise_runner(model: Path, *, height: int, width: int, steps: int, guidan
 
 
 def framefold_runner(model: Path, *, mode: str, overlap: int, height: int, width: int, steps: int,
-                     guidance: float) -> Runner:
+                     guidance: float, profile: bool = False) -> Runner:
     """Command lines for one framefold generation (``mode`` codenoise or independent) of
     ``frames`` frames on the same model, windows of 16 frames overlapping by ``overlap``."""
     return lambda frames: [
         sys.executable, "-m", "bench.peer", "framefold", str(model), "--mode", mode, "--overlap", str(overlap),
         "--frames", str(frames), "--height", str(height), "--width", str(width), "--steps", str(steps),
-        "--guidance", str(guidance),
+        "--guidance", str(guidance), *(["--profile"] if profile else []),
     ]
 
 
@@ -76,6 +76,16 @@ def measure(runner: Runner, frames: Sequence[int], env: dict, *, budget_s: float
     return rows
 
 
+# What the coordinator's profile reports (cumulative time of the function): (meaning, function name).
+PROFILED = (
+    ("loading the pipeline (text encoder, VAE, scheduler) on the coordinator", "from_pretrained"),
+    ("the pipeline call: prompt encoding, every step, decoding", "__call__"),
+    ("the windowed denoiser: cutting windows, sending them, fusing the predictions", "forward"),
+    ("waiting for the actors' predictions (ray.get)", "get_objects"),
+    ("fusing the predictions (overlap_add)", "overlap_add"),
+    ("decoding the latents", "decode"),
+)
+
 # framefold's rows: (label, mode, window overlap); windows are 16 frames like FreeNoise's context.
 FRAMEFOLD_ROWS = (
     ("codenoise, stride 4", "codenoise", 12),  # FreeNoise's window and stride: 4× redundant
@@ -96,21 +106,24 @@ def run(quick: bool, workdir: Path, env: dict) -> dict:
         runner = framefold_runner(model, mode=mode, overlap=overlap, height=height, width=width, steps=steps,
                                   guidance=guidance)
         ours[label] = measure(runner, frames[1:] if not quick else frames[:1], env, budget_s=40 if quick else 200)
+    profiled = framefold_runner(model, mode="codenoise", overlap=4, height=height, width=width, steps=steps,
+                                guidance=guidance, profile=True)
+    profile = measure(profiled, frames[-2:-1] if not quick else frames[:1], env)
     return {"height": height, "width": width, "steps": steps, "guidance": guidance, "freenoise": rows,
-            "framefold": ours, **FREENOISE}
+            "framefold": ours, "profile": profile[0] if profile and "profile" in profile[0] else None, **FREENOISE}
 
 
 def section(data: dict) -> str:
     ours = data.get("framefold", {})
     frames = [r["frames"] for r in data["freenoise"]]
-    head = ["frames", "FreeNoise wall s", "FreeNoise pipeline call s", "FreeNoise peak RSS MiB"]
+    head = ["frames", "FreeNoise wall s", "FreeNoise load + call s", "FreeNoise peak RSS MiB"]
     for label in ours:
         head += [f"{label}: wall s", f"{label}: generate s", f"{label}: peak RSS MiB (coordinator + actor)"]
     rows = []
     for n in frames:
         r = next(r for r in data["freenoise"] if r["frames"] == n)
         row = [n, f"skipped: {r['skipped']}", "", ""] if "skipped" in r else [
-            n, f"{r['wall_s']:.1f}", f"{r['generate_s']:.1f}", mib(r["peak_rss"])]
+            n, f"{r['wall_s']:.1f}", f"{r['load_s'] + r['generate_s']:.1f}", mib(r["peak_rss"])]
         for label, measured in ours.items():
             o = next((o for o in measured if o["frames"] == n), None)
             if o is None:
@@ -128,8 +141,10 @@ def section(data: dict) -> str:
         "process. framefold: its own code path (`tasks.codenoise.codenoise_frames`, or `generate_windows` + `stitch` "
         "for independent windows) with one model actor on a local Ray; its peak RSS is the coordinator's plus the "
         "actor's high-water marks (Ray's own daemons, about 1 GB here, are left out of both sides' figures). Wall "
-        "includes Python start-up, imports and loading the pipeline (and Ray's start for framefold); generate is the "
-        "generation call alone. FreeNoise fuses overlapping windows inside the motion modules only; codenoise "
+        "includes Python start-up, imports and loading the pipeline (and Ray's start for framefold). FreeNoise's load + "
+        "call is loading its pipeline and the generation call; framefold's generate is the item's generation as the "
+        "pipeline runs it: the coordinator loads its pipeline (text encoder, VAE, scheduler) and runs it, the actor "
+        "having loaded the model when the pool started. FreeNoise fuses overlapping windows inside the motion modules only; codenoise "
         "runs the whole UNet per window and averages the noise predictions, so at stride 4 it does 4× the UNet "
         "work of a single pass, and at stride 12 (framefold's default overlap) 1.33×.\n",
         table(head, rows),
@@ -148,24 +163,40 @@ def _goals(data: dict) -> str:
         return ""
     n = max(common)
     rss = lambda r: r["peak_rss"] + r.get("actor_peak_rss", 0)  # noqa: E731
-    lines = [f"\nGoals, at {n} frames (FreeNoise: {free[n]['generate_s']:.1f} s, {mib(free[n]['peak_rss'])} MiB):\n"]
+    free_s = free[n]["load_s"] + free[n]["generate_s"]
+    lines = [f"\nGoals, at {n} frames (FreeNoise: {free_s:.1f} s to load and generate, {mib(free[n]['peak_rss'])} MiB):\n"]
     for label, rows in series.items():
         flat = max(rss(r) for r in rows.values()) / min(rss(r) for r in rows.values())
         lines.append(
             f"- {label}: peak RSS {rss(rows[n]) / free[n]['peak_rss']:.2f}× FreeNoise's (goal ≤ 0.5), "
             f"{flat:.2f}× from its fewest to its most frames (flat: goal); generate "
-            f"{rows[n]['generate_s'] / free[n]['generate_s']:.2f}× FreeNoise's time"
+            f"{rows[n]['generate_s'] / free_s:.2f}× FreeNoise's time"
             + (" (goal < 1 for independent windows and for codenoise at stride 12)." if "stride 12" in label else ".")
         )
     lines.append(
-        "- Where FreeNoise wins: framefold's memory is two processes (the coordinator and one model actor), each "
-        "holding torch and diffusers (about 450 MiB apiece before any frame), where FreeNoise is one; the frames "
-        "themselves add little to either at 64×64. On this tiny model a UNet call costs milliseconds, so "
-        "framefold's per-window Ray round trip (the latent slice out, the prediction back, every step) outweighs "
-        "the compute it spreads; FreeNoise makes one call per step. With a real model, whose UNet call on a "
-        "window costs seconds on a GPU, the round trip is small and the windows run on as many GPUs as the pool "
-        "has; FreeNoise runs on one. The naive per-window loop the issue measured is not run here."
+        "- Memory: framefold's figure is two processes (the coordinator and one model actor), each holding torch "
+        "and diffusers (about 450 MiB apiece before any frame), where FreeNoise is one; the frames themselves add "
+        "little to either at 64×64, and framefold's stays flat as the clip grows because only windows travel."
     )
+    slower = [label for label, rows in series.items() if rows[n]["generate_s"] > free_s]
+    if slower:
+        lines.append(
+            f"- Time ({', '.join(slower)} slower than FreeNoise): on this tiny model a UNet call costs milliseconds, "
+            "so framefold's per-window Ray round trip (the latent slice out, the prediction back, every step) weighs "
+            "as much as the compute it spreads, and at stride 4 every frame goes through the UNet four times where "
+            "FreeNoise shares the work outside its motion modules. With a real model, whose UNet call on a window "
+            "costs seconds on a GPU, the round trip is small and the windows run on as many GPUs as the pool has."
+        )
+    lines.append("- The naive per-window loop the issue measured is not run here.")
+    prof = data.get("profile")
+    if prof:
+        lines.append(
+            f"\nProfile (cProfile of framefold's coordinator, codenoise at stride 12, {prof['frames']} frames; "
+            f"{prof['generate_s']:.1f} s with the profiler on), time inside each function including what it calls:\n"
+        )
+        lines.append(table(["where", "function", "calls", "seconds", "share of the generation"],
+                           [[f["what"], f"`{f['function']}`", f["calls"], f"{f['seconds']:.2f}", f"{f['share']:.0%}"]
+                            for f in prof["profile"]]))
     return "\n".join(lines)
 
 
@@ -174,12 +205,13 @@ def plot(data: dict, out_dir: Path) -> list[str]:
 
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    series = [("diffusers FreeNoise", data["freenoise"], lambda r: r["peak_rss"])]
-    series += [(f"framefold {label}", rows, lambda r: r["peak_rss"] + r["actor_peak_rss"])
+    series = [("diffusers FreeNoise (load + call)", data["freenoise"], lambda r: r["peak_rss"],
+               lambda r: r["load_s"] + r["generate_s"])]
+    series += [(f"framefold {label}", rows, lambda r: r["peak_rss"] + r["actor_peak_rss"], lambda r: r["generate_s"])
                for label, rows in data.get("framefold", {}).items()]
-    for label, rows, rss in series:
+    for label, rows, rss, seconds in series:
         rows = [r for r in rows if "skipped" not in r]
-        a.plot([r["frames"] for r in rows], [r["generate_s"] for r in rows], "o-", label=label)
+        a.plot([r["frames"] for r in rows], [seconds(r) for r in rows], "o-", label=label)
         b.plot([r["frames"] for r in rows], [rss(r) / 2**20 for r in rows], "o-", label=label)
     for ax, ylabel in ((a, "generate s"), (b, "peak RSS MiB")):
         ax.set_xlabel("frames")
@@ -263,23 +295,51 @@ def _framefold(args) -> None:
     pool = ActorPool(spec_of(item), size=1, gpus=0)
     actor_pid = ray.get(pool.actors[0].pid.remote())
     cond = Conditioning(item_id=item.id, seed=item.seed, image=None, mask=None, params=item.params())
-    tick = time.perf_counter()
-    if args.mode == "codenoise":
-        from tasks.codenoise import codenoise_frames
 
-        video, _ = codenoise_frames(spec_of(item), item.params(), cond, submit=pool.denoise)
-        delivered = len(video)
-    else:
+    def generate() -> int:
+        if args.mode == "codenoise":
+            from tasks.codenoise import codenoise_frames
+
+            video, _ = codenoise_frames(spec_of(item), item.params(), cond, submit=pool.denoise)
+            return len(video)
         plan = plan_item(item)
         windows = generate_windows(pool.submit, cond, plan.requests(item.fps), plan.order, in_flight=2)
-        delivered = sum(len(c) for c in stitch(windows, plan.windows, num_frames=plan.num_frames,
-                                               weighting=plan.weighting))
+        return sum(len(c) for c in stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
+
+    # one-time process costs, outside the timing as FreeNoise's imports are: diffusers (codenoise
+    # loads the coordinator's pipeline through it) and the stitch kernel's compilation
+    import numpy as np
+
+    import tasks.codenoise  # noqa: F401
+    from kernels.blend import blend_pair
+
+    one = np.zeros((1, 1), np.uint8)
+    blend_pair(one, np.ones(1), one, np.ones(1), one.copy())
+    report = {}
+    tick = time.perf_counter()
+    if args.profile:  # cProfile of the coordinator: where its wall time goes, by function (self time)
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        delivered = profiler.runcall(generate)
+        stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, _, self s, cumulative s, _)
+        total = time.perf_counter() - tick
+        report["profile"] = []
+        for what, name in PROFILED:  # the biggest cumulative entry of each
+            found = [(k, v) for k, v in stats.items() if k[2] == name]
+            if found:
+                k, v = max(found, key=lambda kv: kv[1][3])
+                report["profile"].append({"what": what, "function": f"{Path(k[0]).name}:{name}", "calls": v[0],
+                                          "seconds": v[3], "share": v[3] / total})
+    else:
+        delivered = generate()
     generate_s = time.perf_counter() - tick
     actor_peak = _vm_hwm(actor_pid)
     pool.close()
     ray.shutdown()
     print(json.dumps({"frames_out": delivered, "generate_s": generate_s, "peak_rss": _vm_hwm("self"),
-                      "actor_peak_rss": actor_peak}))
+                      "actor_peak_rss": actor_peak, **report}))
 
 
 def _vm_hwm(pid) -> int:
@@ -309,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in (("--height", 64), ("--width", 64), ("--steps", 3)):
         ff.add_argument(name, type=int, default=default)
     ff.add_argument("--guidance", type=float, default=7.5)
+    ff.add_argument("--profile", action="store_true", help="cProfile the coordinator; report its top functions")
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 64, 128], help="standalone: frame counts")
     args = parser.parse_args(argv)
     if args.cmd == "build":
