@@ -306,12 +306,16 @@ def _framefold(args) -> None:
         windows = generate_windows(pool.submit, cond, plan.requests(item.fps), plan.order, in_flight=2)
         return sum(len(c) for c in stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
 
-    # one-time process costs, outside the timing as FreeNoise's imports are: diffusers (codenoise
-    # loads the coordinator's pipeline through it) and the stitch kernel's compilation
+    # one-time process costs, outside the timing as FreeNoise's imports are: diffusers and the
+    # pipeline's modules (codenoise loads the coordinator's pipeline) and the stitch kernel's compilation
     import numpy as np
+
+    import diffusers
 
     import tasks.codenoise  # noqa: F401
     from kernels.blend import blend_pair
+
+    diffusers.AnimateDiffPipeline  # noqa: B018 - resolves diffusers' lazy import of the pipeline and CLIP modules
 
     one = np.zeros((1, 1), np.uint8)
     blend_pair(one, np.ones(1), one, np.ones(1), one.copy())
