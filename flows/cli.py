@@ -263,7 +263,9 @@ def _inspect(args) -> int:
                       "(and no sidecar ITEM.json beside it lists this file with these bytes)")
             return EXIT_BAD_INPUT
     c2pa = {k: v for k, v in credentials.items() if k != "framefold"}
-    status = EXIT_FAILED if c2pa["state"] == "invalid" else EXIT_OK  # the credentials do not match the bytes
+    # exit 1: the credentials do not match the bytes, or trust anchors are set and the signer is not among them
+    untrusted = c2pa["state"] == "valid" and c2pa.get("trust_anchors_set")
+    status = EXIT_FAILED if c2pa["state"] == "invalid" or untrusted else EXIT_OK
     if args.json:
         print(json.dumps({**record, "c2pa": c2pa}, indent=2, ensure_ascii=False))
         return status
@@ -290,10 +292,16 @@ def _inspect(args) -> int:
 def _credentials(path: Path) -> dict | None:
     """The file's C2PA credentials as read and validated (trusting FRAMEFOLD_C2PA_TRUST_ANCHORS),
     or None when the trust anchors setting is unusable (reported)."""
+    from pydantic import ValidationError
+
     from manifests import Settings
     from tasks import credentials
 
-    anchors_file = Settings().c2pa_trust_anchors
+    try:
+        anchors_file = Settings().c2pa_trust_anchors
+    except ValidationError as e:
+        err.print("[bold red]error[/]: " + escape(f"invalid FRAMEFOLD_* setting: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"))
+        return None
     anchors = None
     if anchors_file is not None:
         try:
@@ -302,9 +310,12 @@ def _credentials(path: Path) -> dict | None:
             err.print(f"[bold red]error[/]: " + escape(f"FRAMEFOLD_C2PA_TRUST_ANCHORS: cannot read {anchors_file}: {e.strerror}"))
             return None
     try:
-        return credentials.read(path, trust_anchors=anchors)
+        return {**credentials.read(path, trust_anchors=anchors), "trust_anchors_set": anchors is not None}
     except ValueError as e:
         err.print(f"[bold red]error[/]: " + escape(f"FRAMEFOLD_C2PA_TRUST_ANCHORS ({anchors_file}): {e}"))
+        return None
+    except OSError as e:
+        err.print(f"[bold red]error[/]: " + escape(f"{path}: cannot read ({e.strerror or e})"))
         return None
 
 
@@ -312,7 +323,9 @@ def _c2pa_line(c2pa: dict) -> str:
     state = c2pa["state"]
     if state in ("absent", "unsupported"):
         return "no content credentials" if state == "absent" else "format cannot carry content credentials (see the sidecar)"
-    words = {"trusted": "valid, signer trusted", "valid": "valid, signer not in the trust anchors",
+    words = {"trusted": "valid, signer trusted",
+             "valid": "UNTRUSTED: intact, but the signer is not in FRAMEFOLD_C2PA_TRUST_ANCHORS" if c2pa.get("trust_anchors_set")
+             else "valid, signer not checked (set FRAMEFOLD_C2PA_TRUST_ANCHORS to check it)",
              "invalid": "TAMPERED: the file changed after signing" if c2pa["tampered"] else "INVALID"}[state]
     more = "; ".join(c2pa["errors"][:2]) if state == "invalid" else ""
     return f"{words} — signed by {c2pa['signer']}, source type {c2pa['digital_source_type']}" + (f" ({more})" if more else "")

@@ -37,6 +37,7 @@ from tasks.plan import plan_item
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
 from tasks.pool import item_finished, pool_for, uses_pool
 from tasks.stitch import stitch
+from tasks.superres import UpscalerError
 from tasks.superres import describe as describe_upscaler
 from tasks.upscale import model_upscale, upscale
 
@@ -122,7 +123,10 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     spec = spec_of(item)
     backend = identify(spec)
     if item.upscale.method == "model":  # the upscaler's weights decide pixels as much as the generator's
-        backend = {**backend, "upscaler": describe_upscaler(item.upscale.path).as_dict()}
+        try:
+            backend = {**backend, "upscaler": describe_upscaler(item.upscale.path).as_dict()}
+        except UpscalerError as error:  # changed or removed since validation
+            raise ItemError(f"upscale.path: {error}") from None
     params = item.params()
     key = provenance.content_key(params=params, inputs=inputs, backend=backend)
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
@@ -212,7 +216,8 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
         if item.upscale.method == "model":
             sr = {"path": str(item.upscale.path), "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
             frames = clock.wrap("upscale", model_upscale(lambda chunk: pool.upscale(sr, chunk), frames,
-                                                         size=(width, height), nodes=nodes, compute=compute))
+                                                         size=(width, height), scale=backend["upscaler"]["scale"],
+                                                         nodes=nodes, compute=compute))
         else:
             frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
         with writer:

@@ -84,7 +84,9 @@ def run_manifest(
     # after its last item, so several models in one run do not starve each other of GPUs.
     with_models = [i for i in items if uses_pool(i)]
     expect(ctx.run_id, [spec_of(i) for i in with_models])
-    order = sorted(range(len(items)), key=lambda n: json.dumps(spec_of(items[n]), sort_keys=True))
+    # a spec's items on a pool run before those sent as Ray tasks (motion items without a model upscaler):
+    # tasks waiting for resources a pool holds would otherwise sit between the pool and its last user
+    order = sorted(range(len(items)), key=lambda n: (json.dumps(spec_of(items[n]), sort_keys=True), not uses_pool(items[n])))
     submitted = {n: produce_item.submit(items[n], ctx) for n in order}
     futures = [submitted[n] for n in range(len(items))]
 

@@ -220,7 +220,7 @@ def _signer(section: dict | None, settings: Settings, root: Path):
     from tasks.credentials import ALGORITHMS, SignerConfig  # only runs that sign pay for c2pa
 
     if c2pa is not None:
-        where = {"cert": "provenance.c2pa.cert", "key": "provenance.c2pa.key"}
+        where = {"cert": "provenance.c2pa.cert", "key": "provenance.c2pa.key", "alg": "provenance.c2pa.alg"}
         files, problems = {}, []
         for name in ("cert", "key"):
             files[name], message = _input_file(c2pa[name], root)
@@ -230,7 +230,7 @@ def _signer(section: dict | None, settings: Settings, root: Path):
             return None, problems
         signer = SignerConfig(cert=files["cert"], key=files["key"], alg=c2pa.get("alg", "es256"), tsa_url=c2pa.get("tsa_url"))
     else:
-        where = {"cert": "FRAMEFOLD_C2PA_CERT", "key": "FRAMEFOLD_C2PA_KEY"}
+        where = {"cert": "FRAMEFOLD_C2PA_CERT", "key": "FRAMEFOLD_C2PA_KEY", "alg": "FRAMEFOLD_C2PA_ALG"}
         if settings.c2pa_cert is None or settings.c2pa_key is None:
             missing = "FRAMEFOLD_C2PA_KEY" if settings.c2pa_cert is not None else "FRAMEFOLD_C2PA_CERT"
             return None, [Problem(missing, "set both FRAMEFOLD_C2PA_CERT and FRAMEFOLD_C2PA_KEY to sign outputs, or neither")]
@@ -242,7 +242,7 @@ def _signer(section: dict | None, settings: Settings, root: Path):
         except ValueError as error:
             return None, [Problem("FRAMEFOLD_C2PA_TSA_URL", str(error))]
     problems = [
-        Problem(where["key"] if message.startswith("key") else where["cert"], message.split(": ", 1)[-1])
+        Problem(where.get(message.split(":", 1)[0], where["cert"]), message.split(": ", 1)[-1])
         for message in signer.check()
     ]
     return (None, problems) if problems else (signer, [])
@@ -549,6 +549,11 @@ class _ItemResolver:
             upscale = {**upscale, "path": resolved if resolved is not None else self.root / upscale["path"]}
             if upscale.get("factor") is None and scale is not None:  # a x4 model makes x4 output unless told otherwise
                 upscale["factor"] = float(scale)
+            elif scale is not None and isinstance(upscale.get("factor"), (int, float)) and upscale["factor"] > scale:
+                where = f"{prefix}.upscale.factor" if "factor" in (own.get("upscale") or {}) else "defaults.upscale.factor"
+                problems.append(Problem(where, (
+                    f"factor {upscale['factor']:g} is more than the ×{scale} upscaler makes; the rest would be plain "
+                    f"resampling — use a model of scale {upscale['factor']:g} or more, or factor ≤ {scale}"), item_id))
             merged["upscale"] = upscale
 
         # frames or duration, as a unit: the item's own if it sets either, else the defaults'

@@ -72,6 +72,9 @@ def remove_stale_parts(final: Path) -> int:
         if _PART_RE.fullmatch(p.name[len(final.name) + 2 :]):
             p.unlink(missing_ok=True)
             removed += 1
+    for p in final.parent.glob(f"..{glob.escape(final.name)}.*{PART_SUFFIX}.*.signing"):  # a signing copy of a part
+        p.unlink(missing_ok=True)
+        removed += 1
     return removed
 
 

@@ -33,6 +33,7 @@ from kernels.overlap import overlap_add_tiles, plan_tiles, tile_weights
 # restoration, inpainting) are refused.
 _SR_PURPOSE = "SR"
 LOADS = 0  # models this process has loaded for upscaling (one per actor and weights file)
+FRAMES_PER_PASS = 4  # frames of one tile in one forward pass
 
 
 class UpscalerError(ValueError):
@@ -107,7 +108,10 @@ def _load(path: Path, device: str = "cpu"):
     try:
         spandrel = import_spandrel()
     except Exception as error:  # noqa: BLE001 - e.g. a torchvision built for another torch
-        raise UpscalerError(f"cannot import spandrel to load {path}: {type(error).__name__}: {error}") from None
+        raise UpscalerError(
+            f"cannot import spandrel to load {path}: {type(error).__name__}: {error}; install it with "
+            "`pip install --no-deps spandrel==0.4.2 einops` (framefold's Makefile and Dockerfile do)"
+        ) from None
     try:
         model = spandrel.ModelLoader(device=device).load_from_file(path)
     except spandrel.UnsupportedModelError:
@@ -150,14 +154,9 @@ class TiledUpscaler:
     """
 
     def __init__(self, path: Path, *, tile: int, overlap: int, device: str = "cpu") -> None:
-        global LOADS
-        model = _load(path, device)
-        LOADS += 1
-        half = device.startswith("cuda") and model.supports_half
-        self.model = model.half() if half else model
-        self.dtype = torch.float16 if half else torch.float32
+        self.model, self.dtype = _resident(str(path), device)
         self.device = device
-        self.scale = int(model.scale)
+        self.scale = int(self.model.scale)
         self.tile = tile
         self.overlap = overlap
 
@@ -176,7 +175,11 @@ class TiledUpscaler:
         images = x.permute(0, 3, 1, 2).to(self.device, self.dtype).div_(255)  # (k, 3, H, W) in [0, 1]
         boxes = self.grid(height, width)
         s = self.scale
-        tiles = [self.model(images[:, :, y:y + h, x0:x0 + w]).float() for y, x0, h, w in boxes]
+        tiles = [  # a few frames per forward pass: the tile size, not the request, bounds activations
+            torch.cat([self.model(images[f:f + FRAMES_PER_PASS, :, y:y + h, x0:x0 + w]).float()
+                       for f in range(0, k, FRAMES_PER_PASS)])
+            for y, x0, h, w in boxes
+        ]
         if len(boxes) == 1:
             out = tiles[0]
         else:
@@ -186,7 +189,16 @@ class TiledUpscaler:
         return out.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
+def _resident(path: str, device: str):
+    """The model of a weights file on ``device``, loaded once per process (an actor's), with its dtype."""
+    global LOADS
+    model = _load(Path(path), device)
+    LOADS += 1
+    half = device.startswith("cuda") and model.supports_half
+    return (model.half() if half else model), (torch.float16 if half else torch.float32)
+
+
 def loaded(path: str, tile: int, overlap: int, device: str) -> TiledUpscaler:
-    """One :class:`TiledUpscaler` per weights file and settings per process (an actor loads once)."""
+    """A :class:`TiledUpscaler` for these settings over the process's resident model."""
     return TiledUpscaler(Path(path), tile=tile, overlap=overlap, device=device)

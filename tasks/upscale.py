@@ -44,11 +44,12 @@ def model_upscale(
     chunks: Iterable[torch.Tensor],
     *,
     size: tuple[int, int],
+    scale: int,
     in_flight: int = 2,
     nodes: set[str] | None = None,
     compute: list[float] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Upscale uint8 chunks (k, H, W, C) with a super-resolution model on the actor pool
+    """Upscale uint8 chunks (k, H, W, C) with a ×``scale`` super-resolution model on the actor pool
     (``submit(frames)`` → a Ray ref of ``(node, seconds, frames)``), in order, with up to
     ``in_flight`` chunks outstanding; then resample to ``size`` = (width, height) when the
     model's scale does not land there (a ×4 model for a ×2 output is downsampled with Lanczos)."""
@@ -62,13 +63,16 @@ def model_upscale(
             compute.append(seconds)
         return torch.from_numpy(np.require(frames, requirements="W"))  # Ray hands out read-only arrays
 
-    width, height = size
-    per_request = max(1, REQUEST_BYTES // (width * height * 3 * 4))  # the model's float32 output of a request
+
+    def per_request(chunk: torch.Tensor) -> int:  # frames whose float32 model output (×3: tiles, sum, copy) fits
+        h, w = chunk.shape[1:3]
+        return max(1, REQUEST_BYTES // (h * scale * w * scale * 3 * 4 * 3))
 
     def ready() -> Iterator[torch.Tensor]:
         for chunk in chunks:
-            for start in range(0, len(chunk), per_request):
-                pending.append(submit(chunk[start:start + per_request].numpy()))
+            step = per_request(chunk)
+            for start in range(0, len(chunk), step):
+                pending.append(submit(chunk[start:start + step].numpy()))
                 if len(pending) >= in_flight:
                     yield collect()
         while pending:

@@ -80,7 +80,11 @@ def test_run_signs_outputs_and_inspect_detects_tampering(tmp_path, capsys, monke
 
     monkeypatch.delenv("FRAMEFOLD_C2PA_TRUST_ANCHORS")
     code, shown = _inspect(out / "a.mp4", capsys)
-    assert code == 0 and shown["c2pa"]["state"] == "valid"  # intact, signer not trusted here
+    assert code == 0 and shown["c2pa"]["state"] == "valid"  # intact, signer not checked
+    other = make_chain(tmp_path / "other")  # anchors that do not include our root: untrusted, exit 1
+    monkeypatch.setenv("FRAMEFOLD_C2PA_TRUST_ANCHORS", str(other.root_pem))
+    assert main(["inspect", str(out / "a.mp4")]) == 1
+    assert "UNTRUSTED" in capsys.readouterr().out
 
     # one byte of the media data changed: tampered, exit 1
     monkeypatch.setenv("FRAMEFOLD_C2PA_TRUST_ANCHORS", str(chain.root_pem))
@@ -127,6 +131,7 @@ def test_unusable_signers_are_refused_at_validation(tmp_path, capsys, monkeypatc
     shutil.copy(chain.self_signed_pem, job / "signing" / "self.pem")
     shutil.copy(chain.cert_chain_pem, job / "signing" / "chain.pem")
     shutil.copy(chain.other_key_pem, job / "signing" / "other.key")
+    shutil.copy(chain.key_pem, job / "signing" / "signer.key")
     draw_image(job / "a.png", (48, 32))
     base = {"version": 1, "name": "bad", "output": "out", "items": [{"id": "a", "image": "a.png"}]}
     cases = {
@@ -135,6 +140,8 @@ def test_unusable_signers_are_refused_at_validation(tmp_path, capsys, monkeypatc
         "missing": ({"cert": "signing/nope.pem", "key": "signing/other.key"}, "provenance.c2pa.cert", "not found"),
         "escape": ({"cert": "../keys/chain.pem", "key": "signing/other.key"}, "provenance.c2pa.cert", "escapes"),
         "alg": ({"cert": "signing/chain.pem", "key": "signing/other.key", "alg": "md5"}, "provenance.c2pa.alg", "es256"),
+        "alg for key": ({"cert": "signing/chain.pem", "key": "signing/signer.key", "alg": "ps256"},
+                        "provenance.c2pa.alg", "RSA"),
     }
     for name, (c2pa, field, words) in cases.items():
         manifest = write_manifest(job, {**base, "provenance": {"c2pa": c2pa}}, f"{name.replace(' ', '-')}.yaml")

@@ -119,7 +119,8 @@ def test_other_window_plans_give_the_same_frames(small_job):
 def test_leftovers_of_a_killed_run_go_even_when_the_item_is_current(small_job):
     out = small_job.parent / "out"
     assert main(["run", str(small_job), "--only", "a"]) == 0
-    leftovers = [out / ".a.mp4.0badc0de.part", out / ".a.json.12345678.part"]
+    leftovers = [out / ".a.mp4.0badc0de.part", out / ".a.json.12345678.part",
+                 out / "..a.mp4.0badc0de.part.k2j4x9.signing"]  # a C2PA signing copy of a part
     for p in leftovers:
         p.write_bytes(b"half a file")
     keep = out / ".a.mp4.notours.part"  # not a name framefold makes

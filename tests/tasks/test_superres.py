@@ -149,6 +149,7 @@ def test_manifest_rules_for_a_model_upscaler(tmp_path, capsys):
         "truncated": ({"method": "model", "path": "cut.safetensors"}, "upscale.path", "damaged"),
         "overlap": ({"method": "model", "path": "sr.safetensors", "tile": 16, "tile_overlap": 16}, "tile_overlap", "< tile"),
         "path without model": ({"path": "sr.safetensors"}, "defaults.upscale.path", "method: model"),
+        "factor above scale": ({"method": "model", "path": "sr.safetensors", "factor": 8}, "upscale.factor", "×4"),
     }
     for name, (upscale, field, words) in cases.items():
         manifest = write_manifest(tmp_path, _doc(upscale), f"{name.replace(' ', '-')}.yaml")
@@ -163,13 +164,18 @@ def test_manifest_rules_for_a_model_upscaler(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("ray_cluster", "prefect_server")
-def test_run_upscales_on_the_pool_with_digest_and_flicker_in_provenance(tmp_path, capsys):
+@pytest.mark.timeout(300)  # a resource deadlock would hang: fail instead
+def test_run_upscales_on_the_pool_with_digest_and_flicker_in_provenance(tmp_path, capsys, monkeypatch):
     draw_image(tmp_path / "a.png", (48, 32), seed=5)
     model = save_model(tmp_path / "models" / "x4.safetensors", "SRVGGNetCompact")
     doc = _doc({"method": "model", "path": "models/x4.safetensors", "tile": 24, "tile_overlap": 8},
                motion={"amplitude": 0.05})
+    # two resampled items (Ray tasks needing a CPU each) between the two items on the model pool, whose two
+    # actors hold both CPUs: run in manifest order, c and e would wait for CPUs the pool keeps for b
+    monkeypatch.setenv("FRAMEFOLD_ACTORS", "2")
+    for item_id in "ce":
+        doc["items"].append({"id": item_id, "image": "a.png", "upscale": {"method": "lanczos", "factor": 1}})  # default path unused
     doc["items"].append({"id": "b", "image": "a.png", "upscale": {"factor": 2}})  # x4 model, x2 output
-    doc["items"].append({"id": "c", "image": "a.png", "upscale": {"method": "lanczos", "factor": 1}})  # default path unused
     manifest = write_manifest(tmp_path, doc)
     assert main(["run", str(manifest), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -194,7 +200,8 @@ def test_run_upscales_on_the_pool_with_digest_and_flicker_in_provenance(tmp_path
     save_model(model, "SRVGGNetCompact", seed=1)
     assert main(["run", str(manifest), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
-    assert {r["id"]: r["reason"] for r in again["items"]} == {"a": "upscaler changed", "b": "upscaler changed", "c": "unchanged"}
+    assert {r["id"]: r["reason"] for r in again["items"]} == {"a": "upscaler changed", "b": "upscaler changed",
+                                                             "c": "unchanged", "e": "unchanged"}
     changed = {i: json.loads((out / f"{i}.json").read_text())["video"]["frames_sha256"] != pixels[i] for i in "abc"}
     assert changed == {"a": True, "b": True, "c": False}
     assert main(["run", str(manifest), "--json"]) == 0
