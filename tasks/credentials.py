@@ -28,7 +28,6 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tasks import store
+from tasks.provenance import version
 
 # File suffix -> MIME type of the outputs that carry credentials here. Each was signed and
 # validated (trusted, tamper detected) with c2pa-python 0.38.1; webm is not supported.
@@ -153,14 +155,11 @@ def sign(path: Path, *, signer: SignerConfig, title: str, source_type: str, reco
             os.fchmod(dst.fileno(), stat.S_IMODE(path.stat().st_mode))
             _sign_into(path, dst, mime=mime, definition=definition, signer=signer,
                        ingredient=Path(ingredient) if ingredient is not None else None)
-            dst.flush()
-            os.fsync(dst.fileno())
         check = _read(tmp, mime=mime, trust_anchors=None)
         if check["state"] not in ("trusted", "valid"):
             raise CredentialError(f"{path}: the signed file did not validate ({'; '.join(check['errors'])}); "
                                   "the original is unchanged")
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        store.commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return {"state": "signed", "alg": signer.alg, "manifest_label": check["manifest_label"], "source_type": source_type}
@@ -189,18 +188,10 @@ def read(path: Path, *, trust_anchors: str | None = None) -> dict:
 # -- signing ---------------------------------------------------------------------------
 
 
-def _version() -> str:
-    # Same rule as tasks.provenance.version, kept here so this module stands alone.
-    try:
-        return metadata.version("framefold")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _definition(*, title: str, source_type: str, record: dict, software: str) -> dict:
-    agent = {"name": software, "version": _version()} if software == "framefold" else {"name": software}
+    agent = {"name": software, "version": version()} if software == "framefold" else {"name": software}
     return {
-        "claim_generator_info": [{"name": "framefold", "version": _version()}],
+        "claim_generator_info": [{"name": "framefold", "version": version()}],
         "title": title,
         "assertions": [
             {"label": "c2pa.actions.v2", "data": {"actions": [
@@ -253,14 +244,6 @@ def _builder(definition: dict, ctx: c2pa.Context, ingredient: Path | None) -> c2
         builder.close()
     definition["ingredients"] = [dict(entry, format=fmt)]
     return c2pa.Builder(definition, context=ctx)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- reading ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def commit(tmp: Path, final: Path, *, durable: bool = True) -> None:
             os.fsync(fh.fileno())
     os.replace(tmp, final)
     if durable:
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
@@ -81,7 +81,7 @@ def remove_stale_parts(final: Path) -> int:
 _PART_RE = re.compile(r"[0-9a-f]{8}\.part")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

@@ -15,7 +15,6 @@ The model runs in float16 on a GPU when the architecture supports it, else float
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from kernels.overlap import overlap_add_tiles, plan_tiles, tile_weights
+from tasks.store import sha256_file
 
 # Image-to-image architectures that make a larger image; others (denoisers, face
 # restoration, inpainting) are refused.
@@ -72,15 +72,6 @@ def import_spandrel():
         for name in names:
             if sys.modules.get(name) is stand_ins[name]:
                 del sys.modules[name]
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a weights file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -134,7 +125,7 @@ def _load(path: Path, device: str = "cpu"):
 @functools.lru_cache(maxsize=32)
 def _describe(path: str, size: int, mtime_ns: int) -> ModelInfo:
     model = _load(Path(path))
-    return ModelInfo(model.architecture.name, int(model.scale), bool(model.supports_half), file_digest(Path(path)))
+    return ModelInfo(model.architecture.name, int(model.scale), bool(model.supports_half), "sha256:" + sha256_file(Path(path)))
 
 
 def describe(path: Path) -> ModelInfo:

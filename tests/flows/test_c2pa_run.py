@@ -35,6 +35,17 @@ def _mdat_offset(path: Path) -> int:
     raise AssertionError(f"{path} has no mdat box")
 
 
+def _signing_job(tmp_path: Path):
+    """A throwaway chain under tmp_path/keys, and a job folder whose signing/ holds copies of its files."""
+    chain = make_chain(tmp_path / "keys")
+    job = tmp_path / "job"
+    (job / "signing").mkdir(parents=True)
+    for name, source in (("chain.pem", chain.cert_chain_pem), ("signer.key", chain.key_pem),
+                         ("self.pem", chain.self_signed_pem), ("other.key", chain.other_key_pem)):
+        shutil.copy(source, job / "signing" / name)
+    return chain, job
+
+
 def _inspect(path: Path, capsys) -> tuple[int, dict]:
     code = main(["inspect", str(path), "--json"])
     return code, json.loads(capsys.readouterr().out)
@@ -42,11 +53,7 @@ def _inspect(path: Path, capsys) -> tuple[int, dict]:
 
 @pytest.mark.usefixtures("ray_cluster", "prefect_server")
 def test_run_signs_outputs_and_inspect_detects_tampering(tmp_path, capsys, monkeypatch):
-    chain = make_chain(tmp_path / "keys")
-    job = tmp_path / "job"
-    (job / "signing").mkdir(parents=True)
-    shutil.copy(chain.cert_chain_pem, job / "signing" / "chain.pem")
-    shutil.copy(chain.key_pem, job / "signing" / "signer.key")
+    chain, job = _signing_job(tmp_path)
     draw_image(job / "img" / "a.png", (48, 32), seed=2)
     doc = {"version": 1, "name": "signed", "output": "out",
            "provenance": {"c2pa": {"cert": "signing/chain.pem", "key": "signing/signer.key", "alg": "es256"}},
@@ -125,13 +132,7 @@ def test_signer_from_settings_signs_outputs_made_before_signing_was_on(tmp_path,
 
 
 def test_unusable_signers_are_refused_at_validation(tmp_path, capsys, monkeypatch):
-    chain = make_chain(tmp_path / "keys")
-    job = tmp_path / "job"
-    (job / "signing").mkdir(parents=True)
-    shutil.copy(chain.self_signed_pem, job / "signing" / "self.pem")
-    shutil.copy(chain.cert_chain_pem, job / "signing" / "chain.pem")
-    shutil.copy(chain.other_key_pem, job / "signing" / "other.key")
-    shutil.copy(chain.key_pem, job / "signing" / "signer.key")
+    chain, job = _signing_job(tmp_path)
     draw_image(job / "a.png", (48, 32))
     base = {"version": 1, "name": "bad", "output": "out", "items": [{"id": "a", "image": "a.png"}]}
     cases = {
