@@ -117,9 +117,10 @@ def _schedule_options(parser: argparse.ArgumentParser) -> None:
 
 def _load(path: Path, out_dir: Path | None = None):
     from manifests import ManifestError, load_manifest
+    from tasks.preflight import preflight  # imports a model library only for a job that needs it
 
     try:
-        return load_manifest(path, output=out_dir)
+        return preflight(load_manifest(path, output=out_dir))
     except ManifestError as e:
         err.print(f"[bold red]invalid manifest[/] ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
         err.print(str(e), markup=False)

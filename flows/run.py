@@ -20,6 +20,7 @@ from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
 from tasks.pool import expect, release, uses_pool
+from tasks.preflight import preflight
 
 
 def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, settings: Settings | None = None) -> dict:
@@ -55,6 +56,7 @@ def run_manifest(
 
     # 1. Validate (again: a scheduled run reads the manifest as it is now).
     job = load_manifest(manifest, output=Path(output) if output else None, settings=settings)
+    job = preflight(job, settings=settings)  # the checks that load a model or a key
     items = [i for i in job.items if not only or i.id in set(only)]
 
     # 2. Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).

@@ -10,7 +10,8 @@ to a small dict: ``trusted`` / ``valid`` / ``invalid`` / ``absent`` / ``unsuppor
 Sign last: the manifest binds the exact bytes (mp4: every box but the manifest's own), so
 any remux, tag edit or re-encode after signing makes the file ``invalid``. Nothing here
 touches the network: remote manifests and OCSP are never fetched, and a timestamp
-authority is contacted only when ``SignerConfig.tsa_url`` is set.
+authority is contacted only when ``SignerConfig.tsa_url`` is set. ``check`` finds what a user
+can fix in a signer before any work (``tasks.preflight`` runs it).
 
     signer = SignerConfig(cert=Path("chain.pem"), key=Path("signer.key"))
     sign(video, signer=signer, title="a.mp4", source_type=IPTC + "trainedAlgorithmicMedia",
@@ -27,7 +28,6 @@ import mimetypes
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from manifests.job import SignerConfig  # where the signing identity lives (pure data)
 from tasks import store
 from tasks.provenance import version
 
 # File suffix -> MIME type of the outputs that carry credentials here. Each was signed and
 # validated (trusted, tamper detected) with c2pa-python 0.38.1; webm is not supported.
 SUPPORTED: dict[str, str] = {".mp4": "video/mp4", ".gif": "image/gif", ".jpg": "image/jpeg"}
-ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 LABEL = "org.framefold.provenance"
 TRAINING_MINING = "cawg.training-mining"
@@ -63,48 +63,25 @@ class CredentialError(Exception):
     left as it was."""
 
 
-@dataclass(frozen=True)
-class SignerConfig:
-    """Where the signing identity lives.
+def check(signer: SignerConfig) -> list[str]:
+    """Problems of ``signer`` a user can fix before signing; an empty list means none were found.
 
-    ``cert``: PEM with the end-entity certificate first, then its intermediate(s) — not the
-    root. ``key``: the end-entity's unencrypted PEM private key. ``alg`` must suit the key
-    (``es256`` for EC P-256, ``ps256`` for RSA, ``ed25519`` for Ed25519). ``tsa_url`` is an
-    RFC 3161 timestamp authority, contacted at signing time only when set.
+    Looks at the files (present, readable, PEM), the key (unencrypted, matches the first
+    certificate, suits ``alg``) and the first certificate (not a CA, not self-signed,
+    ``digitalSignature`` usage, an extended key usage C2PA accepts, within its validity
+    dates, followed by the certificate that issued it).
     """
-
-    cert: Path
-    key: Path
-    alg: str = "es256"
-    tsa_url: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "cert", Path(self.cert))
-        object.__setattr__(self, "key", Path(self.key))
-        if self.alg not in ALGORITHMS:
-            raise ValueError(f"alg must be one of {', '.join(ALGORITHMS)}, got {self.alg!r}")
-        if self.tsa_url is not None and not self.tsa_url.startswith(("http://", "https://")):
-            raise ValueError(f"tsa_url must be an http(s) URL or None, got {self.tsa_url!r}")
-
-    def check(self) -> list[str]:
-        """Problems a user can fix before signing; an empty list means none were found.
-
-        Looks at the files (present, readable, PEM), the key (unencrypted, matches the first
-        certificate, suits ``alg``) and the first certificate (not a CA, not self-signed,
-        ``digitalSignature`` usage, an extended key usage C2PA accepts, within its validity
-        dates, followed by the certificate that issued it).
-        """
-        problems: list[str] = []
-        certs = _load(self.cert, "cert", problems, _parse_certs)
-        key = _load(self.key, "key", problems, _parse_key)
-        if certs:
-            problems += _check_cert(self.cert, certs)
-        if key is not None:
-            problems += _check_alg(self.alg, key)
-        if certs and key is not None and _spki(certs[0].public_key()) != _spki(key.public_key()):
-            problems.append(f"key: {self.key} does not match the first certificate in {self.cert} "
-                            f"({_cn(certs[0])}); pass that certificate's private key")
-        return problems
+    problems: list[str] = []
+    certs = _load(signer.cert, "cert", problems, _parse_certs)
+    key = _load(signer.key, "key", problems, _parse_key)
+    if certs:
+        problems += _check_cert(signer.cert, certs)
+    if key is not None:
+        problems += _check_alg(signer.alg, key)
+    if certs and key is not None and _spki(certs[0].public_key()) != _spki(key.public_key()):
+        problems.append(f"key: {signer.key} does not match the first certificate in {signer.cert} "
+                        f"({_cn(certs[0])}); pass that certificate's private key")
+    return problems
 
 
 def sign(path: Path, *, signer: SignerConfig, title: str, source_type: str, record: dict,
@@ -220,7 +197,7 @@ def _sign_into(src_path: Path, dst, *, mime: str, definition: dict, signer: Sign
             with builder, open(src_path, "rb") as src:
                 builder.sign(c2pa_signer, mime, src, dst)
     except c2pa.C2paError as e:
-        problems = signer.check()
+        problems = check(signer)
         hint = ("; fix the signer: " + "; ".join(problems)) if problems else ""
         raise CredentialError(f"c2pa could not sign {src_path}: {_short(str(e))}{hint}") from None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests.models import crop_box
+from manifests import crop_box
 from tasks import store
 from tasks.encode import TAG, VideoEncoder, remux
 

@@ -14,7 +14,7 @@ from PIL import Image
 from flows.cli import main
 from tasks.encode import decode, probe, read_tags
 from tasks.provenance import read_ledger
-from manifests.models import crop_box
+from manifests import crop_box
 from tests.conftest import draw_image, write_manifest
 
 

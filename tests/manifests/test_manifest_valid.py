@@ -233,7 +233,9 @@ def test_json_schema_export(project: Any, base: dict[str, Any]) -> None:
 
 
 def test_every_manifest_field_is_described() -> None:
-    from manifests.models import CatalogSpec, ItemEntry, Manifest, MotionPatch, UpscalePatch, WindowPatch
+    from manifests.items import ItemEntry
+    from manifests.schema import CatalogSpec, Manifest
+    from manifests.sections import MotionPatch, UpscalePatch, WindowPatch
 
     for model in (Manifest, ItemEntry, WindowPatch, UpscalePatch, MotionPatch, CatalogSpec, ItemSpec, WindowSpec):
         undocumented = [name for name, field in model.model_fields.items() if not field.description]

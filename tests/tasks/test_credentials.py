@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.credentials import SUPPORTED, CredentialError, SignerConfig, read, sign
+from tasks.credentials import SUPPORTED, CredentialError, SignerConfig, check, read, sign
 from tasks.encode import VideoEncoder, remux
 from tests.c2pa_chain import ChainPaths, make_chain
 
@@ -235,37 +235,37 @@ def test_sign_rejects_bad_arguments(tmp_path, media, signer):
 
 
 def test_check_accepts_the_test_chain(signer):
-    assert signer.check() == []
+    assert check(signer) == []
 
 
 def test_check_names_what_to_fix(tmp_path, chain):
-    self_signed = SignerConfig(cert=chain.self_signed_pem, key=chain.key_pem).check()
+    self_signed = check(SignerConfig(cert=chain.self_signed_pem, key=chain.key_pem))
     assert len(self_signed) == 1 and "is self-signed" in self_signed[0]
 
-    wrong_key = SignerConfig(cert=chain.cert_chain_pem, key=chain.other_key_pem).check()
+    wrong_key = check(SignerConfig(cert=chain.cert_chain_pem, key=chain.other_key_pem))
     assert len(wrong_key) == 1 and "does not match the first certificate" in wrong_key[0]
 
     leaf_only = tmp_path / "leaf.pem"
     pem = chain.cert_chain_pem.read_text()
     leaf_only.write_text(pem[: pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n")])
-    [problem] = SignerConfig(cert=leaf_only, key=chain.key_pem).check()
+    [problem] = check(SignerConfig(cert=leaf_only, key=chain.key_pem))
     assert "append its intermediate" in problem
 
     intermediate_as_signer = tmp_path / "intermediate.pem"
     intermediate_as_signer.write_text(pem[pem.index("-----END CERTIFICATE-----") + 26:])
-    problems = SignerConfig(cert=intermediate_as_signer, key=chain.key_pem).check()
+    problems = check(SignerConfig(cert=intermediate_as_signer, key=chain.key_pem))
     assert any("is a CA" in p for p in problems) and any("does not match" in p for p in problems)
 
-    [rsa_alg] = SignerConfig(cert=chain.cert_chain_pem, key=chain.key_pem, alg="ps256").check()
+    [rsa_alg] = check(SignerConfig(cert=chain.cert_chain_pem, key=chain.key_pem, alg="ps256"))
     assert rsa_alg == "alg: ps256 needs an RSA key, the key is EC secp256r1"
 
-    missing = SignerConfig(cert=tmp_path / "nope.pem", key=tmp_path / "nope.key").check()
+    missing = check(SignerConfig(cert=tmp_path / "nope.pem", key=tmp_path / "nope.key"))
     assert [p.split(":")[0] for p in missing] == ["cert", "key"]
     assert all("does not exist" in p for p in missing)
 
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("hello")
-    [cert_problem, key_problem] = SignerConfig(cert=garbage, key=garbage).check()
+    [cert_problem, key_problem] = check(SignerConfig(cert=garbage, key=garbage))
     assert "no PEM certificate" in cert_problem and "not a PEM private key" in key_problem
 
 

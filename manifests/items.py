@@ -1,0 +1,271 @@
+"""Items: as written (``ItemFields`` for ``defaults:``, ``ItemEntry`` for an item or a
+catalog row) and resolved (``ItemSpec``, what every other part of framefold works with).
+
+>>> spec = ItemSpec(id="mug", source="items[0]", image=Path("/data/mug.png"), frames=96, upscale={"factor": 2})
+>>> spec.duration, spec.output_size
+(4.0, (512, 512))
+>>> frames_from_duration(4.0, 24.0)
+96
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+
+from .fields import (
+    BACKENDS,
+    Aspect,
+    Aspects,
+    Backend,
+    FrameCount,
+    Fit,
+    Format,
+    Formats,
+    Fps,
+    GpuRequest,
+    Guidance,
+    HexColour,
+    Patch,
+    Prompt,
+    RelPath,
+    Resolved,
+    SafeName,
+    Seconds,
+    Seed,
+    Side,
+    Steps,
+    check_unique,
+    raise_rule_problems,
+)
+from .rules import aspect_problems, diffusers_problems, upscale_problems
+from .sections import (
+    ModelPatch,
+    ModelSpec,
+    MotionPatch,
+    MotionSpec,
+    UpscalePatch,
+    UpscaleSpec,
+    WindowPatch,
+    WindowSpec,
+)
+from .settings import Settings
+
+
+# --- Items as written --------------------------------------------------------------------
+class ItemFields(Patch):
+    """Every item field, all optional: the `defaults:` section, and the base of an item.
+
+    `image: null` / `mask: null` in an item mean "no image / no mask" (overriding defaults).
+    """
+
+    _nullable: ClassVar[frozenset[str]] = frozenset({"image", "mask"})
+
+    image: RelPath | None = Field(None, description="Still image to animate, relative to the manifest folder.")
+    mask: RelPath | None = Field(
+        None, description="Grayscale mask, relative to the manifest folder: motion is confined where it is bright."
+    )
+    prompt: Prompt | None = Field(None, description="Text prompt (at most 2000 characters). Default ''.")
+    negative_prompt: Prompt | None = Field(None, description="Negative prompt (at most 2000 characters). Default ''.")
+    backend: Backend | None = Field(None, description=f"Generator backend: {', '.join(BACKENDS)}. Default motion.")
+    seed: Seed | None = Field(None, description="Random seed, 0..2^63-1. Default 0.")
+    fps: Fps | None = Field(None, description="Frames per second, (0, 120]. Default 24.")
+    frames: FrameCount | None = Field(
+        None, description="Length in frames. Set frames or duration, not both. Default 48 if neither is set anywhere."
+    )
+    duration: Seconds | None = Field(
+        None, description="Length in seconds; duration × fps must be a whole number of frames. Set frames or duration, not both."
+    )
+    size: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = Field(
+        None, description="Generation size [width, height] in pixels, each even and >= 16. Default [256, 256]."
+    )
+    loop: bool | None = Field(None, description="Make a seamless loop (the last frame flows into the first). Default false.")
+    window: WindowPatch | None = Field(None, description="Temporal windows; merged key by key with defaults.")
+    upscale: UpscalePatch | None = Field(None, description="Upscaling; merged key by key with defaults.")
+    formats: Formats | None = Field(
+        None, description="Output formats, each once: mp4, webm, gif, poster (middle frame, JPEG). Default [mp4]."
+    )
+    aspects: Aspects | None = Field(
+        None, description="Aspect ratios, each once: 'native' or 'W:H' (a centred crop of the one generation). "
+        "Default [native]."
+    )
+    motion: MotionPatch | None = Field(None, description="motion-backend parameters; merged key by key with defaults.")
+    model: ModelPatch | None = Field(None, description="diffusers model (backend: diffusers); merged key by key.")
+    steps: Steps | None = Field(None, description="Denoising steps per window (diffusers). Default 25.")
+    guidance: Guidance | None = Field(None, description="Classifier-free guidance scale (diffusers). Default 6.")
+    gpus: GpuRequest | None = Field(
+        None, description="GPUs per window task (0..8), or 'auto': 1 if the cluster has GPUs, else 0. Default auto."
+    )
+    fit: Fit | None = Field(None, description="How the image is fitted to size: cover | contain | stretch. Default cover.")
+    background: HexColour | None = Field(
+        None, description="'#rrggbb' composited under transparent images and used for contain padding. Default #ffffff."
+    )
+
+    @model_validator(mode="after")
+    def _frames_or_duration(self) -> ItemFields:
+        if "frames" in self.model_fields_set and "duration" in self.model_fields_set:
+            raise_rule_problems(
+                [("duration", f"set frames or duration, not both (got frames: {self.frames}, duration: {self.duration})")]
+            )
+        return self
+
+
+class ItemEntry(ItemFields):
+    """One item of `items:` (or one catalog row): its own id plus any item field."""
+
+    id: SafeName = Field(description="Item id: a safe file name, unique (also ignoring case) within the job.")
+
+
+NESTED_FIELDS = ("window", "upscale", "motion", "model")  # merged key by key with defaults
+SECTION_MODELS: dict[str, type[Patch]] = {
+    "window": WindowPatch, "upscale": UpscalePatch, "motion": MotionPatch, "model": ModelPatch,
+}
+CATALOG_FIELDS = (  # what a catalog column may fill: scalar item fields, size, and nested keys as section.key
+    *(name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "formats", "aspects")),
+    *(f"{section}.{key}" for section, model in SECTION_MODELS.items() for key in model.model_fields),
+)
+
+
+# --- The resolved item -------------------------------------------------------------------
+def frames_from_duration(duration: float, fps: float) -> int:
+    """Frames of a clip `duration` seconds long at `fps`; raises ValueError unless that is whole.
+
+    >>> frames_from_duration(1.01, 24.0)
+    Traceback (most recent call last):
+    ValueError: duration × fps must be a whole number of frames (got 24.24); set frames: N instead
+    """
+    exact = duration * fps
+    if not math.isfinite(exact) or abs(exact - round(exact)) >= 1e-6:
+        raise ValueError(
+            f"duration × fps must be a whole number of frames (got {round(exact, 6)!r}); set frames: N instead"
+        )
+    if round(exact) < 1:
+        raise ValueError(f"duration × fps must be at least 1 frame (got {round(exact, 6)!r})")
+    return round(exact)
+
+
+def _settings(info: ValidationInfo) -> Settings:
+    context = info.context if isinstance(info.context, dict) else {}
+    settings = context.get("settings")
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+class ItemSpec(Resolved):
+    """One fully resolved item: defaults applied, frames known, paths absolute.
+
+    Built by ``load_manifest``; validate with ``context={"settings": settings}`` to apply
+    that run's limits.
+    """
+
+    id: SafeName = Field(description="Item id; a safe file name, unique within the job.")
+    source: str = Field(min_length=1, description="Where the item was defined: 'items[3]' or 'catalog row 12'.")
+    image: Path | None = Field(None, description="Absolute path of the still image, or None.")
+    mask: Path | None = Field(None, description="Absolute path of the grayscale motion mask, or None.")
+    prompt: Prompt = Field("", description="Text prompt.")
+    negative_prompt: Prompt = Field("", description="Negative prompt.")
+    backend: Backend = Field("motion", description="Generator backend.")
+    seed: Seed = Field(0, description="Random seed.")
+    fps: Fps = Field(24.0, description="Frames per second.")
+    frames: FrameCount = Field(48, description="Length in frames.")
+    size: tuple[Side, Side] = Field((256, 256), description="Generation size (width, height) in pixels.")
+    loop: bool = Field(False, description="Seamless loop.")
+    window: WindowSpec = Field(default_factory=WindowSpec, description="Temporal windows.")
+    upscale: UpscaleSpec = Field(default_factory=UpscaleSpec, description="Upscaling.")
+    formats: Annotated[tuple[Format, ...], Field(min_length=1), AfterValidator(check_unique)] = Field(
+        ("mp4",), description="Output formats."
+    )
+    aspects: Annotated[tuple[Aspect, ...], Field(min_length=1, max_length=8), AfterValidator(check_unique)] = Field(
+        ("native",), description="Aspect ratios of the renditions."
+    )
+    motion: MotionSpec = Field(default_factory=MotionSpec, description="motion-backend parameters.")
+    model: ModelSpec | None = Field(None, description="diffusers model, for backend: diffusers.")
+    steps: Steps = Field(25, description="Denoising steps per window (diffusers).")
+    guidance: Guidance = Field(6.0, description="Classifier-free guidance scale (diffusers).")
+    gpus: GpuRequest = Field("auto", description="GPUs per window task, or 'auto'.")
+    fit: Fit = Field("cover", description="How the image is fitted to size.")
+    background: HexColour = Field("#ffffff", description="Background colour '#rrggbb'.")
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds (frames / fps)."""
+        return self.frames / self.fps
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) after upscaling."""
+        width, height = self.size
+        return round(width * self.upscale.factor), round(height * self.upscale.factor)
+
+    @property
+    def task(self) -> str:
+        """``i2v`` when the item has an image, else ``t2v``."""
+        return "i2v" if self.image is not None else "t2v"
+
+    def params(self) -> dict[str, Any]:
+        """Every generation parameter, JSON-serialisable. Left out: id and source, the input
+        paths (their bytes' digests stand for them, so moving a folder changes nothing) and
+        the parameters of a backend the item does not use (they cannot change its pixels)."""
+        exclude: dict[str, Any] = {name: True for name in ("id", "source", "image", "mask")}
+        exclude |= dict.fromkeys(("model", "steps", "guidance") if self.backend == "motion" else ("motion",), True)
+        exclude["upscale"] = {"path"}  # the upscaler's weights digest stands for it (in the backend identity)
+        if self.upscale.method != "model":
+            exclude["upscale"] |= {"tile", "tile_overlap"}  # unused by resampling: no effect on the pixels
+        return self.model_dump(mode="json", exclude=exclude)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self, info: ValidationInfo) -> ItemSpec:
+        settings = _settings(info)
+        backend = BACKENDS[self.backend]
+        problems: list[tuple[str, str]] = []
+
+        for name in ("image", "mask"):
+            path = getattr(self, name)
+            if path is not None and not path.is_absolute():
+                problems.append((name, f"must be an absolute path in a resolved item, got {str(path)!r}"))
+        if backend.needs_image and self.image is None:
+            problems.append(("image", f"backend {self.backend!r} animates a still image; set image: PATH"))
+        if self.window.mode not in backend.window_modes:
+            problems.append(
+                (
+                    "window.mode",
+                    f"window.mode {self.window.mode!r} needs a model backend; "
+                    f"backend {self.backend!r} supports: {', '.join(backend.window_modes)}",
+                )
+            )
+        if max(self.size) > settings.max_side:
+            problems.append(
+                ("size", f"each side must be <= max_side ({settings.max_side}, FRAMEFOLD_MAX_SIDE), got {list(self.size)}")
+            )
+        if self.frames > settings.max_frames:
+            problems.append(
+                ("frames", f"frames must be <= max_frames ({settings.max_frames}, FRAMEFOLD_MAX_FRAMES), got {self.frames}")
+            )
+        if self.backend == "diffusers":
+            problems += diffusers_problems(self)
+        elif self.loop and self.motion.max_hz < 1 / self.duration:
+            problems.append(
+                (
+                    "motion.max_hz",
+                    f"with loop: true, motion.max_hz must be >= 1/duration = {1 / self.duration:.6g} Hz "
+                    f"(one whole cycle in {self.duration:.6g} s = {self.frames} frames at {self.fps:g} fps), "
+                    f"got {self.motion.max_hz:g}",
+                )
+            )
+        elif self.loop and self.motion.modes > math.floor(self.motion.max_hz * self.duration + 1e-9):
+            available = math.floor(self.motion.max_hz * self.duration + 1e-9)
+            problems.append(
+                (
+                    "motion.modes",
+                    f"with loop: true, a {self.duration:.6g} s clip has {available} looping frequencies "
+                    f"<= max_hz ({self.motion.max_hz:g} Hz), so modes must be <= {available}, got {self.motion.modes}; "
+                    "lower modes, raise max_hz or make the clip longer",
+                )
+            )
+        problems += upscale_problems(self.size, self.upscale.factor, settings.max_output_side)
+        problems += aspect_problems(self)
+        raise_rule_problems(problems)
+        return self
+

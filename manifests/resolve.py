@@ -1,0 +1,143 @@
+"""Resolution of defaults: merge ``defaults:`` into an item (nested sections key by key;
+frames or duration as a unit), check its paths, and build its ``ItemSpec``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .job import ModelUpscaler
+from .items import NESTED_FIELDS, ItemEntry, ItemFields, ItemSpec, frames_from_duration
+from .paths import input_file, model_dir, upscaler_file
+from .problems import Problem, problems_from
+from .settings import Settings
+
+
+# --- 4./5. Resolving items -------------------------------------------------------------
+class ItemResolver:
+    """Merges defaults into an item, checks its paths, and builds the ItemSpec."""
+
+    def __init__(self, defaults: ItemFields | None, root: Path, settings: Settings) -> None:
+        self.root = root
+        self.settings = settings
+        self.defaults = defaults.model_dump(exclude_unset=True) if defaults is not None else None
+        self.defaults_problems: list[Problem] = []
+        self.default_paths: dict[str, Path | None] = {}
+        self._models: dict[str, tuple[Path | None, str | None]] = {}
+        self._files: dict[str, tuple[Path | None, str | None]] = {}  # raw path -> input_file(raw, root)
+        self._upscalers: dict[str, tuple[Path | None, str | None]] = {}
+        self.upscalers: list[ModelUpscaler] = []  # items whose upscaler tasks.preflight checks
+        upscale = (self.defaults or {}).get("upscale") or {}
+        if upscale.get("path") is not None and upscale.get("method") != "model":
+            self.defaults_problems.append(Problem("defaults.upscale.path", "path is used by method: model only; set method: model or remove path"))
+        for name in ("image", "mask"):  # checked once here, not once per item that inherits them
+            if self.defaults is not None and self.defaults.get(name) is not None:
+                resolved, message = self.input_file(self.defaults[name])
+                if message is not None:
+                    self.defaults_problems.append(Problem(f"defaults.{name}", message))
+                self.default_paths[name] = resolved
+
+    def input_file(self, raw: str) -> tuple[Path | None, str | None]:
+        """`input_file(raw, root)`, resolved and checked once per distinct path (catalogs repeat them)."""
+        found = self._files.get(raw)
+        if found is None:
+            found = self._files[raw] = input_file(raw, self.root)
+        return found
+
+    def __call__(self, entry: ItemEntry, *, source: str, prefix: str) -> tuple[ItemSpec | None, list[Problem]]:
+        """(ItemSpec, []) or (None, problems) for one validated entry; problems located under `prefix`."""
+        if self.defaults is None:  # invalid defaults are reported once, at defaults.*
+            return None, []
+        own = entry.model_dump(exclude_unset=True)
+        item_id = own.pop("id")
+        merged = _merge(self.defaults, own)
+        problems: list[Problem] = []
+
+        for name in ("image", "mask"):  # paths from defaults were checked once, in __init__
+            value = merged.get(name)
+            if value is None:
+                continue
+            if name in own:
+                resolved, message = self.input_file(value)
+                if message is not None:
+                    problems.append(Problem(f"{prefix}.{name}", message, item_id))
+            else:
+                resolved = self.default_paths.get(name)
+            merged[name] = resolved if resolved is not None else self.root / value  # keeps the rules running
+
+        model = merged.get("model")
+        if isinstance(model, dict) and isinstance(model.get("path"), str):
+            where = f"{prefix}.model.path" if "path" in (own.get("model") or {}) else "defaults.model.path"
+            resolved, message = self._model_dir(model["path"])
+            if message is not None:
+                problems.append(Problem(where, message, item_id))
+            merged["model"] = {**model, "path": resolved if resolved is not None else self.root / model["path"]}
+
+        upscale = merged.get("upscale")
+        if (own.get("upscale") or {}).get("path") is not None and (upscale or {}).get("method") != "model":
+            problems.append(Problem(f"{prefix}.upscale.path", "path is used by method: model only; set method: model or remove path", item_id))
+        if isinstance(upscale, dict) and upscale.get("method") != "model":
+            merged["upscale"] = upscale = {k: v for k, v in upscale.items() if k != "path"}  # a default path, unused here
+        upscaler = None
+        if isinstance(upscale, dict) and isinstance(upscale.get("path"), str):
+            own_upscale = own.get("upscale") or {}
+            where = f"{prefix}.upscale.path" if "path" in own_upscale else "defaults.upscale.path"
+            resolved, message = self._upscaler(upscale["path"])
+            if message is not None:
+                problems.append(Problem(where, message, item_id))
+            merged["upscale"] = {**upscale, "path": resolved if resolved is not None else self.root / upscale["path"]}
+            factor_at = None  # not set: tasks.preflight makes the model's scale the factor
+            if upscale.get("factor") is not None:
+                factor_at = f"{prefix}.upscale.factor" if "factor" in own_upscale else "defaults.upscale.factor"
+            upscaler = ModelUpscaler(item_id, prefix, where, factor_at)
+
+        # frames or duration, as a unit: the item's own if it sets either, else the defaults'
+        timing = own if ("frames" in own or "duration" in own) else self.defaults
+        merged.pop("frames", None)
+        merged.pop("duration", None)
+        if "frames" in timing:
+            merged["frames"] = timing["frames"]
+        elif "duration" in timing:
+            fps = merged.get("fps", ItemSpec.model_fields["fps"].default)
+            try:
+                merged["frames"] = frames_from_duration(timing["duration"], fps)
+            except ValueError as error:  # the other rules need frames: stop here
+                return None, [*problems, Problem(f"{prefix}.duration", str(error), item_id)]
+
+        try:
+            spec = ItemSpec.model_validate(
+                {**merged, "id": item_id, "source": source}, context={"settings": self.settings}
+            )
+        except ValidationError as error:
+            return None, problems + problems_from(error, prefix, model=ItemSpec, item_id=item_id)
+        if problems:
+            return None, problems
+        if upscaler is not None:
+            self.upscalers.append(upscaler)
+        return spec, []
+
+
+    def _upscaler(self, raw: str) -> tuple[Path | None, str | None]:
+        """Super-resolution weights: (path, problem), checked once per path."""
+        if raw not in self._upscalers:
+            self._upscalers[raw] = upscaler_file(raw, self.settings, self.root)
+        return self._upscalers[raw]
+
+    def _model_dir(self, raw: str) -> tuple[Path | None, str | None]:
+        """A model directory: inside the model root, diffusers layout, no pickle weights (checked once per path)."""
+        if raw not in self._models:
+            self._models[raw] = model_dir(raw, self.settings, self.root)
+        return self._models[raw]
+
+
+def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """defaults overridden by own; nested sections merge key by key."""
+    merged = {**defaults, **own}
+    for name in NESTED_FIELDS:
+        if isinstance(defaults.get(name), dict) and isinstance(own.get(name), dict):
+            merged[name] = {**defaults[name], **own[name]}
+    return merged
+
+
