@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.item import ItemResult, RunContext, produce_item
 from manifests import Job, Settings, load_manifest
-from tasks import provenance
+from tasks import provenance, store
 from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
@@ -76,12 +76,12 @@ def run_manifest(
         windows_in_flight=settings.windows_in_flight,
         max_image_pixels=settings.max_image_pixels,
         started_at=provenance.now(),
-        cache_dir=settings.cache_dir or job.output / ".framefold-cache" / "windows",
+        cache_dir=settings.cache_dir or store.local_cache(job.output) / "windows",
         cache_bytes=settings.window_cache_bytes,
         actors=settings.actors,
         signer=job.signer,
     )
-    job.output.mkdir(parents=True, exist_ok=True)
+    store.ensure_folder(job.output)
     # Items sharing a model run back to back, and each model's actors are released
     # after its last item, so several models in one run do not starve each other of GPUs.
     with_models = [i for i in items if uses_pool(i)]
@@ -127,12 +127,12 @@ def run_manifest(
 CONTACT_SHEET = "contact-sheet.jpg"
 
 
-def _contact_sheet(output: Path, results: list[ItemResult]) -> Path | None:
+def _contact_sheet(output: store.Location, results: list[ItemResult]) -> store.Location | None:
     """``OUTPUT/contact-sheet.jpg``: first, middle and last frame of each item of the run."""
     try:
         rows = [(r.id, r.status, None if r.status == "failed" else ensure_thumb(output, r.id))
                 for r in results[:SHEET_ROWS]]  # strips are rebuilt (decoding) only for rows drawn
-        path = output / CONTACT_SHEET
+        path = store.join(output, CONTACT_SHEET)
         contact_sheet(rows, path, total=len(results))
         return path
     except Exception:  # noqa: BLE001 - reporting must never fail a finished run
@@ -163,15 +163,19 @@ def _artifacts(summary: dict) -> None:
                 f"done **{c['done']}**, skipped **{c['skipped']}**, failed **{c['failed']}** "
                 f"in {summary['seconds']:.1f} s, {summary['gpu_seconds']:.1f} GPU-seconds; "
                 f"outputs in `{summary['output']}`\n\n"
-                + (f"Contact sheet: [{sheet}]({Path(sheet).as_uri()})\n\n" if sheet else "")
+                + (f"Contact sheet: [{sheet}]({_link(sheet)})\n\n" if sheet else "")
                 + (f"## Failures\n{failures}\n" if failures else "")
             ),
             description=f"Summary of run {summary['run_id']} ({summary['job']})",
         )
         if sheet:
             create_link_artifact(
-                key="framefold-contact-sheet", link=Path(sheet).as_uri(), link_text=CONTACT_SHEET,
+                key="framefold-contact-sheet", link=_link(sheet), link_text=CONTACT_SHEET,
                 description=f"First, middle and last frame of each item of run {summary['run_id']}",
             )
     except Exception:  # noqa: BLE001 - reporting must never fail a finished run
         logging.getLogger("framefold").warning("could not write Prefect artifacts", exc_info=True)
+
+
+def _link(location: str) -> str:
+    return location if store.is_url(location) else Path(location).as_uri()

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import io
 import json
 import platform
 import secrets
@@ -95,11 +97,10 @@ def why_run(previous: dict | None, *, key: str, inputs: dict, params: dict, back
     return "parameters changed"
 
 
-def read_sidecar(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def read_sidecar(path: store.Location) -> dict | None:
+    """The provenance record at ``path`` (a file or an object), None when absent or not one;
+    a store that keeps failing raises :class:`tasks.store.StoreError`."""
+    record = store.read_json(path)
     return record if isinstance(record, dict) and record.get("schema") == SCHEMA else None
 
 
@@ -154,21 +155,33 @@ def ledger_row(**fields: Any) -> dict:
     return row
 
 
-def append_rows(root: Path, run_id: str, item_id: str, rows: list[dict]) -> Path:
-    """Append an item's rows: one Parquet part file, written atomically (a re-append of
-    the same run and item replaces it, so rows are never duplicated)."""
-    path = root / LEDGER_DIR / f"part-{run_id}-{item_id}.parquet"
-    table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
-    with store.atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def append_rows(root: store.Location, run_id: str, item_id: str, rows: list[dict]) -> store.Location:
+    """Append an item's rows: one Parquet part file (or object), written atomically (a
+    re-append of the same run and item replaces it, so rows are never duplicated)."""
+    path = store.join(root, LEDGER_DIR, f"part-{run_id}-{item_id}.parquet")
+    store.write_bytes(path, _parquet(pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)))
     return path
 
 
-def has_rows(root: Path, run_id: str, item_id: str) -> bool:
+def has_rows(root: store.Location, run_id: str, item_id: str) -> bool:
     """Whether the ledger holds ``run_id``'s rows for ``item_id``: its part file, or the run's
     merged file (a run compacts only after every item has its rows)."""
-    folder = root / LEDGER_DIR
-    return (folder / f"part-{run_id}-{item_id}.parquet").is_file() or (folder / f"run-{run_id}.parquet").is_file()
+    folder = store.join(root, LEDGER_DIR)
+    return store.exists(store.join(folder, f"part-{run_id}-{item_id}.parquet")) or store.exists(
+        store.join(folder, f"run-{run_id}.parquet"))
+
+
+def _read_part(path: store.Location) -> pa.Table:
+    path = store.local_or_url(path)
+    if isinstance(path, Path):
+        return pq.read_table(path, schema=LEDGER_SCHEMA)
+    return pq.read_table(io.BytesIO(store.read_bytes(path)), schema=LEDGER_SCHEMA)
 
 
 def outputs_of(record: dict | None) -> list[dict]:
@@ -210,33 +223,32 @@ def rows_from_record(record: dict) -> list[dict]:
     )
 
 
-def compact(root: Path, run_id: str) -> Path | None:
+def compact(root: store.Location, run_id: str) -> store.Location | None:
     """Merge a run's part files into ``run-RUN.parquet`` (readers de-duplicate by row_id,
     so a crash between writing the merged file and deleting the parts loses nothing)."""
-    folder = root / LEDGER_DIR
-    parts = sorted(folder.glob(f"part-{run_id}-*.parquet"))
+    folder = store.join(root, LEDGER_DIR)
+    parts = [store.join(folder, n) for n in store.listdir(folder) if fnmatch.fnmatchcase(n, f"part-{run_id}-*.parquet")]
     if not parts:
         return None
-    table = pa.concat_tables([pq.read_table(p, schema=LEDGER_SCHEMA) for p in parts])
-    merged = folder / f"run-{run_id}.parquet"
-    with store.atomic_path(merged) as tmp:
-        pq.write_table(table, tmp)
+    table = pa.concat_tables([_read_part(p) for p in parts])
+    merged = store.join(folder, f"run-{run_id}.parquet")
+    store.write_bytes(merged, _parquet(table))
     for p in parts:
-        p.unlink(missing_ok=True)
+        store.delete(p)
     return merged
 
 
-def read_ledger(root: Path) -> pa.Table:
-    """Every ledger row under ``root``, one per row_id, oldest first. Safe while runs write: a
-    part file compacted away between listing and reading (its rows are in the merged file by
-    then) makes the read list the folder again."""
-    folder = root / LEDGER_DIR
+def read_ledger(root: store.Location) -> pa.Table:
+    """Every ledger row under ``root`` (a folder or a store URL), one per row_id, oldest first.
+    Safe while runs write: a part file compacted away between listing and reading (its rows are
+    in the merged file by then) makes the read list the folder again."""
+    folder = store.join(root, LEDGER_DIR)
     for attempt in range(100):
-        files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+        files = [store.join(folder, n) for n in store.listdir(folder) if n.endswith(".parquet") and not n.startswith(".")]
         if not files:
             return LEDGER_SCHEMA.empty_table()
         try:
-            table = pa.concat_tables([pq.read_table(p, schema=LEDGER_SCHEMA) for p in files])
+            table = pa.concat_tables([_read_part(p) for p in files])
             break
         except FileNotFoundError:
             if attempt == 99:

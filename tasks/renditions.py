@@ -82,9 +82,9 @@ def poster_jpeg(frame: np.ndarray, *, quality: int = 90) -> bytes:
 THUMB_HEIGHT = 96
 
 
-def thumb_path(output: Path, item_id: str) -> Path:
-    """Where an item's contact-sheet strip (first, middle, last frame) is kept."""
-    return output / ".framefold-cache" / "thumbs" / f"{item_id}.jpg"
+def thumb_path(output: store.Location, item_id: str) -> store.Location:
+    """Where an item's contact-sheet strip (first, middle, last frame) is kept (in the output's store)."""
+    return store.join(output, ".framefold-cache", "thumbs", f"{item_id}.jpg")
 
 
 def thumb_strip(frames: list[np.ndarray], *, height: int = THUMB_HEIGHT) -> bytes:
@@ -101,15 +101,18 @@ def thumb_strip(frames: list[np.ndarray], *, height: int = THUMB_HEIGHT) -> byte
     return _jpeg(strip, quality=85)
 
 
-def ensure_thumb(output: Path, item_id: str) -> Path | None:
-    """The item's contact-sheet strip; rebuilt from its video if the cache was deleted
-    (None if neither exists)."""
+def ensure_thumb(output: store.Location, item_id: str) -> store.Location | None:
+    """The item's contact-sheet strip; rebuilt from its local video if the cache was deleted
+    (None if neither exists; in an object store a strip is never rebuilt: that would download the video)."""
     from tasks import provenance
     from tasks.encode import decode
 
     path = thumb_path(output, item_id)
-    if path.is_file():
+    if store.exists(path):
         return path
+    output = store.local_or_url(output)
+    if not isinstance(output, Path):
+        return None
     record = provenance.read_sidecar(output / f"{item_id}.json")
     videos = [o for o in provenance.outputs_of(record) if o.get("format") in VIDEO_FORMATS]
     if not videos:
@@ -130,7 +133,7 @@ def ensure_thumb(output: Path, item_id: str) -> Path | None:
 SHEET_ROWS = 200  # items drawn on a contact sheet
 
 
-def contact_sheet(rows: list[tuple[str, str, Path | None]], path: Path, *, total: int | None = None) -> int:
+def contact_sheet(rows: list[tuple[str, str, store.Location | None]], path: store.Location, *, total: int | None = None) -> int:
     """Write a JPEG contact sheet to ``path``: one row per item (id and status, then its
     first, middle and last frames from the strip at the given path), at most ``SHEET_ROWS``
     rows, and a line for the rest of ``total`` items; an item without a strip (failed) gets a
@@ -141,8 +144,8 @@ def contact_sheet(rows: list[tuple[str, str, Path | None]], path: Path, *, total
     strips = []
     for _, _, strip in shown:
         try:
-            strips.append(Image.open(strip).convert("RGB") if strip is not None else None)
-        except OSError:
+            strips.append(Image.open(io.BytesIO(store.read_bytes(strip))).convert("RGB") if strip is not None else None)
+        except (OSError, store.StoreError):
             strips.append(None)
     width = label_width + max([s.width for s in strips if s is not None] or [h])
     extra = (len(rows) if total is None else total) - len(shown)
