@@ -18,7 +18,6 @@ Credentials and endpoints come from each store's standard environment (for S3 th
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import hashlib
 import io
@@ -26,18 +25,37 @@ import json
 import os
 import re
 import secrets
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
+from manifests import locations
+from manifests.locations import (  # noqa: F401 - the names callers use through the store
+    Location,
+    RetryPolicy,
+    describe,
+    filesystem,
+    is_url,
+    join,
+    local_or_url,
+    name_of,
+    parent_of,
+    scheme,
+    transient,
+)
 from tasks.errors import ItemError
 
-Location = str | Path
 T = TypeVar("T")
+
+
+class StoreError(ItemError, locations.StoreError):
+    """A store request failed for good: the item fails with this reason (it names the URI)."""
+
+
+def retrying(action: str, uri: str, fn: Callable[[], T], **options: Any) -> T:
+    """:func:`manifests.locations.retrying`, failing the item with a :class:`StoreError`."""
+    return locations.retrying(action, uri, fn, error=StoreError, **options)
 
 PART_SUFFIX = ".part"
 
@@ -132,238 +150,6 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-# --- locations: local paths and URLs --------------------------------------------------
-
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-LOCAL_SCHEMES = {"file", "local"}
-
-
-def scheme(location: Location) -> str | None:
-    """The URL scheme of ``location`` (``"s3"``, ``"file"``, …), None for a plain path."""
-    if isinstance(location, Path):
-        return None
-    match = _SCHEME.match(location)
-    return match.group(1).lower() if match else None
-
-
-def is_url(location: Location) -> bool:
-    """Whether ``location`` is a remote URL (``file://`` is a local path)."""
-    s = scheme(location)
-    return s is not None and s not in LOCAL_SCHEMES
-
-
-def local_or_url(location: Location) -> Location:
-    """A local :class:`Path` (plain paths and ``file://`` URLs), or the remote URL as a string.
-
-    >>> local_or_url("file:///srv/stills/a%20b.png"), local_or_url("s3://bucket/x/")
-    (PosixPath('/srv/stills/a b.png'), 's3://bucket/x')
-    """
-    if isinstance(location, Path):
-        return location
-    s = scheme(location)
-    if s is None:
-        return Path(location)
-    if s in LOCAL_SCHEMES:
-        parts = urlsplit(location)
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"{location!r}: a file:// URL names a local path (file:///abs/path), not host {parts.netloc!r}")
-        return Path(unquote(parts.path))
-    return location.rstrip("/") if location.rstrip("/") != f"{s}:/" else location
-
-
-def join(base: Location, *names: str) -> Location:
-    """``base / name …`` for a path, ``base/name/…`` for a URL."""
-    base = local_or_url(base)
-    if isinstance(base, Path):
-        return base.joinpath(*names)
-    return "/".join([base.rstrip("/"), *(n.strip("/") for n in names)])
-
-
-def name_of(location: Location) -> str:
-    """The last component of a path or URL."""
-    location = local_or_url(location)
-    return location.name if isinstance(location, Path) else location.rstrip("/").rsplit("/", 1)[-1]
-
-
-def parent_of(location: Location) -> Location:
-    location = local_or_url(location)
-    if isinstance(location, Path):
-        return location.parent
-    head, _, _ = location.rstrip("/").rpartition("/")
-    return head if not head.endswith(":/") else head + "/"
-
-
-# Credentials and endpoints come from the environment of the process asking, so one
-# filesystem object is kept per (scheme, relevant environment) and thread-safe to share.
-_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCSFS_", "AZURE_", "ADLFS_")
-_filesystems: dict[tuple, Any] = {}
-_filesystems_lock = threading.Lock()
-
-
-def filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec filesystem for ``url`` and the path inside it. Listings are never cached
-    (another run or node may have written meanwhile)."""
-    import fsspec
-
-    s = scheme(url) or "file"
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
-    key = (s, env)
-    with _filesystems_lock:
-        fs = _filesystems.get(key)
-        if fs is None:
-            try:
-                cls = fsspec.get_filesystem_class(s)
-            except (ImportError, ValueError) as error:
-                raise StoreError(f"{url}: no filesystem for {s}:// ({error}); install the matching fsspec package "
-                                 f"(s3fs, gcsfs, adlfs)") from None
-            fs = cls(**_options(s), skip_instance_cache=True, use_listings_cache=False)
-            if hasattr(fs, "retries"):
-                fs.retries = 1  # s3fs' own retry loop: :func:`retrying` owns the policy
-            _filesystems[key] = fs
-    return fs, fs._strip_protocol(url)
-
-
-def _options(s: str) -> dict:
-    """Store options beyond its standard environment: for S3, the endpoint of an S3-compatible
-    store (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL) and a short request retry budget inside
-    botocore, since :func:`retrying` owns the retry policy."""
-    if s not in ("s3", "s3a"):
-        return {}
-    options: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        options["endpoint_url"] = endpoint
-    config: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60}
-    if not os.environ.get("AWS_MAX_ATTEMPTS") and not os.environ.get("AWS_RETRY_MODE"):
-        config["retries"] = {"total_max_attempts": 1, "mode": "standard"}
-    options["config_kwargs"] = config
-    return options
-
-
-def _metadata_kwargs(fs: Any, metadata: dict[str, str] | None) -> dict:
-    if not metadata:
-        return {}
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if protocols & {"s3", "s3a"}:
-        return {"Metadata": metadata}
-    if protocols & {"gs", "gcs", "az", "abfs", "abfss"}:
-        return {"metadata": metadata}
-    return {}  # other stores: the sidecar alone carries the keys
-
-
-# --- retries ----------------------------------------------------------------------------
-
-
-class StoreError(ItemError):
-    """A store request failed for good (after retries, or at once when retrying cannot help).
-    The message names the URI and the cause."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    backoff: float = 0.5  # seconds before the 2nd attempt; doubles, capped at 8 s
-
-    @classmethod
-    def from_env(cls) -> RetryPolicy:
-        """FRAMEFOLD_STORE_RETRIES (attempts, ≥ 1) and FRAMEFOLD_STORE_BACKOFF (seconds, ≥ 0)."""
-        try:
-            attempts = int(os.environ.get("FRAMEFOLD_STORE_RETRIES", cls.attempts))
-            backoff = float(os.environ.get("FRAMEFOLD_STORE_BACKOFF", cls.backoff))
-        except ValueError:
-            return cls()
-        return cls(max(1, attempts), max(0.0, backoff))
-
-
-_TRANSIENT_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "TooManyRequestsException", "RequestThrottled", "InternalError", "ServiceUnavailable", "RequestTimeout",
-    "RequestTimeoutException", "BandwidthLimitExceeded", "ServerBusy", "OperationTimedOut",
-}
-_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-                     errno.ENETUNREACH, errno.EPIPE, errno.EAGAIN, errno.EBUSY}
-_TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-                    "ConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ClientOSError",
-                    "ServerTimeoutError", "ClientPayloadError", "IncompleteRead", "ResponseStreamingError",
-                    "FSTimeoutError", "ProxyConnectionError", "HTTPClientError"}
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-def _http_status(error: BaseException) -> tuple[int | None, str | None]:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = response.get("Error", {}).get("Code")
-        return status, code
-    status = getattr(error, "code", None) or getattr(error, "status", None)
-    return (status if isinstance(status, int) else None), None
-
-
-def transient(error: BaseException) -> bool:
-    """Whether retrying may help: the store unreachable, a 5xx answer, or throttling."""
-    for e in _chain(error):
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and e is error:
-            return False
-        status, code = _http_status(e)
-        if status is not None and (status >= 500 or status in (408, 429)):
-            return True
-        if code in _TRANSIENT_CODES or (code is not None and code.isdigit() and int(code) >= 500):
-            return True
-        if isinstance(e, (ConnectionError, TimeoutError)):
-            return True
-        if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-            return True
-        if type(e).__name__ in _TRANSIENT_NAMES or any(c.__name__ in _TRANSIENT_NAMES for c in type(e).__mro__):
-            return True
-        if any(p in str(e) for p in ("SlowDown", "reduce your request rate", "Connection refused")):
-            return True
-    return False
-
-
-def describe(error: BaseException) -> str:
-    """A one-line cause: ``connection refused``, ``HTTP 503 SlowDown``, …"""
-    for e in _chain(error):
-        status, code = _http_status(e)
-        if status is not None or code is not None:
-            return " ".join(str(x) for x in (f"HTTP {status}" if status else None, code) if x)
-        if isinstance(e, ConnectionRefusedError) or (isinstance(e, OSError) and e.errno == errno.ECONNREFUSED):
-            return "connection refused"
-        if "Connection refused" in str(e):
-            return "connection refused"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def retrying(action: str, uri: str, fn: Callable[[], T], *, policy: RetryPolicy | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> T:
-    """``fn()``, retried with backoff while the store fails transiently; then a :class:`StoreError`
-    ``"<action> <uri>: <cause> (after N attempts)"``. A missing object or a refused permission is
-    raised at once as is (FileNotFoundError, PermissionError): the caller decides."""
-    policy = policy or RetryPolicy.from_env()
-    delay = policy.backoff
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return fn()
-        except (FileNotFoundError, PermissionError):
-            raise
-        except Exception as error:  # noqa: BLE001 - classified below
-            if not transient(error):
-                raise StoreError(f"cannot {action} {uri}: {describe(error)}") from error
-            if attempt == policy.attempts:
-                raise StoreError(f"cannot {action} {uri}: {describe(error)} (after {policy.attempts} attempts; "
-                                 "check that the store is reachable, then run again)") from error
-            sleep(delay)
-            delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
 
 
 # --- store operations on paths and URLs ----------------------------------------------------
@@ -530,6 +316,17 @@ def local_cache(output: Location) -> Path:
         return output / ".framefold-cache"
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "framefold"
     return base / hashlib.sha256(output.encode()).hexdigest()[:16]
+
+
+def _metadata_kwargs(fs: Any, metadata: dict[str, str] | None) -> dict:
+    if not metadata:
+        return {}
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & {"s3", "s3a"}:
+        return {"Metadata": metadata}
+    if protocols & {"gs", "gcs", "az", "abfs", "abfss"}:
+        return {"metadata": metadata}
+    return {}  # other stores: the sidecar alone carries the keys
 
 
 def _is_s3(fs: Any) -> bool:
