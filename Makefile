@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test test-fast bench bench-quick clean-demo setup
+.PHONY: demo test test-fast bench bench-quick clean-demo setup chromium
+
+# The batch report's browser test drives the system's Chromium (never a downloaded one).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
@@ -26,11 +29,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/framefold run manifests/examples/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 # Skips the slow end-to-end and fault cases (CI runs everything via `make test`).
-test-fast: $(STAMP)
+test-fast: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The benchmark suite (about 20 minutes): writes bench/RESULTS.md and its plots.

@@ -86,33 +86,32 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the manifest JSON Schema")
     s.set_defaults(func=_schema)
 
-    sv = sub.add_parser("serve", help="serve the scheduled deployments (nightly, marketing loops, catalog) "
-                        "from this process; needs PREFECT_API_URL")
+    sv = sub.add_parser("serve", help="serve a deployment of MANIFEST from this process (runs it on its cron "
+                        "schedule and on demand while this process lives); needs PREFECT_API_URL")
     _schedule_options(sv)
     sv.set_defaults(func=_serve)
 
-    dp = sub.add_parser("deploy", help="register the same deployments on a Prefect process work pool "
-                        "(runs by `prefect worker start --pool POOL`); needs PREFECT_API_URL")
-    dp.add_argument("--pool", required=True, help="an existing work pool of type 'process'")
+    dp = sub.add_parser("deploy", help="register a deployment of MANIFEST on a Prefect server, run by a process "
+                        "worker (`prefect worker start --pool POOL`); one per call, as many as needed; needs PREFECT_API_URL")
     _schedule_options(dp)
+    dp.add_argument("--pool", help=f"a work pool of type 'process' (default: {DEFAULT_POOL!r}, created when missing)")
     dp.set_defaults(func=_deploy)
     return p
 
 
-def _schedule_options(parser: argparse.ArgumentParser) -> None:
-    from flows.deploy import DEFAULT_TIMEZONE, ENV, LOOPS, LOOPS_CRON, NIGHTLY_CRON, TIMEZONE_ENV
+DEFAULT_POOL = "framefold"
 
-    parser.add_argument("--nightly", type=Path, metavar="MANIFEST",
-                        help=f"manifest of the nightly regeneration (default: ${ENV['nightly'][0]}, else the example)")
-    parser.add_argument("--loops", type=Path, action="append", metavar="MANIFEST",
-                        help=f"manifest of the weekly marketing-loop batch; repeat for one weekly schedule per "
-                        f"manifest (default: ${ENV[LOOPS][0]}, ':'-separated, else the example)")
-    parser.add_argument("--catalog", type=Path, metavar="MANIFEST",
-                        help=f"manifest of the on-demand catalog run (default: ${ENV['catalog'][0]}, else the example)")
-    parser.add_argument("--timezone", metavar="TZ",
-                        help=f"IANA timezone of the cron schedules (default: ${TIMEZONE_ENV}, else {DEFAULT_TIMEZONE})")
-    parser.add_argument("--nightly-cron", default=NIGHTLY_CRON, metavar="CRON", help=f"default: {NIGHTLY_CRON!r}")
-    parser.add_argument("--loops-cron", default=LOOPS_CRON, metavar="CRON", help=f"default: {LOOPS_CRON!r}")
+
+def _schedule_options(parser: argparse.ArgumentParser) -> None:
+    from flows.deploy import DEFAULT_TIMEZONE
+
+    parser.add_argument("manifest", type=str, metavar="MANIFEST", help="the manifest to run (path or URL)")
+    parser.add_argument("--name", required=True, help="deployment name: the deployment is framefold-run/NAME")
+    parser.add_argument("--cron", metavar="CRON", help="cron schedule, e.g. '0 2 * * *' (02:00 daily); "
+                        "without it the deployment runs on demand only")
+    parser.add_argument("--timezone", default=DEFAULT_TIMEZONE, metavar="TZ",
+                        help=f"IANA timezone of the cron schedule (default: {DEFAULT_TIMEZONE})")
+    parser.add_argument("--out", type=str, help="output root (default: the manifest's `output`)")
 
 
 def _load(path: Path, out_dir: Path | None = None):
@@ -355,36 +354,39 @@ def _schema(args) -> int:
     return EXIT_OK
 
 
-def _schedule_setup(args) -> tuple[str, dict] | None:
-    """The Prefect API URL and the deployments' inputs, or None (reported) when unusable."""
+def _schedule_setup(args):
+    """(API URL, deployment), or None after reporting bad input or an unreachable server."""
+    from flows.deploy import ScheduleError, check_schedule
+
+    try:
+        check_schedule(name=args.name, cron=args.cron, timezone=args.timezone)
+    except ScheduleError as e:
+        err.print(f"[bold red]error[/]: --{e.field}: {escape(e.message)}")
+        return None
+    if _load(Path(args.manifest), Path(args.out) if args.out else None) is None:
+        return None
     api_url = _prefect_api_url()
-    if api_url is None:
+    if api_url is None or not _server_answers(api_url):
         return None
-    inputs = _schedule_inputs(args)
-    if inputs is None or not _server_answers(api_url):
-        return None
-    return api_url, inputs
+    from flows.deploy import deployment
+
+    return api_url, deployment(args.manifest, name=args.name, cron=args.cron, timezone=args.timezone, output=args.out)
 
 
 def _serve(args) -> int:
     setup = _schedule_setup(args)
     if setup is None:
         return EXIT_BAD_INPUT
-    api_url, inputs = setup
+    api_url, dep = setup
     from prefect import serve
 
-    from flows.deploy import deployments
     from manifests import Settings
 
     # Served runs use the flow's default thread pool: bound it like `framefold run` does.
     os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", str(Settings().items_in_flight))
-    deps = deployments(**inputs)
-    for d in deps:  # run here, not by a worker: clear a pool left by `framefold deploy`
-        d.work_pool_name = None
-        d.work_queue_name = None
-    _print_deployments(deps, api_url, "serving")
-    err.print("stop with Ctrl-C (schedules are paused while nothing serves them)")
-    serve(*deps, print_starting_message=False)
+    _print_deployments([dep], api_url, "serving")
+    err.print("stop with Ctrl-C (the schedule is paused while nothing serves it)")
+    serve(dep, print_starting_message=False)
     return EXIT_OK
 
 
@@ -392,34 +394,33 @@ def _deploy(args) -> int:
     setup = _schedule_setup(args)
     if setup is None:
         return EXIT_BAD_INPUT
-    api_url, inputs = setup
+    api_url, dep = setup
     from prefect import deploy
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
-    try:
-        with get_client(sync_client=True) as client:
-            pool = client.read_work_pool(args.pool)
-    except ObjectNotFound:
-        err.print("[bold red]error[/]: " + escape(f"--pool: no work pool {args.pool!r} on {api_url}; create it with "
-                                                 f"`prefect work-pool create {args.pool} --type process`"))
-        return EXIT_BAD_INPUT
+    pool_name = args.pool or DEFAULT_POOL
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(pool_name)
+        except ObjectNotFound:
+            if args.pool:  # named on purpose: a typo must not create a pool nobody polls
+                err.print("[bold red]error[/]: " + escape(f"--pool: no work pool {args.pool!r} on {api_url}; create it with "
+                                                         f"`prefect work-pool create {args.pool} --type process`"))
+                return EXIT_BAD_INPUT
+            pool = client.create_work_pool(WorkPoolCreate(name=pool_name, type="process"))
     if pool.type != "process":
-        err.print("[bold red]error[/]: " + escape(f"--pool: work pool {args.pool!r} is of type {pool.type!r}; ") + "these deployments "
-                  "carry no image or code storage and need a 'process' pool on a machine with framefold installed")
+        err.print("[bold red]error[/]: " + escape(f"--pool: work pool {pool_name!r} is of type {pool.type!r}; ") + "framefold "
+                  "deployments carry no image or code storage and need a 'process' pool on a machine with framefold installed")
         return EXIT_BAD_INPUT
-    from flows.deploy import deployments
     from manifests import Settings
 
     # A deployed run uses the flow's default thread pool: bound it like `framefold run` does.
-    env = {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": str(Settings().items_in_flight)}
-    deps = deployments(**inputs)
-    for d in deps:
-        d.job_variables = {"env": env}
-    deploy(*deps, work_pool_name=args.pool, build=False, push=False,
-           print_next_steps_message=False, ignore_warnings=True)
-    _print_deployments(deps, api_url, f"deployed to work pool {args.pool!r}")
-    out.print(f"runs start when a worker polls the pool: prefect worker start --pool {args.pool}")
+    dep.job_variables = {"env": {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": str(Settings().items_in_flight)}}
+    deploy(dep, work_pool_name=pool_name, build=False, push=False, print_next_steps_message=False, ignore_warnings=True)
+    _print_deployments([dep], api_url, f"deployed to work pool {pool_name!r}")
+    out.print(f"runs start when a worker polls the pool: prefect worker start --pool {pool_name}")
     return EXIT_OK
 
 
@@ -451,45 +452,13 @@ def _server_answers(api_url: str) -> bool:
     return True
 
 
-def _schedule_inputs(args) -> dict | None:
-    """Keyword arguments for :func:`flows.deploy.deployments`, checked (manifests, cron,
-    timezone); None after reporting bad input."""
-    from flows.deploy import DEFAULT_TIMEZONE, LOOPS, TIMEZONE_ENV, ScheduleError, check_schedules, default_manifests
-
-    defaults = default_manifests()
-    inputs = dict(
-        nightly=args.nightly or defaults["nightly"][0],
-        loops=args.loops or defaults[LOOPS],
-        catalog=args.catalog or defaults["catalog"][0],
-        timezone=args.timezone or os.environ.get(TIMEZONE_ENV) or DEFAULT_TIMEZONE,
-        nightly_cron=args.nightly_cron,
-        loops_cron=args.loops_cron,
-    )
-    given = [("--nightly", inputs["nightly"]), *(("--loops", p) for p in inputs["loops"]),
-             ("--catalog", inputs["catalog"])]
-    invalid = [flag for flag, path in given if _load(path) is None]
-    if invalid:
-        err.print(f"(given by {', '.join(dict.fromkeys(invalid))} or its FRAMEFOLD_*_MANIFEST default; see --help)")
-        return None
-    try:
-        check_schedules(timezone=inputs["timezone"], nightly_cron=args.nightly_cron, loops_cron=args.loops_cron)
-    except ScheduleError as e:
-        err.print(f"[bold red]error[/]: --{e.field.replace('_', '-')}: {escape(e.message)}")
-        return None
-    return inputs
-
-
 def _print_deployments(deployments, api_url: str, doing: str) -> None:
     table = Table(title=f"{doing} on {api_url}")
     for col in ("deployment", "schedule", "manifest", "overlapping runs"):
         table.add_column(col, overflow="fold", no_wrap=col != "manifest")
     for d in deployments:
-        overlap = {"CANCEL_NEW": "cancelled", "ENQUEUE": "queued"}.get(
-            d.concurrency_options.collision_strategy.value if d.concurrency_options else "", "allowed")
-        rows = [(f"{s.schedule.cron} ({s.schedule.timezone})", s.parameters.get("manifest", d.parameters["manifest"]))
-                for s in d.schedules] or [("on demand", d.parameters["manifest"])]
-        for schedule, manifest in rows:
-            table.add_row(escape(f"{d.flow_name}/{d.name}"), escape(str(schedule)), escape(str(manifest)), overlap)
+        schedule = "; ".join(f"{s.schedule.cron} ({s.schedule.timezone})" for s in d.schedules) or "on demand"
+        table.add_row(escape(f"{d.flow_name}/{d.name}"), escape(schedule), escape(d.parameters["manifest"]), "cancelled")
     out.print(table)
 
 

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect import runtime as prefect_runtime
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.item import ItemResult, RunContext, produce_item
 from manifests import Job, Settings, load_manifest
 from tasks import provenance, store
+from tasks.report import write_report
 from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
@@ -27,9 +29,10 @@ def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, set
     """Run a loaded manifest; returns the run summary (see :func:`run_manifest`)."""
     settings = settings or Settings()
     runner = ThreadPoolTaskRunner(max_workers=settings.items_in_flight)
-    return run_manifest.with_options(flow_run_name=f"{job.name}", task_runner=runner)(
-        str(job.manifest_path), output=str(job.output), force=force, only=only
+    state = run_manifest.with_options(flow_run_name=f"{job.name}", task_runner=runner)(
+        str(job.manifest_path), output=str(job.output), force=force, only=only, return_state=True
     )
+    return state.result(raise_on_failure=False)  # Failed when items failed: its data is still the summary
 
 
 def _items_in_flight() -> int:
@@ -45,10 +48,12 @@ def _items_in_flight() -> int:
 @flow(name="framefold-run", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=_items_in_flight()))
 def run_manifest(
     manifest: str, output: str | None = None, force: bool = False, only: list[str] | None = None
-) -> dict:
+) -> dict | State:
     """Run every item of ``manifest``: returns ``{run_id, job, output, counts, items}``.
 
     Items end done, skipped or failed (with a reason); a failed item never stops the others.
+    When an item failed the flow run ends Failed (so Prefect automations fire), with the
+    same summary as its result and in its artifacts; the other items' outputs are kept.
     """
     t0 = time.perf_counter()
     logger = get_run_logger()
@@ -116,11 +121,15 @@ def run_manifest(
         "gpu_seconds": round(sum(r.gpu_seconds for r in results), 3),
         "counts": {s: counts.get(s, 0) for s in ("done", "skipped", "failed")},
         "contact_sheet": str(sheet) if sheet else None,
-        "items": [r.__dict__ for r in results],
+        "items": [{**r.__dict__, "prompt": item.prompt} for item, r in zip(items, results)],
     }
+    summary["report"] = _report(job.output, summary)
     _artifacts(summary)
     if counts.get("failed"):
-        logger.error("%d of %d item(s) failed", counts["failed"], len(results))
+        failed = [r.id for r in results if r.status == "failed"]
+        message = f"{len(failed)} of {len(results)} item(s) failed: {', '.join(failed[:10])}" + (" …" if len(failed) > 10 else "")
+        logger.error("%s", message)
+        return Failed(message=message, data=summary)
     return summary
 
 
@@ -140,6 +149,15 @@ def _contact_sheet(output: store.Location, results: list[ItemResult]) -> store.L
         return None
 
 
+def _report(output: Path, summary: dict) -> str | None:
+    """``OUTPUT/report.html`` (tasks/report.py), or None when it could not be written (logged)."""
+    try:
+        return str(write_report(output, summary))
+    except Exception:  # noqa: BLE001 - reporting must never fail a finished run
+        logging.getLogger("framefold").warning("could not write the batch report", exc_info=True)
+        return None
+
+
 def _artifacts(summary: dict) -> None:
     try:
         create_table_artifact(
@@ -156,26 +174,41 @@ def _artifacts(summary: dict) -> None:
         c = summary["counts"]
         failures = "\n".join(f"- `{r['id']}`: {r['reason']}" for r in summary["items"] if r["status"] == "failed")
         sheet = summary["contact_sheet"]
+        report = summary.get("report")
         create_markdown_artifact(
             key="framefold-summary",
             markdown=(
                 f"# {summary['job']} — run {summary['run_id']}\n\n"
                 f"done **{c['done']}**, skipped **{c['skipped']}**, failed **{c['failed']}** "
                 f"in {summary['seconds']:.1f} s, {summary['gpu_seconds']:.1f} GPU-seconds; "
-                f"outputs in `{summary['output']}`\n\n"
-                + (f"Contact sheet: [{sheet}]({_link(sheet)})\n\n" if sheet else "")
+                f"outputs in `{summary['output']}`"
+                + (f"; batch report `{report}` (open it from the output folder or bucket)" if report else "") + "\n\n"
                 + (f"## Failures\n{failures}\n" if failures else "")
             ),
             description=f"Summary of run {summary['run_id']} ({summary['job']})",
         )
-        if sheet:
-            create_link_artifact(
-                key="framefold-contact-sheet", link=_link(sheet), link_text=CONTACT_SHEET,
-                description=f"First, middle and last frame of each item of run {summary['run_id']}",
+        if sheet:  # the image itself, inline: the UI shows it wherever the outputs are
+            create_markdown_artifact(
+                key="framefold-contact-sheet",
+                markdown=f"![contact sheet of run {summary['run_id']}]({_data_uri(sheet)})\n\n"
+                f"First, middle and last frame of each item; the full-size sheet is `{sheet}`.",
+                description=f"Contact sheet of run {summary['run_id']} ({summary['job']})",
             )
     except Exception:  # noqa: BLE001 - reporting must never fail a finished run
         logging.getLogger("framefold").warning("could not write Prefect artifacts", exc_info=True)
 
 
-def _link(location: str) -> str:
-    return location if store.is_url(location) else Path(location).as_uri()
+def _data_uri(image: store.Location, max_width: int = 1024) -> str:
+    """A JPEG ``data:`` URI of ``image``, at most ``max_width`` wide (an artifact stays small)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(store.read_bytes(image))) as im:
+        im = im.convert("RGB")
+        if im.width > max_width:
+            im = im.resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -1,7 +1,9 @@
 """Deployments against a real Prefect server (a subprocess on 127.0.0.1, SQLite in a tmp
-dir): `framefold serve` registers the nightly schedule with its timezone and a
-CANCEL_NEW concurrency limit, and runs a flow run triggered through the REST API (its
-own local Ray, in the served process tree); a second, overlapping run is cancelled.
+dir): `framefold deploy MANIFEST --name N --cron C` registers one deployment per call (two
+manifests, two crons, UTC unless told); `framefold serve` registers one with its timezone and
+a CANCEL_NEW concurrency limit and runs a flow run triggered through the REST API (its own
+local Ray, in the served process tree); a second, overlapping run is cancelled. A run with a
+failed item ends FAILED on the server, with its summary and contact sheet as artifacts.
 
 The session fixtures `ray_cluster` / `prefect_server` are deliberately not used: every
 Prefect and Ray process here is a subprocess, stopped (and checked gone) at the end.
@@ -22,12 +24,12 @@ import httpx
 import psutil
 import pytest
 
-from flows.deploy import CATALOG, LOOPS, LOOPS_CRON, NIGHTLY, NIGHTLY_CRON, deployments
+from flows.deploy import DEFAULT_TIMEZONE, deployment
 from tests.conftest import draw_image, write_manifest
 
 FLOW = "framefold-run"
 SERVER_START_TIMEOUT = 120  # healthy after ~18 s on an idle 2-core machine
-SERVE_START_TIMEOUT = 120  # imports Prefect, Ray, torch; registers three deployments
+SERVE_START_TIMEOUT = 120  # imports Prefect, Ray, torch; registers the deployment
 RUN_TIMEOUT = 240
 STOP_GRACE = 40  # a Prefect process may take ~35 s to honour SIGTERM
 
@@ -35,31 +37,21 @@ STOP_GRACE = 40  # a Prefect process may take ~35 s to honour SIGTERM
 # -- the declaration itself (no server) --------------------------------------------------
 
 
-def test_deployments_are_declared_once_with_schedules_and_limits(tmp_path):
-    nightly, loops_a, loops_b, catalog = (tmp_path / f"{n}.yaml" for n in ("n", "a", "b", "c"))
-    deps = {d.name: d for d in deployments(nightly=nightly, loops=[loops_a, loops_b], catalog=catalog)}
-    assert list(deps) == [NIGHTLY, LOOPS, CATALOG]
-    assert {d.entrypoint for d in deps.values()} == {"flows.run.run_manifest"}
-
-    n = deps[NIGHTLY]
-    assert [(s.schedule.cron, s.schedule.timezone) for s in n.schedules] == [(NIGHTLY_CRON, "Europe/Berlin")]
-    assert n.parameters == {"manifest": str(nightly)}
-    assert (n.concurrency_limit, n.concurrency_options.collision_strategy.value) == (1, "CANCEL_NEW")
-
-    lp = deps[LOOPS]  # one weekly schedule per manifest, each with its own parameters
-    assert [(s.schedule.cron, s.parameters) for s in lp.schedules] == [
-        (LOOPS_CRON, {"manifest": str(loops_a)}), (LOOPS_CRON, {"manifest": str(loops_b)})
-    ]
-    assert len({s.slug for s in lp.schedules}) == 2
-    assert (lp.concurrency_limit, lp.concurrency_options.collision_strategy.value) == (1, "ENQUEUE")
-
-    assert deps[CATALOG].schedules == [] and deps[CATALOG].parameters == {"manifest": str(catalog)}
+def test_a_deployment_runs_one_manifest_on_its_cron_in_utc_by_default(tmp_path):
+    d = deployment(tmp_path / "spring.yaml", name="spring-loops", cron="0 5 * * 1")
+    assert DEFAULT_TIMEZONE == "UTC"
+    assert (d.name, d.entrypoint) == ("spring-loops", "flows.run.run_manifest")
+    assert [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] == [("0 5 * * 1", "UTC")]
+    assert d.parameters == {"manifest": str(tmp_path / "spring.yaml")}
+    assert (d.concurrency_limit, d.concurrency_options.collision_strategy.value) == (1, "CANCEL_NEW")
 
 
-def test_relative_manifest_paths_become_absolute(tmp_path, monkeypatch):
+def test_without_cron_a_deployment_is_on_demand_and_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (d,) = [d for d in deployments(nightly="n.yaml", loops=["l.yaml"], catalog="c.yaml") if d.name == NIGHTLY]
-    assert d.parameters == {"manifest": str(tmp_path / "n.yaml")}
+    d = deployment("n.yaml", name="catalog", output="out/x", timezone="Europe/Berlin")
+    assert d.schedules == []
+    assert d.parameters == {"manifest": str(tmp_path / "n.yaml"), "output": str(tmp_path / "out" / "x")}
+    assert deployment("s3://bucket/job.yaml", name="b").parameters == {"manifest": "s3://bucket/job.yaml"}
 
 
 # -- the command line on bad input --------------------------------------------------------
@@ -68,12 +60,13 @@ def test_relative_manifest_paths_become_absolute(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["serve", "--timezone", "Mars/Olympus"], "--timezone: expected an IANA timezone name"),
-        (["serve", "--nightly-cron", "every night"], "--nightly-cron: expected a cron expression"),
-        (["deploy", "--pool", "p", "--loops-cron", "0 25 * * *"], "--loops-cron: expected a cron expression"),
-        (["serve", "--nightly", "missing.yaml"], "missing.yaml: manifest not found"),
+        (["serve", "job.yaml", "--name", "n", "--timezone", "Mars/Olympus"], "--timezone: expected an IANA timezone name"),
+        (["serve", "job.yaml", "--name", "n", "--cron", "every night"], "--cron: expected a cron expression"),
+        (["deploy", "job.yaml", "--name", "n", "--cron", "0 25 * * *"], "--cron: expected a cron expression"),
+        (["deploy", "job.yaml", "--name", "a b", "--cron", "0 2 * * *"], "--name: expected letters, digits"),
+        (["serve", "missing.yaml", "--name", "n"], "missing.yaml: manifest not found"),
     ],
-    ids=["timezone", "cron", "deploy-cron", "missing-manifest"],
+    ids=["timezone", "cron", "deploy-cron", "name", "missing-manifest"],
 )
 def test_bad_schedule_arguments_exit_2_before_contacting_prefect(tmp_path, monkeypatch, capsys, args, message):
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -81,6 +74,7 @@ def test_bad_schedule_arguments_exit_2_before_contacting_prefect(tmp_path, monke
     from flows.cli import main
 
     monkeypatch.chdir(tmp_path)
+    _tiny_manifest(tmp_path)
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # nothing listens there
         assert main(args) == 2
     err = capsys.readouterr().err
@@ -90,14 +84,16 @@ def test_bad_schedule_arguments_exit_2_before_contacting_prefect(tmp_path, monke
 @pytest.mark.parametrize(
     ("args", "api_url", "message"),
     [
-        (["serve"], None, "PREFECT_API_URL is not set"),
-        (["deploy", "--pool", "p"], None, "PREFECT_API_URL is not set"),
-        (["serve"], "http://127.0.0.1:9/api", "no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:9/api"),
+        (["serve", "job.yaml", "--name", "n"], None, "PREFECT_API_URL is not set"),
+        (["deploy", "job.yaml", "--name", "n"], None, "PREFECT_API_URL is not set"),
+        (["serve", "job.yaml", "--name", "n"], "http://127.0.0.1:9/api",
+         "no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:9/api"),
     ],
     ids=["serve-no-api-url", "deploy-no-api-url", "no-server"],
 )
 def test_serve_needs_a_reachable_prefect_server(tmp_path, args, api_url, message):
     # A subprocess: in this process a Prefect test harness may have set an API URL.
+    _tiny_manifest(tmp_path)
     env = _env(tmp_path / "home", PREFECT_API_URL=api_url)
     proc = subprocess.run(_framefold(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -144,14 +140,14 @@ def test_serve_runs_the_nightly_deployment_and_cancels_an_overlapping_run(server
         PREFECT_LOGGING_LEVEL="INFO",
     )
     # A cron that fires once a year, so no scheduled run can join the two triggered below.
-    cmd = _framefold("serve", "--nightly", str(manifest), "--timezone", "America/New_York",
-                     "--nightly-cron", "0 2 1 1 *")
+    cmd = _framefold("serve", str(manifest), "--name", "nightly", "--timezone", "America/New_York",
+                     "--cron", "0 2 1 1 *")
     with log.open("wb") as sink:
         serve = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     try:
         # 1. The deployment as registered on the server.
-        name_url = f"{server}/deployments/name/{FLOW}/{NIGHTLY}"
+        name_url = f"{server}/deployments/name/{FLOW}/nightly"
         _wait(lambda: _get(name_url) is not None, SERVE_START_TIMEOUT, "nightly deployment", serve, log)
         dep = _get(name_url)
         assert [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in dep["schedules"]] == [
@@ -196,27 +192,107 @@ def test_serve_runs_the_nightly_deployment_and_cancels_an_overlapping_run(server
 
 
 @pytest.mark.slow
-def test_deploy_registers_the_deployments_on_a_process_pool(server, tmp_path, monkeypatch, capsys):
+def test_deploy_registers_one_deployment_per_manifest_with_its_cron(server, tmp_path, monkeypatch, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.cli import main
 
-    manifest = _tiny_manifest(tmp_path / "job")
+    spring, catalog = _tiny_manifest(tmp_path / "spring"), _tiny_manifest(tmp_path / "catalog")
     monkeypatch.setenv("FRAMEFOLD_ITEMS_IN_FLIGHT", "3")
     with temporary_settings({PREFECT_API_URL: server}):
-        assert main(["deploy", "--pool", "no-such-pool", "--nightly", str(manifest)]) == 2
+        # a pool named on purpose must exist; the default one is created
+        assert main(["deploy", str(spring), "--name", "spring", "--pool", "no-such-pool"]) == 2
         err = capsys.readouterr().err
         assert "prefect work-pool create no-such-pool --type process" in err and "Traceback" not in err
 
-        _post(f"{server}/work_pools/", {"name": "framefold-test", "type": "process"})
-        assert main(["deploy", "--pool", "framefold-test", "--nightly", str(manifest)]) == 0
+        assert main(["deploy", str(spring), "--name", "spring-loops", "--cron", "0 5 * * 1"]) == 0
+        assert main(["deploy", "--cron", "30 1 * * *", str(catalog), "--name", "catalog-nightly",
+                     "--timezone", "Europe/Berlin", "--out", str(tmp_path / "night-out")]) == 0
+    printed = capsys.readouterr().out
+    assert "framefold-run/spring-loops" in printed and "0 5 * * 1 (UTC)" in printed
 
-    for name in (NIGHTLY, LOOPS, CATALOG):
+    pool = _get(f"{server}/work_pools/framefold")
+    assert pool["type"] == "process"
+    expected = {
+        "spring-loops": ("0 5 * * 1", "UTC", {"manifest": str(spring)}),
+        "catalog-nightly": ("30 1 * * *", "Europe/Berlin",
+                            {"manifest": str(catalog), "output": str(tmp_path / "night-out")}),
+    }
+    for name, (cron, tz, parameters) in expected.items():
         dep = _get(f"{server}/deployments/name/{FLOW}/{name}")
-        assert dep["work_pool_name"] == "framefold-test"
+        assert [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in dep["schedules"]] == [
+            (cron, tz, True)]
+        assert dep["parameters"] == parameters
+        assert dep["work_pool_name"] == "framefold"
         assert dep["entrypoint"] == "flows.run.run_manifest"
         assert dep["job_variables"] == {"env": {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": "3"}}
-    assert _get(f"{server}/deployments/name/{FLOW}/{NIGHTLY}")["parameters"] == {"manifest": str(manifest)}
+    # nothing else was scheduled: no example manifests, no implicit deployments
+    listed = _post(f"{server}/deployments/filter", {"flows": {"name": {"any_": [FLOW]}}})
+    names = {d["name"] for d in listed}
+    assert {"spring-loops", "catalog-nightly"} <= names <= {"spring-loops", "catalog-nightly", "nightly"}  # + serve's
+
+
+@pytest.mark.slow
+def test_a_run_with_a_failed_item_ends_failed_on_the_server(server, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # The README's notification recipe, with a webhook block that posts to this test.
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    with temporary_settings({PREFECT_API_URL: server}):
+        block_id = CustomWebhookNotificationBlock(
+            name="test-hook", url=f"http://127.0.0.1:{hook.server_port}/hook",
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+        ).save("framefold-test-hook", overwrite=True)
+    recipe = (Path(__file__).parents[2] / "infra" / "automation-failed-run.yaml").read_text()
+    (tmp_path / "automation.yaml").write_text(recipe.replace("BLOCK_ID", str(block_id)))
+    env = _env(tmp_path / "home", PREFECT_API_URL=server)
+    created = subprocess.run([sys.executable, "-m", "prefect", "automation", "create", "--from-file",
+                              str(tmp_path / "automation.yaml")], env=env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+
+    manifest = _tiny_manifest(tmp_path / "job")
+    blocked = tmp_path / "job" / "out" / "b.mp4"  # a folder where b's video goes: b fails at run time, a does not
+    (blocked / "keep").mkdir(parents=True)
+    proc = subprocess.run(_framefold("run", str(manifest), "--json"), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT + 60)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    assert (tmp_path / "job" / "out" / "a.mp4").stat().st_size > 0  # the other item's output is kept
+
+    run = _get(f"{server}/flow_runs/{summary['flow_run_id']}")
+    assert run["state"]["type"] == "FAILED"
+    assert run["state"]["message"] == "1 of 2 item(s) failed: b"
+    artifacts = {a["key"]: a for a in _post(f"{server}/artifacts/filter",
+                                            {"artifacts": {"flow_run_id": {"any_": [summary["flow_run_id"]]}}})}
+    assert {"framefold-summary", "framefold-items", "framefold-contact-sheet"} <= set(artifacts)
+    assert "failed **1**" in artifacts["framefold-summary"]["data"] and "`b`" in artifacts["framefold-summary"]["data"]
+    assert "](data:image/jpeg;base64," in artifacts["framefold-contact-sheet"]["data"]  # the image itself
+
+    # the automation fired: the webhook got the notification, with the state's message
+    deadline = time.monotonic() + 120
+    while not received and time.monotonic() < deadline:
+        time.sleep(1)
+    hook.shutdown()
+    assert received, "no notification within 120 s"
+    note = json.loads(received[0])
+    assert "failed" in note["subject"] and "1 of 2 item(s) failed: b" in note["body"]
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""``OUTPUT/report.html``: the batch as a page of cards, one per item, failures first.
+
+Each card shows the poster, an animated preview (the item's GIF, else a small webm made
+from its video into ``OUTPUT/previews/``), the prompt, the status and its reason, the
+quality metrics (seam, loop closure, flicker, colour drift), GPU-seconds and links to the
+output files and the sidecar. The page is one self-contained file (inline style and
+script, no network) whose links are relative, so it works opened from the output folder,
+a copy of it, or a bucket's static listing — no server.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+from tasks import provenance, store
+
+REPORT = "report.html"
+PREVIEWS = "previews"
+PREVIEW_WIDTH = 192
+PREVIEW_FPS = 12
+_ORDER = {"failed": 0, "done": 1, "skipped": 2}
+
+log = logging.getLogger("framefold")
+
+
+def write_report(output: store.Location, summary: dict) -> store.Location:
+    """Write ``OUTPUT/report.html`` (a folder or a store URL) for the run ``summary`` (as
+    returned by the flow) and the previews it needs; returns its location."""
+    cards = []
+    for item in sorted(summary["items"], key=lambda r: (_ORDER.get(r["status"], 3), r["id"])):
+        record = provenance.read_sidecar(store.join(output, f"{item['id']}.json"))
+        cards.append(_card(output, item, record))
+    page = _PAGE.format(
+        title=html.escape(f"{summary['job']} — run {summary['run_id']}"),
+        counts=html.escape(", ".join(f"{k} {v}" for k, v in summary["counts"].items())),
+        seconds=f"{summary['seconds']:.1f}",
+        gpu=f"{summary['gpu_seconds']:.1f}",
+        total=len(cards),
+        cards="\n".join(cards),
+    )
+    path = store.join(output, REPORT)
+    store.write_bytes(path, page.encode("utf-8"), durable=False)
+    return path
+
+
+def _card(output: store.Location, item: dict, record: dict | None) -> str:
+    files = {Path(o["path"]).name: o for o in provenance.outputs_of(record)} if record else {}
+    current = item["status"] != "failed"  # a failed item's files, if any, are an earlier run's
+    poster = next((n for n, o in files.items() if o.get("format") == "poster"), None)
+    preview = _preview(output, item["id"], record, files)
+    params = (record or {}).get("params") or {}
+    prompt = item.get("prompt") or params.get("prompt") or ""
+    metrics = _metrics(item.get("metrics") or {}, (record or {}).get("metrics") or {})
+    gpu = item.get("gpu_seconds") or ((record or {}).get("device") or {}).get("gpu_seconds") or 0.0
+    links = [f'<a href="{_href(n)}">{html.escape(n)}</a>' for n in files]
+    if record:
+        links.append(f'<a href="{_href(item["id"] + ".json")}">sidecar</a>')
+    media = []
+    if preview is not None:
+        if preview.endswith(".gif"):
+            media.append(f'<img class="preview" src="{_href(preview)}" alt="preview of {html.escape(item["id"])}">')
+        else:
+            media.append(f'<video class="preview" src="{_href(preview)}" autoplay muted loop playsinline '
+                         f'{"poster=" + chr(34) + _href(poster) + chr(34) if poster else ""}></video>')
+    if poster is not None:
+        media.append(f'<img class="poster" src="{_href(poster)}" alt="poster of {html.escape(item["id"])}">')
+    if not media:
+        media.append('<div class="none">no output</div>')
+    note = "" if current or not files else '<p class="note">files below are from an earlier run</p>'
+    search = " ".join([item["id"], item["status"], item.get("reason") or "", prompt]).lower()
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in metrics)
+    return _CARD.format(
+        id=html.escape(item["id"]),
+        status=html.escape(item["status"]),
+        reason=html.escape(item.get("reason") or ""),
+        search=html.escape(search, quote=True),
+        media="".join(media),
+        prompt=html.escape(prompt) or "<em>no prompt</em>",
+        rows=rows + f"<tr><th>GPU-seconds</th><td>{gpu:.2f}</td></tr>",
+        note=note,
+        links=" · ".join(links) or "<em>no files</em>",
+    )
+
+
+def _metrics(summary_metrics: dict, record_metrics: dict) -> list[tuple[str, str]]:
+    m = {**record_metrics, **summary_metrics}
+    drift = m.get("colour_drift")
+    if isinstance(drift, dict):
+        drift = drift.get("max_mean_spread")
+    flicker = (m.get("flicker") or {}).get("ratio") if isinstance(m.get("flicker"), dict) else m.get("flicker")
+    out = []
+    for label, value in (("seam", m.get("seam_ratio")), ("loop closure", m.get("loop_closure_ratio")),
+                         ("flicker", flicker), ("colour drift", drift)):
+        out.append((label, "–" if value is None else f"{value:.3f}"))
+    return out
+
+
+def _preview(output: store.Location, item_id: str, record: dict | None, files: dict[str, dict]) -> str | None:
+    """Relative path of an animated preview: the item's GIF, else a small webm made once per
+    content key from its video; None when the item has no video."""
+    gif = next((n for n, o in files.items() if o.get("format") == "gif"), None)
+    if gif is not None:
+        return gif
+    video = next((n for n, o in files.items() if o.get("format") in ("mp4", "webm")), None)
+    if video is None:
+        return None
+    key = (record or {}).get("content_key") or "x"
+    name = f"{PREVIEWS}/{item_id}-{key[:12]}.webm"
+    target = store.join(output, name)
+    if store.exists(target):
+        return name
+    source = store.join(output, video)
+    work = store.staging(output) / PREVIEWS
+    work.mkdir(parents=True, exist_ok=True)
+    part = work / f".{item_id}-{key[:12]}.part.webm"
+    try:
+        if store.is_url(source):  # encode from a local copy
+            local = work / f".{item_id}.source{Path(video).suffix}"
+            local.write_bytes(store.read_bytes(source))
+        else:
+            local = Path(source)
+        if not local.is_file():
+            return None
+        _encode_preview(local, part)
+        store.put_file(part, target)
+    except (OSError, subprocess.SubprocessError, store.StoreError) as e:
+        log.warning("report: no preview for %s (%s)", item_id, e)
+        return None
+    finally:
+        part.unlink(missing_ok=True)
+        if store.is_url(source):
+            (work / f".{item_id}.source{Path(video).suffix}").unlink(missing_ok=True)
+    for old in store.listdir(store.join(output, PREVIEWS)):  # previews of earlier versions of the item
+        if old != Path(name).name and old.endswith(".webm") and old.rsplit("-", 1)[0] == item_id:
+            store.delete(store.join(output, f"{PREVIEWS}/{old}"))
+    return name
+
+
+def _encode_preview(src: Path, dst: Path) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src),
+         "-vf", f"fps={PREVIEW_FPS},scale={PREVIEW_WIDTH}:-2", "-an",
+         "-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "45", "-deadline", "realtime", "-cpu-used", "8",
+         "-row-mt", "1", "-threads", "1", str(dst)],
+        check=True, capture_output=True, timeout=300,
+    )
+
+
+def _href(relative: str) -> str:
+    return html.escape(quote(relative), quote=True)
+
+
+_CARD = """<article class="card {status}" data-search="{search}" data-status="{status}">
+<header><h2>{id}</h2><span class="status">{status}</span></header>
+<div class="media">{media}</div>
+<p class="reason">{reason}</p>
+<p class="prompt">{prompt}</p>
+<table class="metrics">{rows}</table>
+{note}<p class="links">{links}</p>
+</article>"""
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafafa; }}
+h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }}
+.summary {{ color: #555; margin: 0 0 1rem; }}
+#filter {{ font: inherit; padding: .4rem .6rem; width: min(30rem, 100%); margin-bottom: 1rem; }}
+#cards {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 1rem; }}
+.card {{ background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .8rem; }}
+.card.failed {{ border-color: #c62828; background: #fff5f5; }}
+.card header {{ display: flex; justify-content: space-between; align-items: baseline; }}
+.card h2 {{ font-size: 1rem; margin: 0; word-break: break-all; }}
+.status {{ font-weight: 600; text-transform: uppercase; font-size: .75rem; }}
+.failed .status {{ color: #c62828; }} .done .status {{ color: #2e7d32; }} .skipped .status {{ color: #00838f; }}
+.media {{ display: flex; gap: .4rem; margin: .5rem 0; }}
+.media img, .media video {{ width: 50%; max-height: 200px; object-fit: contain; background: #eee; }}
+.none {{ color: #999; padding: 1rem; }}
+.reason {{ margin: .2rem 0; white-space: pre-wrap; word-break: break-word; }}
+.failed .reason {{ color: #c62828; }}
+.prompt {{ font-style: italic; color: #444; margin: .2rem 0; }}
+.metrics th {{ text-align: left; font-weight: normal; color: #666; padding-right: 1rem; }}
+.note {{ color: #8a6d00; margin: .2rem 0; }}
+.links a {{ color: #1565c0; }}
+.hidden {{ display: none; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p class="summary">{counts} · {seconds} s · {gpu} GPU-seconds · {total} item(s), failures first</p>
+<input id="filter" type="search" placeholder="filter by id, status, reason or prompt" aria-label="filter">
+<p id="shown" class="summary"></p>
+<main id="cards">
+{cards}
+</main>
+<script>
+(function () {{
+  var box = document.getElementById("filter");
+  var cards = Array.prototype.slice.call(document.querySelectorAll(".card"));
+  var shown = document.getElementById("shown");
+  function apply() {{
+    var words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    var n = 0;
+    cards.forEach(function (card) {{
+      var text = card.getAttribute("data-search");
+      var hit = words.every(function (w) {{ return text.indexOf(w) >= 0; }});
+      card.classList.toggle("hidden", !hit);
+      if (hit) n += 1;
+    }});
+    shown.textContent = n + " of " + cards.length + " shown";
+  }}
+  box.addEventListener("input", apply);
+  apply();
+}})();
+</script>
+</body>
+</html>
+"""

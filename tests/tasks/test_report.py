@@ -1,0 +1,105 @@
+"""report.html in a real headless browser (the system's Chromium, driven by Playwright):
+opened from the output folder as a file (no server), it loads without console errors, shows
+every item as a card with the failure first, its previews play, its relative links point at
+files that exist, and the filter box narrows the cards. The test saves a screenshot."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import yaml
+
+from flows.cli import main
+from tasks.report import REPORT
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Launch flags for a closed network, as root in a container (see ENVIRONMENT.md).
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.usefixtures("ray_cluster", "prefect_server"),
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs /usr/bin/chromium (`make test` installs it)"),
+]
+
+
+@pytest.fixture
+def reported_run(small_job):
+    """small_job with a GIF for item a, and item b failing at run time (a folder sits where its
+    video goes); run once, returns the output folder."""
+    doc = yaml.safe_load(small_job.read_text())
+    doc["items"][0]["prompt"] = "a <b>bold</b> cup & saucer"  # markup in a prompt is shown, never run
+    doc["items"][0]["formats"] = ["mp4", "gif", "poster"]
+    doc["defaults"]["formats"] = ["mp4", "poster"]
+    small_job.write_text(yaml.safe_dump(doc))
+    out = small_job.parent / "out"
+    (out / "b.mp4" / "keep").mkdir(parents=True)
+    assert main(["run", str(small_job)]) == 1
+    return out
+
+
+def test_report_lists_every_item_failures_first_and_its_previews_play(reported_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    # a copy elsewhere: the page depends on nothing but the folder it sits in
+    folder = tmp_path / "copied"
+    shutil.copytree(reported_run, folder)
+    report = folder / REPORT
+    assert report.is_file()
+    text = report.read_text()
+    assert "<script src" not in text and "http://" not in text and "https://" not in text  # self-contained
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)  # a fresh temporary profile
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(report.as_uri())
+            page.wait_for_load_state("load")
+
+            # every item, failure first, with status, reason and prompt (escaped)
+            cards = page.locator("article.card")
+            assert cards.count() == 3
+            ids = cards.locator("h2").all_inner_texts()
+            assert ids[0] == "b" and sorted(ids) == ["a", "b", "c"]
+            assert cards.nth(0).get_attribute("data-status") == "failed"
+            assert "b.mp4" in cards.nth(0).locator(".reason").inner_text()
+            card_a = page.locator("article.card", has=page.locator("h2", has_text="a")).first
+            assert card_a.locator(".prompt").inner_text() == "a <b>bold</b> cup & saucer"
+            for label in ("seam", "loop closure", "flicker", "colour drift", "GPU-seconds"):
+                assert label in card_a.locator(".metrics").inner_text()
+
+            # previews play: a's GIF is decoded, c's webm advances; posters are decoded
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('video.preview')].every(v => v.currentTime > 0.2)", timeout=30_000)
+            assert page.locator("video.preview").count() == 1  # c (a has its GIF)
+            assert page.evaluate("() => [...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)")
+            assert page.locator("img.preview").count() == 1 and page.locator("img.poster").count() == 2
+
+            # links are relative and resolve inside the folder
+            hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+            assert hrefs and all("://" not in h and not h.startswith("/") for h in hrefs)
+            assert all((folder / unquote(h)).is_file() for h in hrefs), hrefs
+            assert {"a.json", "c.json", "a.gif", "c.mp4"} <= set(hrefs)
+
+            # the filter box
+            page.fill("#filter", "failed")
+            assert page.locator("article.card:not(.hidden)").all_inner_texts()[0].startswith("b")
+            assert page.locator("article.card:not(.hidden)").count() == 1
+            page.fill("#filter", "")
+            assert page.locator("article.card:not(.hidden)").count() == 3
+
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+    assert errors == []
+
