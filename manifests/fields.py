@@ -12,9 +12,21 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, WrapValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    WrapValidator,
+    create_model,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from .families import FAMILIES
@@ -129,8 +141,8 @@ Seconds = Annotated[float, Field(gt=0)]
 Side = Annotated[int, Field(ge=16, multiple_of=2)]
 HexColour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
 Fit = Literal["cover", "contain", "stretch"]
-Format = Literal["mp4", "webm", "gif", "poster"]
-Formats = Annotated[list[Format], Field(min_length=1), AfterValidator(check_unique)]
+Format = Literal["mp4", "webm", "gif", "poster"]  # tasks.renditions.EXTENSIONS
+Formats = Annotated[tuple[Format, ...], Field(min_length=1), AfterValidator(check_unique)]
 ASPECT_PATTERN = r"^(native|[1-9][0-9]?:[1-9][0-9]?)$"
 
 
@@ -146,18 +158,17 @@ Aspect = Annotated[
     WithJsonSchema({"type": "string", "pattern": ASPECT_PATTERN,
                     "description": "'native' (the whole frame) or 'W:H' with W and H from 1 to 99, e.g. '9:16'."}),
 ]
-Aspects = Annotated[list[Aspect], Field(min_length=1, max_length=8), AfterValidator(check_unique)]
+Aspects = Annotated[tuple[Aspect, ...], Field(min_length=1, max_length=8), AfterValidator(check_unique)]
 GpuRequest = Annotated[
     Annotated[float, Field(ge=0, le=8)] | Literal["auto"],
     WrapValidator(_auto_or_gpu_count),
 ]
 WindowLength = Annotated[int, Field(ge=1, le=1024)]
 Overlap = Annotated[int, Field(ge=0, le=1023)]
-Weighting = Literal["flat", "linear", "cosine", "gaussian"]
-WindowMode = Literal["independent", "codenoise", "outpaint"]
+Weighting = Literal["flat", "linear", "cosine", "gaussian"]  # kernels.windows.WEIGHTINGS (tests/manifests/test_layers.py)
+WindowMode = Literal[tuple(dict.fromkeys(m for b in BACKENDS.values() for m in b.window_modes))]  # type: ignore[valid-type]
 UpscaleFactor = Annotated[float, Field(ge=1, le=8)]
-Resample = Literal["lanczos", "bicubic", "bilinear", "nearest"]
-UpscaleMethod = Literal["lanczos", "bicubic", "bilinear", "nearest", "model"]
+UpscaleMethod = Literal["lanczos", "bicubic", "bilinear", "nearest", "model"]  # kernels.resample.METHODS + model
 TileSide = Annotated[int, Field(ge=0, le=4096)]
 TileOverlap = Annotated[int, Field(ge=0, le=1024)]
 Amplitude = Annotated[float, Field(ge=0, le=0.2)]
@@ -165,7 +176,7 @@ ModeCount = Annotated[int, Field(ge=1, le=16)]
 MaxHz = Annotated[float, Field(gt=0, le=12)]
 Shift = Annotated[float, Field(ge=-0.5, le=0.5)]
 FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
-Dtype = Literal["float32", "float16", "bfloat16"]
+Dtype = Literal["float32", "float16", "bfloat16"]  # tasks.backends.diffusers_backend.DTYPES
 SchedulerName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*Scheduler$", max_length=64)]
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Guidance = Annotated[float, Field(ge=0, le=50)]
@@ -207,3 +218,79 @@ class Patch(Strict):
         )
         return self
 
+
+
+Rule = Callable[[Any], list[tuple[FieldPath, str]]]  # a section -> its (field path, message) problems
+
+
+def patch_of(
+    spec: type[BaseModel],
+    name: str,
+    doc: str,
+    *,
+    written: dict[str, tuple[Any, FieldInfo]] | None = None,
+    after: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+    nullable: tuple[str, ...] = (),
+    rule: Rule | None = None,
+) -> type[Patch]:
+    """The model of `spec` as written in a manifest: every field optional (left out: inherit),
+    with the spec's constraints, and its description followed by the spec's default.
+
+    `written` replaces or adds fields whose written form differs (a relative path for an
+    absolute one, a section's patch for its spec); `after` places an added field after a
+    spec field (added field -> spec field); `skip` leaves fields out; `nullable` may be null ("none"); `rule` runs on the
+    patch as on the spec (it must skip fields left out, which are None).
+    """
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    for field, info in spec.model_fields.items():
+        if field in skip:
+            continue
+        annotation = _as_written(info.annotation)
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[field] = (annotation | None, Field(None, description=with_default(info)))
+        fields |= {added: (written or {})[added] for added, before in (after or {}).items() if before == field}
+    fields |= written or {}
+    validators = {}
+    if rule is not None:
+        validators["_section_rule"] = model_validator(mode="after")(_checked_by(rule))
+    model = create_model(name, __base__=Patch, __doc__=doc, __module__=spec.__module__, __validators__=validators, **fields)
+    model._nullable = frozenset(nullable)
+    return model
+
+
+def _checked_by(rule: Rule) -> Callable[[Any], Any]:
+    def check(self: Any) -> Any:
+        raise_rule_problems(rule(self))
+        return self
+
+    return check
+
+
+def _as_written(annotation: Any) -> Any:
+    """A resolved model's type as YAML writes it: tuples are lists (strict validation takes
+    no list for a tuple)."""
+    if get_origin(annotation) is not tuple:
+        return annotation
+    args = get_args(annotation)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return list[args[0]]
+    return Annotated[list[args[0]], Field(min_length=len(args), max_length=len(args))]
+
+
+def with_default(info: FieldInfo) -> str:
+    """A field's description followed by its default, as a manifest author writes it."""
+    if info.is_required() or info.default_factory is not None or info.default is None:
+        return info.description or ""
+    return f"{info.description} Default {_written(info.default)}."
+
+
+def _written(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_written(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value != "" else "''"

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from .fields import (
     BACKENDS,
-    Aspect,
     Aspects,
     Backend,
     FrameCount,
     Fit,
-    Format,
     Formats,
     Fps,
     GpuRequest,
@@ -38,7 +36,7 @@ from .fields import (
     Seed,
     Side,
     Steps,
-    check_unique,
+    patch_of,
     raise_rule_problems,
 )
 from .rules import aspect_problems, diffusers_problems, upscale_problems
@@ -53,80 +51,6 @@ from .sections import (
     WindowSpec,
 )
 from .settings import Settings
-
-
-# --- Items as written --------------------------------------------------------------------
-class ItemFields(Patch):
-    """Every item field, all optional: the `defaults:` section, and the base of an item.
-
-    `image: null` / `mask: null` in an item mean "no image / no mask" (overriding defaults).
-    """
-
-    _nullable: ClassVar[frozenset[str]] = frozenset({"image", "mask"})
-
-    image: RelPath | None = Field(None, description="Still image to animate, relative to the manifest folder.")
-    mask: RelPath | None = Field(
-        None, description="Grayscale mask, relative to the manifest folder: motion is confined where it is bright."
-    )
-    prompt: Prompt | None = Field(None, description="Text prompt (at most 2000 characters). Default ''.")
-    negative_prompt: Prompt | None = Field(None, description="Negative prompt (at most 2000 characters). Default ''.")
-    backend: Backend | None = Field(None, description=f"Generator backend: {', '.join(BACKENDS)}. Default motion.")
-    seed: Seed | None = Field(None, description="Random seed, 0..2^63-1. Default 0.")
-    fps: Fps | None = Field(None, description="Frames per second, (0, 120]. Default 24.")
-    frames: FrameCount | None = Field(
-        None, description="Length in frames. Set frames or duration, not both. Default 48 if neither is set anywhere."
-    )
-    duration: Seconds | None = Field(
-        None, description="Length in seconds; duration × fps must be a whole number of frames. Set frames or duration, not both."
-    )
-    size: Annotated[list[Side], Field(min_length=2, max_length=2)] | None = Field(
-        None, description="Generation size [width, height] in pixels, each even and >= 16. Default [256, 256]."
-    )
-    loop: bool | None = Field(None, description="Make a seamless loop (the last frame flows into the first). Default false.")
-    window: WindowPatch | None = Field(None, description="Temporal windows; merged key by key with defaults.")
-    upscale: UpscalePatch | None = Field(None, description="Upscaling; merged key by key with defaults.")
-    formats: Formats | None = Field(
-        None, description="Output formats, each once: mp4, webm, gif, poster (middle frame, JPEG). Default [mp4]."
-    )
-    aspects: Aspects | None = Field(
-        None, description="Aspect ratios, each once: 'native' or 'W:H' (a centred crop of the one generation). "
-        "Default [native]."
-    )
-    motion: MotionPatch | None = Field(None, description="motion-backend parameters; merged key by key with defaults.")
-    model: ModelPatch | None = Field(None, description="diffusers model (backend: diffusers); merged key by key.")
-    steps: Steps | None = Field(None, description="Denoising steps per window (diffusers). Default 25.")
-    guidance: Guidance | None = Field(None, description="Classifier-free guidance scale (diffusers). Default 6.")
-    gpus: GpuRequest | None = Field(
-        None, description="GPUs per window task (0..8), or 'auto': 1 if the cluster has GPUs, else 0. Default auto."
-    )
-    fit: Fit | None = Field(None, description="How the image is fitted to size: cover | contain | stretch. Default cover.")
-    background: HexColour | None = Field(
-        None, description="'#rrggbb' composited under transparent images and used for contain padding. Default #ffffff."
-    )
-
-    @model_validator(mode="after")
-    def _frames_or_duration(self) -> ItemFields:
-        if "frames" in self.model_fields_set and "duration" in self.model_fields_set:
-            raise_rule_problems(
-                [("duration", f"set frames or duration, not both (got frames: {self.frames}, duration: {self.duration})")]
-            )
-        return self
-
-
-class ItemEntry(ItemFields):
-    """One item of `items:` (or one catalog row): its own id plus any item field."""
-
-    id: SafeName = Field(description="Item id: a safe file name, unique (also ignoring case) within the job.")
-
-
-NESTED_FIELDS = ("window", "upscale", "motion", "model")  # merged key by key with defaults
-SECTION_MODELS: dict[str, type[Patch]] = {
-    "window": WindowPatch, "upscale": UpscalePatch, "motion": MotionPatch, "model": ModelPatch,
-}
-CATALOG_FIELDS = (  # what a catalog column may fill: scalar item fields, size, and nested keys as section.key
-    *(name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "formats", "aspects")),
-    *(f"{section}.{key}" for section, model in SECTION_MODELS.items() for key in model.model_fields),
-)
 
 
 # --- The resolved item -------------------------------------------------------------------
@@ -157,36 +81,44 @@ class ItemSpec(Resolved):
     """One fully resolved item: defaults applied, frames known, paths absolute.
 
     Built by ``load_manifest``; validate with ``context={"settings": settings}`` to apply
-    that run's limits.
+    that run's limits. The descriptions (and defaults) are those of the manifest's fields.
     """
 
-    id: SafeName = Field(description="Item id; a safe file name, unique within the job.")
+    id: SafeName = Field(description="Item id: a safe file name, unique (also ignoring case) within the job.")
     source: str = Field(min_length=1, description="Where the item was defined: 'items[3]' or 'catalog row 12'.")
     image: Path | None = Field(None, description="Absolute path of the still image, or None.")
     mask: Path | None = Field(None, description="Absolute path of the grayscale motion mask, or None.")
-    prompt: Prompt = Field("", description="Text prompt.")
-    negative_prompt: Prompt = Field("", description="Negative prompt.")
-    backend: Backend = Field("motion", description="Generator backend.")
-    seed: Seed = Field(0, description="Random seed.")
-    fps: Fps = Field(24.0, description="Frames per second.")
-    frames: FrameCount = Field(48, description="Length in frames.")
-    size: tuple[Side, Side] = Field((256, 256), description="Generation size (width, height) in pixels.")
-    loop: bool = Field(False, description="Seamless loop.")
-    window: WindowSpec = Field(default_factory=WindowSpec, description="Temporal windows.")
-    upscale: UpscaleSpec = Field(default_factory=UpscaleSpec, description="Upscaling.")
-    formats: Annotated[tuple[Format, ...], Field(min_length=1), AfterValidator(check_unique)] = Field(
-        ("mp4",), description="Output formats."
+    prompt: Prompt = Field("", description="Text prompt (at most 2000 characters).")
+    negative_prompt: Prompt = Field("", description="Negative prompt (at most 2000 characters).")
+    backend: Backend = Field("motion", description=f"Generator backend: {', '.join(BACKENDS)}.")
+    seed: Seed = Field(0, description="Random seed, 0..2^63-1.")
+    fps: Fps = Field(24.0, description="Frames per second, (0, 120].")
+    frames: FrameCount = Field(
+        48, description="Length in frames. Set frames or duration, not both; the default applies if neither is set anywhere."
     )
-    aspects: Annotated[tuple[Aspect, ...], Field(min_length=1, max_length=8), AfterValidator(check_unique)] = Field(
-        ("native",), description="Aspect ratios of the renditions."
+    size: tuple[Side, Side] = Field((256, 256), description="Generation size [width, height] in pixels, each even and >= 16.")
+    loop: bool = Field(False, description="Make a seamless loop (the last frame flows into the first).")
+    window: WindowSpec = Field(default_factory=WindowSpec, description="Temporal windows; merged key by key with defaults.")
+    upscale: UpscaleSpec = Field(default_factory=UpscaleSpec, description="Upscaling; merged key by key with defaults.")
+    formats: Formats = Field(
+        ("mp4",), description="Output formats, each once: mp4, webm, gif, poster (middle frame, JPEG)."
     )
-    motion: MotionSpec = Field(default_factory=MotionSpec, description="motion-backend parameters.")
-    model: ModelSpec | None = Field(None, description="diffusers model, for backend: diffusers.")
+    aspects: Aspects = Field(
+        ("native",), description="Aspect ratios, each once: 'native' or 'W:H' (a centred crop of the one generation)."
+    )
+    motion: MotionSpec = Field(
+        default_factory=MotionSpec, description="motion-backend parameters; merged key by key with defaults."
+    )
+    model: ModelSpec | None = Field(None, description="diffusers model (backend: diffusers); merged key by key.")
     steps: Steps = Field(25, description="Denoising steps per window (diffusers).")
     guidance: Guidance = Field(6.0, description="Classifier-free guidance scale (diffusers).")
-    gpus: GpuRequest = Field("auto", description="GPUs per window task, or 'auto'.")
-    fit: Fit = Field("cover", description="How the image is fitted to size.")
-    background: HexColour = Field("#ffffff", description="Background colour '#rrggbb'.")
+    gpus: GpuRequest = Field(
+        "auto", description="GPUs per window task (0..8), or 'auto': 1 if the cluster has GPUs, else 0."
+    )
+    fit: Fit = Field("cover", description="How the image is fitted to size: cover | contain | stretch.")
+    background: HexColour = Field(
+        "#ffffff", description="'#rrggbb' composited under transparent images and used for contain padding."
+    )
 
     @property
     def duration(self) -> float:
@@ -269,3 +201,51 @@ class ItemSpec(Resolved):
         raise_rule_problems(problems)
         return self
 
+
+# --- Items as written --------------------------------------------------------------------
+def _frames_or_duration(fields: Any) -> list[tuple[str, str]]:
+    if "frames" in fields.model_fields_set and "duration" in fields.model_fields_set:
+        return [("duration", f"set frames or duration, not both (got frames: {fields.frames}, duration: {fields.duration})")]
+    return []
+
+
+ItemFields = patch_of(
+    ItemSpec,
+    "ItemFields",
+    """Every item field, all optional: the `defaults:` section, and the base of an item.
+
+    `image: null` / `mask: null` in an item mean "no image / no mask" (overriding defaults).
+    """,
+    written={
+        "image": (RelPath | None, Field(None, description="Still image to animate, relative to the manifest folder.")),
+        "mask": (RelPath | None, Field(
+            None, description="Grayscale mask, relative to the manifest folder: motion is confined where it is bright.")),
+        "duration": (Seconds | None, Field(
+            None, description="Length in seconds; duration × fps must be a whole number of frames. "
+            "Set frames or duration, not both.")),
+        "window": (WindowPatch | None, Field(None, description=ItemSpec.model_fields["window"].description)),
+        "upscale": (UpscalePatch | None, Field(None, description=ItemSpec.model_fields["upscale"].description)),
+        "motion": (MotionPatch | None, Field(None, description=ItemSpec.model_fields["motion"].description)),
+        "model": (ModelPatch | None, Field(None, description=ItemSpec.model_fields["model"].description)),
+    },
+    after={"duration": "frames"},
+    skip=("id", "source"),
+    nullable=("image", "mask"),
+    rule=_frames_or_duration,
+)
+
+
+class ItemEntry(ItemFields):
+    """One item of `items:` (or one catalog row): its own id plus any item field."""
+
+    id: SafeName = Field(description=ItemSpec.model_fields["id"].description)
+
+
+NESTED_FIELDS = ("window", "upscale", "motion", "model")  # merged key by key with defaults
+SECTION_MODELS: dict[str, type[Patch]] = {
+    "window": WindowPatch, "upscale": UpscalePatch, "motion": MotionPatch, "model": ModelPatch,
+}
+CATALOG_FIELDS = (  # what a catalog column may fill: scalar item fields, size, and nested keys as section.key
+    *(name for name in ItemEntry.model_fields if name not in (*NESTED_FIELDS, "formats", "aspects")),
+    *(f"{section}.{key}" for section, model in SECTION_MODELS.items() for key in model.model_fields),
+)

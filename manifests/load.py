@@ -38,7 +38,7 @@ from .job import Job, SignerConfig
 from .paths import input_file, output_root
 from .problems import ManifestError, Problem, failed_part, file_order, problems_from, short, usable_id
 from .resolve import ItemResolver
-from .schema import CatalogSpec, Manifest
+from .schema import C2paSpec, CatalogSpec, Manifest
 from .settings import Settings
 from .yaml_safe import parse_yaml, read_bytes
 
@@ -178,7 +178,8 @@ def _signer(section: dict | None, settings: Settings, root: Path):
                 problems.append(Problem(f"provenance.c2pa.{name}", message))
         if problems:
             return None, None, problems
-        signer = SignerConfig(cert=files["cert"], key=files["key"], alg=c2pa.get("alg", "es256"), tsa_url=c2pa.get("tsa_url"))
+        spec = C2paSpec.model_validate(c2pa)  # validated already: this fills in the defaults
+        signer = SignerConfig(cert=files["cert"], key=files["key"], alg=spec.alg, tsa_url=spec.tsa_url)
         return signer, "manifest", []
     if settings.c2pa_cert is None or settings.c2pa_key is None:
         missing = "FRAMEFOLD_C2PA_KEY" if settings.c2pa_cert is not None else "FRAMEFOLD_C2PA_CERT"
