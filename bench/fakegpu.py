@@ -1,7 +1,7 @@
 """A stand-in for ``tasks.generate.render_window`` on fake GPUs (bench only).
 
 Same arguments and result as ``render_window`` — ``(spec, window, conditioning) ->
-(node id, seconds, pixels (L, H, W, 3) uint8)`` — but the "model" costs a fixed
+a ``Rendered`` (pixels (L, H, W, 3) uint8, node id, seconds)`` — but the "model" costs a fixed
 ``spec["cost_s"]`` of sleep per window, and the pixels are a realistic payload made once
 per worker. Declared like ``render_window`` (``max_calls=0``: workers stay alive) and
 submitted like ``task_submitter`` does (``num_gpus`` and one CPU per window).
@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import ray
 
+from tasks.generate import Rendered
+
 
 @functools.lru_cache(maxsize=4)
 def _payload(frames: int, height: int, width: int) -> np.ndarray:
@@ -23,11 +25,11 @@ def _payload(frames: int, height: int, width: int) -> np.ndarray:
 
 
 @ray.remote(max_retries=0, max_calls=0)
-def fake_render(spec: dict, window, conditioning) -> tuple[str, float, np.ndarray]:
+def fake_render(spec: dict, window, conditioning) -> Rendered:
     """Sleep ``spec["cost_s"]``, return the payload for ``len(window.frames)`` frames."""
     time.sleep(spec["cost_s"])
     height, width = spec["size"]
-    return ray.get_runtime_context().get_node_id(), spec["cost_s"], _payload(len(window.frames), height, width)
+    return Rendered(_payload(len(window.frames), height, width), ray.get_runtime_context().get_node_id(), spec["cost_s"])
 
 
 def fake_submitter(spec: dict, *, gpus: float) -> Callable:
@@ -44,10 +46,11 @@ class FakeModelActor:
     def __init__(self, spec: dict) -> None:
         self.spec = spec
 
-    def render(self, window, conditioning) -> tuple[str, float, np.ndarray]:
+    def render(self, window, conditioning) -> Rendered:
         time.sleep(self.spec["cost_s"])
         height, width = self.spec["size"]
-        return ray.get_runtime_context().get_node_id(), self.spec["cost_s"], _payload(len(window.frames), height, width)
+        return Rendered(_payload(len(window.frames), height, width), ray.get_runtime_context().get_node_id(),
+                        self.spec["cost_s"])
 
 
 def fake_pool(spec: dict, *, size: int, gpus: float) -> tuple[list, Callable]:

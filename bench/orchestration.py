@@ -73,7 +73,8 @@ def _drive(plan: ItemPlan, submit, conditioning, in_flight: int) -> dict:
 
     started = time.time()
     tick = time.perf_counter()
-    gen = _Timed(generate_windows(timed_submit, conditioning, plan.requests(24.0), plan.order, in_flight=in_flight))
+    gen = _Timed((i, r.pixels) for i, r in generate_windows(timed_submit, conditioning, plan.requests(24.0), plan.order,
+                                                             in_flight=in_flight))
     st = _Timed(stitch(gen, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
     frames = sum(len(chunk) for chunk in st)
     wall = time.perf_counter() - tick

@@ -304,7 +304,8 @@ def _framefold(args) -> None:
             video, _ = codenoise_frames(spec_of(item), item.params(), cond, submit=pool.denoise)
             return len(video)
         plan = plan_item(item)
-        windows = generate_windows(pool.submit, cond, plan.requests(item.fps), plan.order, in_flight=2)
+        windows = ((i, r.pixels) for i, r in generate_windows(pool.submit, cond, plan.requests(item.fps), plan.order,
+                                                               in_flight=2))
         return sum(len(c) for c in stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting))
 
     # one-time process costs, outside the timing as FreeNoise's imports are: diffusers and the

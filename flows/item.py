@@ -31,11 +31,11 @@ from tasks import provenance, store
 from tasks.backends import Conditioning, identify, spec_of
 from tasks.cache import WindowCache
 from tasks.errors import ItemError
-from tasks.generate import Cluster, generate_windows, outpaint_windows, task_submitter
+from tasks.generate import Cluster, Rendered, generate_windows, outpaint_windows, task_submitter
 from tasks.media import load_image
 from tasks.plan import plan_item
+from tasks.pool import ActorPool, Lease, Pools
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
-from tasks.pool import item_finished, pool_for, uses_pool
 from tasks.stitch import stitch
 from tasks.superres import UpscalerError
 from tasks.superres import describe as describe_upscaler
@@ -59,7 +59,6 @@ class RunContext:
     started_at: str
     cache_dir: Path
     cache_bytes: int
-    actors: int  # model actors per pool; 0: one per GPU (or one on CPU)
     signer: Any = None  # tasks.credentials.SignerConfig: sign outputs with C2PA content credentials
 
 
@@ -78,16 +77,15 @@ class ItemResult:
 
 
 @task(task_run_name="item-{item.id}", cache_policy=NO_CACHE)
-def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
-    """Produce one item. A failure ends in a Failed task state whose data is the
-    :class:`ItemResult` with the reason (no retry: Ray already retried lost workers)."""
+def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | State:
+    """Produce one item, on the model pool ``pools`` leases it. A failure ends in a Failed
+    task state whose data is the :class:`ItemResult` with the reason (no retry: Ray already
+    retried lost workers)."""
     t0 = time.perf_counter()
     try:
-        with _item_lock(ctx.output, item.id):
-            result = _produce(item, ctx)
+        with _item_lock(ctx.output, item.id), pools.lease(item) as lease:
+            result = _produce(item, ctx, lease)
     except Exception as e:  # one bad item never sinks the batch
-        if uses_pool(item):
-            item_finished(ctx.run_id, spec_of(item))
         if isinstance(e, ItemError):
             reason = str(e)
             get_run_logger().error("item %s failed: %s", item.id, reason)
@@ -98,30 +96,107 @@ def produce_item(item: ItemSpec, ctx: RunContext) -> ItemResult | State:
         provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result))
         reporter().item_finished(item.id, "failed")
         return Failed(message=reason, data=result)
-    if uses_pool(item):
-        item_finished(ctx.run_id, spec_of(item))
     reporter().item_finished(item.id, result.status)
     return result
 
 
-def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
+def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
     t0 = time.perf_counter()
     started_at = provenance.now()
     timings: dict[str, float] = {}
-    sidecar = ctx.output / f"{item.id}.json"
-    previous = provenance.read_sidecar(sidecar)
     width, height = item.output_size
     writer = RenditionWriter(ctx.output, item.id, size=(width, height), fps=item.fps, frames=item.frames,
                              aspects=item.aspects, formats=item.formats)  # starts nothing until entered
+
+    # 1. Check the output: the content key; skip when an output made from the same inputs,
+    #    parameters and model is intact.
+    tick = time.perf_counter()
+    keyed = _check_output(item, ctx, writer)
+    if keyed.why is None:
+        return _skipped(item, ctx, keyed)
+    timings["key"] = time.perf_counter() - tick
+    reporter().item_started(item.id, item.frames)
+
+    # 2. Prepare the inputs: the still (and mask) fitted to the generation size.
+    tick = time.perf_counter()
+    conditioning, infos = _prepare_inputs(item, ctx, keyed.params)
+    timings["inputs"] = time.perf_counter() - tick
+
+    # 3. Plan the windows.
+    tick = time.perf_counter()
+    plan = plan_item(item)
+    gpus = ctx.cluster.gpus_per_window(item.gpus)
+    timings["plan"] = time.perf_counter() - tick
+
+    clock, tally = _StageClock(), _Tally()
+    cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
+    pool = lease.pool(gpus) if lease.spec is not None else None
+    try:
+        # 4. Generate the windows (Ray tasks, or the model pool's actors), streamed as they finish.
+        # 5. Stitch them into final frames, in order.
+        codenoise_stats: dict = {}
+        if item.window.mode == "codenoise":  # one full-length latent, co-denoised by the pool
+            tick = time.perf_counter()
+            frames, codenoise_stats = _codenoise(item, keyed.params, conditioning, pool)
+            clock.add("generate", time.perf_counter() - tick)
+        else:
+            windows = clock.wrap("generate", tally.pixels(
+                _generate(item, ctx, keyed.key, plan, conditioning, pool, gpus, cache)))
+            frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames,
+                                                 weighting=plan.weighting))
+
+        # 6. Upscale to the output size (resampling, or the super-resolution model on the pool).
+        before_upscale = None
+        if item.upscale.method == "model" or (width, height) != tuple(item.size):
+            before_upscale = StreamingClipStats()  # the frames before upscaling, for the flicker metric
+            frames = _measured(frames, before_upscale)
+        frames = clock.wrap("upscale", _upscale(item, keyed.backend, frames, pool, tally))
+
+        # 7. Encode every rendition, frames piped to ffmpeg.
+        encoded = _encode(item, frames, writer, clock)
+        timings.update(clock.exclusive())
+        # GPU time: each window's compute on its worker (codenoise: the pool's actors over the generate stage)
+        busy = timings.get("generate", 0.0) * len(pool.actors) if item.window.mode == "codenoise" else tally.seconds
+
+        # 8. Record provenance: embed the record, sign and commit the outputs, then the sidecar, then the
+        #    ledger rows.
+        record = _record(item, ctx, keyed, infos, plan, writer, encoded, before_upscale, tally, gpus, busy,
+                         codenoise_stats, timings, started_at)
+        outputs = _write(item, ctx, keyed, writer, record)
+    finally:
+        writer.close()
+    cache.drop(keyed.key)
+    why = keyed.why
+    if tally.reused:
+        why = f"{why}; resumed: {tally.reused} of {len(plan.windows)} windows reused"
+    metrics = {k: v for k, v in record["metrics"].items() if k != "colour_drift"}
+    metrics["colour_drift"] = record["metrics"].get("colour_drift", {}).get("max_mean_spread")
+    result = ItemResult(item.id, "done", why, [o["path"] for o in outputs], time.perf_counter() - t0, item.frames,
+                        keyed.key, tally.reused, metrics, round(busy * gpus, 4))
+    provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, record))
+    return result
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """An item's content key and why it runs (``why`` None: its output is current)."""
+
+    key: str
+    why: str | None
+    inputs: dict  # input name → sha256 (None: no such input)
+    params: dict
+    backend: dict
+    previous: dict | None  # the sidecar record of the output there now
+
+
+def _check_output(item: ItemSpec, ctx: RunContext, writer: RenditionWriter) -> _Keyed:
+    sidecar = ctx.output / f"{item.id}.json"
+    previous = provenance.read_sidecar(sidecar)
     # a killed run's temporaries (the item lock is ours: no live writer)
     for name in {*(p.name for p in writer.finals.values()), *_output_names(previous), sidecar.name}:
         store.remove_stale_parts(ctx.output / name)
-
-    # 1. Content key: skip when an output made from the same inputs, parameters and model exists.
-    tick = time.perf_counter()
     inputs = {name: _digest(path) for name, path in (("image", item.image), ("mask", item.mask))}
-    spec = spec_of(item)
-    backend = identify(spec)
+    backend = identify(spec_of(item))
     if item.upscale.method == "model":  # the upscaler's weights decide pixels as much as the generator's
         try:
             backend = {**backend, "upscaler": describe_upscaler(item.upscale.path).as_dict()}
@@ -132,169 +207,180 @@ def _produce(item: ItemSpec, ctx: RunContext) -> ItemResult:
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
     if why is None and ctx.signer is not None and not all(o.get("c2pa") for o in provenance.outputs_of(previous)):
         why = "content credentials missing"  # signing was turned on since: make the outputs again, signed
-    if why is None and _intact(previous, ctx.output):
-        made_by = previous.get("run_id")
-        if made_by and not provenance.has_rows(ctx.output, made_by, item.id):  # that run was killed before the row
-            provenance.append_rows(ctx.output, made_by, item.id, provenance.rows_from_record(previous))
-        result = ItemResult(item.id, "skipped", "unchanged", _output_names(previous), content_key=key)
-        provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, previous))
-        return result
-    why = why or "output missing or damaged"
-    timings["key"] = time.perf_counter() - tick
-    reporter().item_started(item.id, item.frames)
+    if why is None and not _intact(previous, ctx.output):
+        why = "output missing or damaged"
+    return _Keyed(key, why, inputs, params, backend, previous)
 
-    # 2. Inputs: decode and fit the still (and mask) to the generation size.
-    tick = time.perf_counter()
+
+def _skipped(item: ItemSpec, ctx: RunContext, keyed: _Keyed) -> ItemResult:
+    previous = keyed.previous
+    made_by = previous.get("run_id")
+    if made_by and not provenance.has_rows(ctx.output, made_by, item.id):  # that run was killed before the row
+        provenance.append_rows(ctx.output, made_by, item.id, provenance.rows_from_record(previous))
+    result = ItemResult(item.id, "skipped", "unchanged", _output_names(previous), content_key=keyed.key)
+    provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, previous))
+    return result
+
+
+def _prepare_inputs(item: ItemSpec, ctx: RunContext, params: dict) -> tuple[Conditioning, dict]:
+    """The conditioning of every window, and what was read (input name → image info or None)."""
     image = mask = None
-    image_info = mask_info = None
+    infos = {"image": None, "mask": None}
     if item.image is not None:
-        image, image_info = load_image(
+        image, infos["image"] = load_image(
             item.image, size=item.size, fit=item.fit, background=item.background, max_pixels=ctx.max_image_pixels
         )
     if item.mask is not None:
-        mask, mask_info = load_image(
+        mask, infos["mask"] = load_image(
             item.mask, size=item.size, fit=item.fit, max_pixels=ctx.max_image_pixels, grayscale=True
         )
         mask = mask[0]
-    conditioning = Conditioning(item_id=item.id, seed=item.seed, image=image, mask=mask, params=params)
-    timings["inputs"] = time.perf_counter() - tick
+    return Conditioning(item_id=item.id, seed=item.seed, image=image, mask=mask, params=params), infos
 
-    # 3. Plan the windows.
-    tick = time.perf_counter()
-    plan = plan_item(item)
-    gpus = ctx.cluster.gpus_per_window(item.gpus)
-    in_flight = ctx.windows_in_flight or 2 * ctx.cluster.slots(gpus)
-    timings["plan"] = time.perf_counter() - tick
 
-    # 4-7. Generate → stitch → upscale → encode, streamed.
-    frame_hash = hashlib.sha256()
-    nodes: set[str] = set()
-    codenoise_stats: dict = {}
-    cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
-    reused: list[int] = []
-    compute: list[float] = []  # seconds each rendered window took on its worker
+def _generate(item: ItemSpec, ctx: RunContext, key: str, plan, conditioning: Conditioning, pool: ActorPool | None,
+              gpus: float, cache: WindowCache) -> Iterator[tuple[int, Rendered]]:
+    """The item's windows as they finish; windows cached by a killed run are read back, not rendered."""
+    submit = pool.submit if pool is not None else task_submitter(spec_of(item), gpus=gpus)
 
     def cached(index: int):
         w = plan.windows[index]
-        pixels = cache.get(key, w.start, w.length)
-        if pixels is not None:
-            reused.append(index)
-        return pixels
+        return cache.get(key, w.start, w.length)
 
     def finished(index: int, pixels) -> None:
         cache.put(key, plan.windows[index].start, plan.windows[index].length, pixels)
-    stats = StreamingClipStats()  # on the 8-bit frames as encoded (0..255 scale)
-    before_upscale = StreamingClipStats()  # the same frames before upscaling, for the flicker metric
-    try:
-        clock = _StageClock()
-        if not uses_pool(item):
-            pool = None
-            submit = task_submitter(spec, gpus=gpus)
-        else:
-            actors = ctx.actors or (ctx.cluster.slots(gpus) if gpus > 0 else 1)
-            pool = pool_for(ctx.run_id, spec, gpus=gpus, size=actors, cluster_cpus=ctx.cluster.cpus)
-            submit = pool.submit
-        if item.window.mode == "codenoise":
-            # one full-length latent, co-denoised by the pool; the coordinator runs here
-            frames = clock.wrap("generate", _codenoise(spec, params, conditioning, pool, codenoise_stats))
-        else:
-            if item.window.mode == "outpaint":  # each window continues the previous one: in order, one at a time
-                rendered = outpaint_windows(submit, conditioning, plan.requests(item.fps),
-                                            [w.start for w in plan.windows], nodes=nodes, cached=cached,
-                                            finished=finished, compute=compute)
-            else:
-                rendered = generate_windows(submit, conditioning, plan.requests(item.fps), plan.order,
-                                            in_flight=in_flight, nodes=nodes, cached=cached, finished=finished,
-                                            compute=compute)
-            windows = clock.wrap("generate", rendered)
-            frames = clock.wrap(
-                "stitch", stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)
-            )
-        upscaled = item.upscale.method == "model" or (width, height) != tuple(item.size)
-        if upscaled:
-            frames = _measured(frames, before_upscale)
-        if item.upscale.method == "model":
-            sr = {"path": str(item.upscale.path), "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
-            frames = clock.wrap("upscale", model_upscale(lambda chunk: pool.upscale(sr, chunk), frames,
-                                                         size=(width, height), scale=backend["upscaler"]["scale"],
-                                                         nodes=nodes, compute=compute))
-        else:
-            frames = clock.wrap("upscale", upscale(frames, size=(width, height), method=item.upscale.method))
-        with writer:
-            for chunk in frames:
-                tick = time.perf_counter()
-                pixels = chunk.numpy()
-                frame_hash.update(pixels.tobytes())
-                stats.update(chunk)
-                writer.write(pixels)
-                clock.add("encode", time.perf_counter() - tick)
-                reporter().frames_done(item.id, len(pixels))
-            tick = time.perf_counter()
-        clock.add("encode", time.perf_counter() - tick)
-        timings.update(clock.exclusive())
-        # GPU time: each window's compute on its worker (codenoise: the pool's actors over the generate stage)
-        busy = timings.get("generate", 0.0) * len(pool.actors) if item.window.mode == "codenoise" else sum(compute)
-        if writer.frames != item.frames:
-            raise RuntimeError(f"encoded {writer.frames} frames, expected {item.frames}")
 
-        # 8. Provenance: embed the record, commit the outputs, then the sidecar, then the ledger rows.
-        record = {
-            "schema": provenance.SCHEMA,
-            "framefold_version": provenance.version(),
-            "run_id": ctx.run_id,
-            "job": ctx.job,
-            "manifest": {"path": str(ctx.manifest_path), "sha256": ctx.manifest_sha256},
-            "item": {"id": item.id, "source": item.source},
-            "inputs": {
-                name: None if path is None else {"path": _rel(path, ctx.root), "sha256": inputs[name], "image": info.as_dict()}
-                for name, path, info in (("image", item.image, image_info), ("mask", item.mask, mask_info))
-            },
-            "backend": backend,
-            "digital_source_type": provenance.source_type(item.backend, has_image=item.image is not None),
-            "params": params,
-            "seed": item.seed,
-            "content_key": key,
-            "reason": why,
-            "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": len(reused), **(
-                {"codenoise": codenoise_stats} if codenoise_stats else {})},
-            "upscale": _upscale_record(item, ctx, backend, (width, height)),
-            "video": {
-                "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
-                "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
-                "frames_sha256": frame_hash.hexdigest(),
-            },
-            "metrics": _metrics(stats, item.loop, plan.windows, before_upscale if upscaled else None),
-            "device": {
-                "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
-                "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
-                "nodes": sorted(nodes),
-            },
-            "libraries": provenance.library_versions(),
-            "timings_s": {k: round(v, 4) for k, v in timings.items()},
-            "started_at": started_at,
-            "finished_at": provenance.now(),
-        }
-        record["renditions"] = [r.as_dict() | {"path": r.name(item.id)} for r in writer.renditions]
-        outputs = writer.finish(provenance.embed_tag(record), _signing(ctx, item, record))
-        record["outputs"] = outputs
-        record["output"] = outputs[0]
-        store.write_bytes(thumb_path(ctx.output, item.id), thumb_strip(writer.sample_frames), durable=False)
-        sidecar.unlink(missing_ok=True)  # killed before the new one is written: no sidecar describes another video
-        writer.commit()
-        store.write_json(sidecar, record)
-        for name in set(_output_names(previous)) - {o["path"] for o in outputs}:  # renditions no longer asked for
-            (ctx.output / name).unlink(missing_ok=True)
-    finally:
-        writer.close()
-    cache.drop(key)
-    if reused:
-        why = f"{why}; resumed: {len(reused)} of {len(plan.windows)} windows reused"
-    metrics = {k: v for k, v in record["metrics"].items() if k != "colour_drift"}
-    metrics["colour_drift"] = record["metrics"].get("colour_drift", {}).get("max_mean_spread")
-    result = ItemResult(item.id, "done", why, [o["path"] for o in outputs], time.perf_counter() - t0, item.frames, key,
-                        len(reused), metrics, round(busy * gpus, 4))
-    provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, record))
-    return result
+    requests = plan.requests(item.fps)
+    if item.window.mode == "outpaint":  # each window continues the previous one: in order, one at a time
+        return outpaint_windows(submit, conditioning, requests, [w.start for w in plan.windows], cached=cached,
+                                finished=finished)
+    in_flight = ctx.windows_in_flight or 2 * ctx.cluster.slots(gpus)
+    return generate_windows(submit, conditioning, requests, plan.order, in_flight=in_flight, cached=cached,
+                            finished=finished)
+
+
+def _codenoise(item: ItemSpec, params: dict, conditioning: Conditioning, pool: ActorPool) -> tuple[Iterator, dict]:
+    """codenoise frames as one uint8 chunk (the whole clip's latent is held anyway), and the run's stats."""
+    from tasks.codenoise import codenoise_frames
+
+    frames, stats = codenoise_frames(spec_of(item), params, conditioning, submit=pool.denoise)
+    return iter([to_uint8(frames)]), stats
+
+
+def _upscale(item: ItemSpec, backend: dict, frames: Iterator[Tensor], pool: ActorPool | None,
+             tally: _Tally) -> Iterator[Tensor]:
+    size = item.output_size
+    if item.upscale.method != "model":
+        return upscale(frames, size=size, method=item.upscale.method)
+    sr = {"path": str(item.upscale.path), "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
+    return model_upscale(lambda chunk: pool.upscale(sr, chunk), frames, size=size,
+                         scale=backend["upscaler"]["scale"], seen=tally.add)
+
+
+@dataclass
+class _Encoded:
+    frames_sha256: str
+    stats: StreamingClipStats  # on the 8-bit frames as encoded (0..255 scale)
+
+
+def _encode(item: ItemSpec, frames: Iterator[Tensor], writer: RenditionWriter, clock: _StageClock) -> _Encoded:
+    frame_hash = hashlib.sha256()
+    stats = StreamingClipStats()
+    with writer:
+        for chunk in frames:
+            tick = time.perf_counter()
+            pixels = chunk.numpy()
+            frame_hash.update(pixels.tobytes())
+            stats.update(chunk)
+            writer.write(pixels)
+            clock.add("encode", time.perf_counter() - tick)
+            reporter().frames_done(item.id, len(pixels))
+        tick = time.perf_counter()
+    clock.add("encode", time.perf_counter() - tick)
+    if writer.frames != item.frames:
+        raise RuntimeError(f"encoded {writer.frames} frames, expected {item.frames}")
+    return _Encoded(frame_hash.hexdigest(), stats)
+
+
+def _record(item: ItemSpec, ctx: RunContext, keyed: _Keyed, infos: dict, plan, writer: RenditionWriter,
+            encoded: _Encoded, before_upscale: StreamingClipStats | None, tally: _Tally, gpus: float, busy: float,
+            codenoise_stats: dict, timings: dict, started_at: str) -> dict:
+    """The provenance record of a produced item (sidecar, embedded tag, signed assertion)."""
+    width, height = item.output_size
+    return {
+        "schema": provenance.SCHEMA,
+        "framefold_version": provenance.version(),
+        "run_id": ctx.run_id,
+        "job": ctx.job,
+        "manifest": {"path": str(ctx.manifest_path), "sha256": ctx.manifest_sha256},
+        "item": {"id": item.id, "source": item.source},
+        "inputs": {
+            name: None if path is None else {"path": _rel(path, ctx.root), "sha256": keyed.inputs[name],
+                                             "image": infos[name].as_dict()}
+            for name, path in (("image", item.image), ("mask", item.mask))
+        },
+        "backend": keyed.backend,
+        "digital_source_type": provenance.source_type(item.backend, has_image=item.image is not None),
+        "params": keyed.params,
+        "seed": item.seed,
+        "content_key": keyed.key,
+        "reason": keyed.why,
+        "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": tally.reused, **(
+            {"codenoise": codenoise_stats} if codenoise_stats else {})},
+        "upscale": _upscale_record(item, ctx, keyed.backend, (width, height)),
+        "video": {
+            "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
+            "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
+            "frames_sha256": encoded.frames_sha256,
+        },
+        "metrics": _metrics(encoded.stats, item.loop, plan.windows, before_upscale),
+        "device": {
+            "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
+            "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
+            "nodes": sorted(tally.nodes),
+        },
+        "libraries": provenance.library_versions(),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "started_at": started_at,
+        "finished_at": provenance.now(),
+    }
+
+
+def _write(item: ItemSpec, ctx: RunContext, keyed: _Keyed, writer: RenditionWriter, record: dict) -> list[dict]:
+    """Embed the record, sign and commit the outputs, then the sidecar; remove renditions no longer asked for."""
+    record["renditions"] = [r.as_dict() | {"path": r.name(item.id)} for r in writer.renditions]
+    outputs = writer.finish(provenance.embed_tag(record), _signing(ctx, item, record))
+    record["outputs"] = outputs
+    record["output"] = outputs[0]
+    sidecar = ctx.output / f"{item.id}.json"
+    store.write_bytes(thumb_path(ctx.output, item.id), thumb_strip(writer.sample_frames), durable=False)
+    sidecar.unlink(missing_ok=True)  # killed before the new one is written: no sidecar describes another video
+    writer.commit()
+    store.write_json(sidecar, record)
+    for name in set(_output_names(keyed.previous)) - {o["path"] for o in outputs}:  # renditions no longer asked for
+        (ctx.output / name).unlink(missing_ok=True)
+    return outputs
+
+
+@dataclass
+class _Tally:
+    """What came back from the workers: the nodes, their compute seconds, windows read from the cache."""
+
+    nodes: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+    reused: int = 0
+
+    def add(self, rendered: Rendered) -> None:
+        if rendered.reused:
+            self.reused += 1
+        else:
+            self.nodes.add(rendered.node)
+            self.seconds += rendered.seconds
+
+    def pixels(self, stream: Iterable[tuple[int, Rendered]]) -> Iterator[tuple[int, Any]]:
+        for index, rendered in stream:
+            self.add(rendered)
+            yield index, rendered.pixels
 
 
 def _rows(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | None = None) -> list[dict]:
@@ -319,15 +405,6 @@ def _rows(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | No
 def _output_names(record: dict | None) -> list[str]:
     """File names (in the output folder) of the outputs a sidecar record describes."""
     return [Path(o["path"]).name for o in provenance.outputs_of(record)]
-
-
-def _codenoise(spec, params, conditioning, pool, stats: dict) -> Iterator:
-    """codenoise frames as one uint8 chunk (the whole clip's latent is held anyway)."""
-    from tasks.codenoise import codenoise_frames
-
-    frames, run_stats = codenoise_frames(spec, params, conditioning, submit=pool.denoise)
-    stats.update(run_stats)
-    yield to_uint8(frames)
 
 
 def _signing(ctx: RunContext, item: ItemSpec, record: dict) -> Callable[[Path, str], str] | None:

@@ -21,7 +21,7 @@ from tasks.report import write_report
 from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
 from tasks.backends import spec_of
-from tasks.pool import expect, release, uses_pool
+from tasks.pool import Pools, uses_pool
 from tasks.preflight import preflight
 
 
@@ -83,18 +83,17 @@ def run_manifest(
         started_at=provenance.now(),
         cache_dir=settings.cache_dir or store.local_cache(job.output) / "windows",
         cache_bytes=settings.window_cache_bytes,
-        actors=settings.actors,
         signer=job.signer,
     )
     store.ensure_folder(job.output)
     # Items sharing a model run back to back, and each model's actors are released
     # after its last item, so several models in one run do not starve each other of GPUs.
-    with_models = [i for i in items if uses_pool(i)]
-    expect(ctx.run_id, [spec_of(i) for i in with_models])
+    pools = Pools(cluster, actors=settings.actors)
+    pools.expect(items)
     # a spec's items on a pool run before those sent as Ray tasks (motion items without a model upscaler):
     # tasks waiting for resources a pool holds would otherwise sit between the pool and its last user
     order = sorted(range(len(items)), key=lambda n: (json.dumps(spec_of(items[n]), sort_keys=True), not uses_pool(items[n])))
-    submitted = {n: produce_item.submit(items[n], ctx) for n in order}
+    submitted = {n: produce_item.submit(items[n], ctx, pools) for n in order}
     futures = [submitted[n] for n in range(len(items))]
 
     # 4. Gather: a failed item's state carries its result. Then release the model actors.
@@ -106,7 +105,7 @@ def run_manifest(
                 value = ItemResult(item.id, "failed", f"internal error: {type(value).__name__}: {value}")
             results.append(value)
     finally:
-        release(ctx.run_id)
+        pools.close()
     provenance.compact(job.output, ctx.run_id)
 
     # 5. Report: contact sheet next to the outputs, Prefect artifacts.

@@ -88,21 +88,43 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
     )
 
 
-# max_calls=0: keep workers (and their loaded backends) alive; GPU tasks would
-# otherwise default to a fresh worker process per call.
-@ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False, max_calls=0)
-def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> tuple[str, float, np.ndarray]:
-    """One window on one worker, as 8-bit pixels (L, H, W, 3).
+@dataclass(frozen=True)
+class Rendered:
+    """One window (or one super-resolution request) as it came back from its worker."""
+
+    pixels: np.ndarray  # (L, H, W, 3) uint8
+    node: str | None  # id of the Ray node that made it; None: read back from the window cache
+    seconds: float  # compute time on that worker
+
+    @property
+    def reused(self) -> bool:
+        return self.node is None
+
+
+def worker_device() -> str:
+    """``cuda`` where Ray gave this worker a GPU (and torch can use it), else ``cpu``."""
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def render(backend, window: WindowRequest, conditioning: Conditioning) -> Rendered:
+    """One window through a loaded backend, as 8-bit pixels (L, H, W, 3): the one render
+    path of Ray window tasks and model actors.
 
     Windows travel as the 8-bit pixels the video will hold (a quarter of float32's
     bytes). Stitching then averages exact integers, so a frame that every covering
-    window renders alike comes out bit-identical whatever the window plan. Returns
-    the id of the node that rendered the window, the seconds it took, and its pixels."""
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    backend = load(spec, device)
+    window renders alike comes out bit-identical whatever the window plan."""
     t0 = time.perf_counter()
-    frames = to_uint8(backend.generate(window, conditioning)).numpy()
-    return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, frames
+    with torch.inference_mode():
+        pixels = to_uint8(backend.generate(window, conditioning)).numpy()
+    return Rendered(pixels, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)
+
+
+# max_calls=0: keep workers (and their loaded backends) alive; GPU tasks would
+# otherwise default to a fresh worker process per call.
+@ray.remote(max_retries=WINDOW_RETRIES, retry_exceptions=False, max_calls=0)
+def render_window(spec: dict, window: WindowRequest, conditioning: Conditioning) -> Rendered:
+    """One window on one worker (the backend is loaded once per worker process)."""
+    return render(load(spec, worker_device()), window, conditioning)
 
 
 def task_submitter(spec: dict, *, gpus: float) -> Callable[[WindowRequest, ray.ObjectRef], ray.ObjectRef]:
@@ -118,18 +140,14 @@ def generate_windows(
     order: Sequence[int],
     *,
     in_flight: int,
-    nodes: set[str] | None = None,
     cached: Callable[[int], np.ndarray | None] | None = None,
     finished: Callable[[int, np.ndarray], None] | None = None,
-    compute: list[float] | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(window index, pixels (L, H, W, 3) uint8)`` as windows finish (each
-    sent with ``submit``: a Ray task, or an actor of a model pool),
-    submitting in ``order`` with at most ``in_flight`` outstanding; the ids of the
-    nodes that rendered them are added to ``nodes``. A window that ``cached(index)``
-    returns is not rendered again; each rendered window is handed to
-    ``finished(index, pixels)`` (to cache it); the seconds each took on its worker are
-    appended to ``compute``. Pending windows are cancelled if the
+) -> Iterator[tuple[int, Rendered]]:
+    """Yield ``(window index, Rendered)`` as windows finish (each sent with ``submit``: a
+    Ray task, or an actor of a model pool), submitting in ``order`` with at most
+    ``in_flight`` outstanding. A window that ``cached(index)`` returns is not rendered
+    again (it comes back with ``node=None``); each rendered window's pixels are handed to
+    ``finished(index, pixels)`` (to cache it). Pending windows are cancelled if the
     consumer stops early."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
@@ -141,7 +159,7 @@ def generate_windows(
             for index in queue:
                 hit = cached(index) if cached is not None else None
                 if hit is not None:
-                    yield index, hit
+                    yield index, Rendered(hit, None, 0.0)
                     continue
                 pending[submit(requests[index], cond_ref)] = index
                 if len(pending) >= in_flight:
@@ -151,7 +169,7 @@ def generate_windows(
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ready)
             try:
-                node, seconds, frames = ray.get(ready)
+                rendered: Rendered = ray.get(ready)
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if isinstance(e.cause, Exception) else e
                 if isinstance(cause, ItemError):
@@ -159,13 +177,9 @@ def generate_windows(
                 raise ItemError(f"window {index} failed: {type(cause).__name__}: {cause}") from cause
             except ray.exceptions.RayError as e:
                 raise ItemError(f"window {index} failed after {WINDOW_RETRIES} retries: {e}") from e
-            if nodes is not None:
-                nodes.add(node)
-            if compute is not None:
-                compute.append(seconds)
             if finished is not None:
-                finished(index, frames)
-            yield index, frames
+                finished(index, rendered.pixels)
+            yield index, rendered
     finally:
         for ref in pending:
             ray.cancel(ref)
@@ -177,13 +191,12 @@ def outpaint_windows(
     requests: Sequence[WindowRequest],
     starts: Sequence[int],
     **kwargs,
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Iterator[tuple[int, Rendered]]:
     """Temporal outpainting: windows one after another in time, each conditioned (through
     the image input of an image-to-video model) on the frame the previous window rendered
     where this one starts, so the new window continues the last instead of restarting from
     the item's still. Window 0 is conditioned on the item's image. Sequential within an item;
-    items still run side by side. ``kwargs`` as for :func:`generate_windows` (cache, nodes,
-    compute)."""
+    items still run side by side. ``kwargs`` as for :func:`generate_windows` (the cache)."""
     previous: tuple[int, np.ndarray] | None = None
     for index in sorted(range(len(requests)), key=lambda i: starts[i]):
         cond = conditioning
@@ -192,6 +205,6 @@ def outpaint_windows(
             offset = min(starts[index] - start, len(frames) - 1)
             image = torch.from_numpy(np.array(frames[offset])).permute(2, 0, 1).float().div_(255)  # a copy: Ray arrays are read-only
             cond = dataclasses.replace(conditioning, image=image)
-        for got, frames in generate_windows(submit, cond, requests, [index], in_flight=1, **kwargs):
-            previous = (starts[got], frames)
-            yield got, frames
+        for got, rendered in generate_windows(submit, cond, requests, [index], in_flight=1, **kwargs):
+            previous = (starts[got], rendered.pixels)
+            yield got, rendered

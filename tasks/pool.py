@@ -4,22 +4,25 @@ One actor per GPU (``gpus`` per actor, from the manifest), or one on a CPU-only
 cluster; ``FRAMEFOLD_ACTORS`` caps the count. Windows of every item that shares a
 model go to the same pool, spread over its actors in turn.
 Ray restarts an actor whose process dies and re-runs the windows it held
-(``max_restarts``/``max_task_retries``); pools are released at the end of a run.
+(``max_restarts``/``max_task_retries``). A run owns its pools (:class:`Pools`) and
+leases them to its items; each is released after its last item.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
 import torch
 
-from kernels.pixels import to_uint8
 from tasks.backends import Conditioning, WindowRequest, load
+from tasks.generate import Cluster, Rendered, render, worker_device
 
 ACTOR_RESTARTS = 2
 
@@ -29,16 +32,13 @@ class ModelActor:
     """Holds one loaded backend; renders windows as 8-bit pixels (L, H, W, 3)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.device = worker_device()
         self.backend = load(spec, self.device)
 
-    def render(self, window: WindowRequest, conditioning: Conditioning):
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            frames = to_uint8(self.backend.generate(window, conditioning)).numpy()
-        return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, frames
+    def render(self, window: WindowRequest, conditioning: Conditioning) -> Rendered:
+        return render(self.backend, window, conditioning)
 
-    def upscale(self, sr: dict[str, Any], frames):
+    def upscale(self, sr: dict[str, Any], frames) -> Rendered:
         """Frames (k, H, W, 3) uint8 through the super-resolution model ``sr`` (path, tile,
         tile_overlap), loaded once by this actor beside its generator."""
         from tasks.superres import loaded
@@ -46,8 +46,7 @@ class ModelActor:
         t0 = time.perf_counter()
         model = loaded(sr["path"], sr["tile"], sr["tile_overlap"], self.device)
         out = model(frames)
-        return ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, out
-
+        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)
     def upscaler_loads(self) -> int:
         """Super-resolution models loaded by this actor's process."""
         from tasks import superres
@@ -114,50 +113,84 @@ def uses_pool(item) -> bool:
     return item.backend != "motion" or item.upscale.method == "model"
 
 
-_pools: dict[tuple[str, str], ActorPool] = {}
-_users: dict[tuple[str, str], int] = {}
-_pools_lock = threading.Lock()
+class Pools:
+    """The model pools of one run, leased to its items.
+
+    The run declares its items up front (:meth:`expect`); an item takes a :meth:`lease`
+    for as long as it is produced and asks it for its model's pool, which is started on
+    first use (one actor per GPU the windows can use, or ``actors``). When the last
+    item of a model hands its lease back, that pool's actors are killed, so several
+    models in one run do not starve each other of GPUs. :meth:`close` kills the rest."""
+
+    def __init__(self, cluster: Cluster, *, actors: int = 0) -> None:
+        self.cluster = cluster
+        self.actors = actors  # per pool; 0: one per GPU slot (or one on CPU)
+        self._pools: dict[str, ActorPool] = {}
+        self._users: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, items) -> None:
+        """Declare the run's items (resolved ``ItemSpec``s); those on a model pool are counted."""
+        from tasks.backends import spec_of
+
+        with self._lock:
+            for item in items:
+                if uses_pool(item):
+                    key = _key(spec_of(item))
+                    self._users[key] = self._users.get(key, 0) + 1
+
+    @contextlib.contextmanager
+    def lease(self, item) -> Iterator[Lease]:
+        """The item's access to its model's pool while it is produced (done, skipped or failed)."""
+        from tasks.backends import spec_of
+
+        lease = Lease(self, spec_of(item) if uses_pool(item) else None)
+        try:
+            yield lease
+        finally:
+            if lease.spec is not None:
+                self._returned(_key(lease.spec))
+
+    def _get(self, spec: dict[str, Any], gpus: float) -> ActorPool:
+        """The pool for ``spec``, started on first use. CPU actors share the cluster's CPUs
+        when more actors are asked for than there are CPUs, so they can all start."""
+        size = self.actors or (self.cluster.slots(gpus) if gpus > 0 else 1)
+        key = _key(spec)
+        with self._lock:
+            if key not in self._pools:
+                cpus = 1.0 if size <= self.cluster.cpus else max(self.cluster.cpus, 0.01) / size
+                self._pools[key] = ActorPool(spec, size=size, gpus=gpus, cpus=cpus)
+            return self._pools[key]
+
+    def _returned(self, key: str) -> None:
+        with self._lock:
+            self._users[key] = self._users.get(key, 1) - 1
+            if self._users[key] > 0:
+                return
+            self._users.pop(key)
+            pool = self._pools.pop(key, None)
+        if pool is not None:
+            pool.close()
+
+    def close(self) -> None:
+        """Kill every actor of the run's pools."""
+        with self._lock:
+            pools, self._pools, self._users = list(self._pools.values()), {}, {}
+        for pool in pools:
+            pool.close()
 
 
-def _key(run_id: str, spec: dict[str, Any]) -> tuple[str, str]:
-    return run_id, json.dumps(spec, sort_keys=True)
+class Lease:
+    """One item's hold on the run's pool for its model (``spec`` None: the item needs none)."""
+
+    def __init__(self, pools: Pools, spec: dict[str, Any] | None) -> None:
+        self.pools, self.spec = pools, spec
+
+    def pool(self, gpus: float) -> ActorPool:
+        if self.spec is None:
+            raise RuntimeError("this item runs on no model pool")
+        return self.pools._get(self.spec, gpus)
 
 
-def expect(run_id: str, specs: list[dict[str, Any]]) -> None:
-    """Declare the run's items that will use model pools (one spec per item), so each
-    pool is released as soon as its last item is finished and frees its GPUs."""
-    with _pools_lock:
-        for spec in specs:
-            _users[_key(run_id, spec)] = _users.get(_key(run_id, spec), 0) + 1
-
-
-def pool_for(run_id: str, spec: dict[str, Any], *, gpus: float, size: int, cluster_cpus: float) -> ActorPool:
-    """The run's pool for ``spec``, created on first use. CPU actors share the cluster's
-    CPUs when more actors are asked for than there are CPUs, so they can all start."""
-    key = _key(run_id, spec)
-    with _pools_lock:
-        if key not in _pools:
-            cpus = 1.0 if size <= cluster_cpus else max(cluster_cpus, 0.01) / size
-            _pools[key] = ActorPool(spec, size=size, gpus=gpus, cpus=cpus)
-        return _pools[key]
-
-
-def item_finished(run_id: str, spec: dict[str, Any]) -> None:
-    """One item of ``spec`` is finished (done, skipped or failed); the last one releases the pool."""
-    key = _key(run_id, spec)
-    with _pools_lock:
-        _users[key] = _users.get(key, 1) - 1
-        if _users[key] <= 0:
-            _users.pop(key)
-            pool = _pools.pop(key, None)
-            if pool is not None:
-                pool.close()
-
-
-def release(run_id: str) -> None:
-    """Kill every actor of the run's pools."""
-    with _pools_lock:
-        for key in [k for k in _pools if k[0] == run_id]:
-            _pools.pop(key).close()
-        for key in [k for k in _users if k[0] == run_id]:
-            _users.pop(key)
+def _key(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True)

@@ -17,6 +17,7 @@ import torch
 
 from kernels.pixels import from_uint8, to_uint8
 from kernels.resample import resize
+from tasks.generate import Rendered
 
 # Largest float32 output one super-resolution request may make (frames are split to fit).
 REQUEST_BYTES = 512 << 20
@@ -46,23 +47,19 @@ def model_upscale(
     size: tuple[int, int],
     scale: int,
     in_flight: int = 2,
-    nodes: set[str] | None = None,
-    compute: list[float] | None = None,
+    seen: Callable[[Rendered], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Upscale uint8 chunks (k, H, W, C) with a ×``scale`` super-resolution model on the actor pool
-    (``submit(frames)`` → a Ray ref of ``(node, seconds, frames)``), in order, with up to
-    ``in_flight`` chunks outstanding; then resample to ``size`` = (width, height) when the
+    (``submit(frames)`` → a Ray ref of a :class:`~tasks.generate.Rendered`, each handed to
+    ``seen``), in order, with up to ``in_flight`` chunks outstanding; then resample to ``size`` = (width, height) when the
     model's scale does not land there (a ×4 model for a ×2 output is downsampled with Lanczos)."""
     pending: deque[ray.ObjectRef] = deque()
 
     def collect() -> torch.Tensor:
-        node, seconds, frames = ray.get(pending.popleft())
-        if nodes is not None:
-            nodes.add(node)
-        if compute is not None:
-            compute.append(seconds)
-        return torch.from_numpy(np.require(frames, requirements="W"))  # Ray hands out read-only arrays
-
+        rendered: Rendered = ray.get(pending.popleft())
+        if seen is not None:
+            seen(rendered)
+        return torch.from_numpy(np.require(rendered.pixels, requirements="W"))  # Ray hands out read-only arrays
 
     def per_request(chunk: torch.Tensor) -> int:  # frames whose float32 model output (×3: tiles, sum, copy) fits
         h, w = chunk.shape[1:3]

@@ -148,7 +148,7 @@ def test_model_loads_once_per_actor_across_items_and_windows(models):
             cond = Conditioning(item_id, 1, None, None, item.params())
             requests = [WindowRequest(i, tuple(range(4 * i, 4 * i + 5)), 8.0) for i in range(3)]
             frames = list(generate_windows(pool.submit, cond, requests, [0, 1, 2], in_flight=2))
-            assert len(frames) == 3 and frames[0][1].shape == (5, 32, 32, 3)
+            assert len(frames) == 3 and frames[0][1].pixels.shape == (5, 32, 32, 3)
         assert ray.get(pool.actors[0].loads.remote()) == 1
     finally:
         pool.close()
@@ -227,7 +227,7 @@ def test_outpaint_conditions_each_window_on_the_previous_windows_frames(models):
         return real(window, cond_ref)
 
     starts = [w.start for w in plan.windows]
-    chained = dict(outpaint_windows(submit, cond, plan.requests(item.fps), starts))
+    chained = {i: r.pixels for i, r in outpaint_windows(submit, cond, plan.requests(item.fps), starts)}
     order = sorted(range(len(starts)), key=starts.__getitem__)
     torch.testing.assert_close(seen[order[0]], image, rtol=0, atol=0)
     for before, after in zip(order, order[1:]):
@@ -235,7 +235,7 @@ def test_outpaint_conditions_each_window_on_the_previous_windows_frames(models):
         expected = torch.from_numpy(frame.copy()).permute(2, 0, 1).float() / 255
         torch.testing.assert_close(seen[after], expected, rtol=0, atol=0)
     # independent windows all start from the still: the first window is the same, a later one is not
-    independent = dict(generate_windows(real, cond, plan.requests(item.fps), order, in_flight=2))
+    independent = {i: r.pixels for i, r in generate_windows(real, cond, plan.requests(item.fps), order, in_flight=2)}
     assert np.array_equal(independent[order[0]], chained[order[0]])
     assert not np.array_equal(independent[order[-1]], chained[order[-1]])
 

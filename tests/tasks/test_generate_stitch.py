@@ -42,7 +42,7 @@ def test_stitched_windows_equal_direct_render(length, overlap, weighting, circul
     requests = [
         WindowRequest(i, tuple((w.start + j) % n for j in range(w.length)), PARAMS["fps"]) for i, w in enumerate(plan)
     ]
-    stream = generate_windows(MOTION, cond, requests, emission_order(plan, n), in_flight=3)
+    stream = ((i, r.pixels) for i, r in generate_windows(MOTION, cond, requests, emission_order(plan, n), in_flight=3))
     stitched = torch.cat(list(stitch(stream, plan, num_frames=n, weighting=weighting)))  # (T, H, W, 3) uint8
     assert stitched.shape == (n, 48, 64, 3)
     diff = (stitched.float() / 255 - direct.movedim(1, -1)).abs().max().item()
@@ -61,7 +61,7 @@ def test_frames_stream_before_all_windows_finish():
     def counting(stream):
         for pair in stream:
             consumed.append(pair[0])
-            yield pair
+            yield pair[0], pair[1].pixels
 
     # one window in flight: completion order is submission order, so this is deterministic
     stream = counting(generate_windows(MOTION, cond, requests, emission_order(plan, n), in_flight=1))

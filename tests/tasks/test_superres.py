@@ -219,7 +219,7 @@ def test_each_actor_loads_the_upscaler_once(models):
         sr = {"path": str(models["SRVGGNetCompact"]), "tile": 16, "tile_overlap": 4}
         refs = [pool.upscale(sr, _photo_frames(2, 24, 32, seed=s)) for s in range(3)]
         results = ray.get(refs)
-        assert [r[2].shape for r in results] == [(2, 96, 128, 3)] * 3
+        assert [r.pixels.shape for r in results] == [(2, 96, 128, 3)] * 3
         assert ray.get(pool.actors[0].upscaler_loads.remote()) == 1
     finally:
         pool.close()
