@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a manifest: generate, stitch, upscale, encode, record provenance")
-    r.add_argument("manifest", type=Path)
-    r.add_argument("--out", type=Path, help="output root (default: the manifest's `output`)")
+    r.add_argument("manifest", help="manifest file: a path or a store URL (s3://bucket/jobs/spring.yaml)")
+    r.add_argument("--out", help="output root: a folder or a store URL (default: the manifest's `output`)")
     r.add_argument("--force", action="store_true", help="regenerate items even when their output is current")
     r.add_argument("--only", nargs="+", metavar="ID", help="run only these item ids")
     r.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -69,11 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     v = sub.add_parser("validate", help="check a manifest without running it")
-    v.add_argument("manifest", type=Path)
+    v.add_argument("manifest", help="manifest file: a path or a store URL")
     v.set_defaults(func=_validate)
 
     pl = sub.add_parser("plan", help="show items, windows, frames to generate and redundancy")
-    pl.add_argument("manifest", type=Path)
+    pl.add_argument("manifest", help="manifest file: a path or a store URL")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_plan)
 
@@ -114,7 +114,7 @@ def _schedule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=str, help="output root (default: the manifest's `output`)")
 
 
-def _load(path: Path, out_dir: Path | None = None):
+def _load(path: str | Path, out_dir: str | Path | None = None):
     from manifests import ManifestError, load_manifest
     from tasks.preflight import preflight  # imports a model library only for a job that needs it
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from . import locations
 from .catalog_filter import FilterError, compile_filter
 from .catalog_filter import parse as parse_filter
 from .fields import is_safe_name
@@ -22,6 +23,16 @@ from .schema import CatalogSpec
 
 
 # --- 5. Catalog ------------------------------------------------------------------------
+def _opened(path: Path | str) -> Any:
+    """What pyarrow reads: a local path as is, or a store object opened without read-ahead, so
+    that each read pyarrow makes (the footer, then the chunks of the columns it needs) is one
+    ranged request and unmapped columns are never fetched."""
+    if isinstance(path, Path):
+        return path
+    fs, inner = locations.filesystem(path)
+    return fs.open(inner, "rb", cache_type="none")
+
+
 @dataclass(frozen=True)
 class CatalogRows:
     """The catalog rows kept by the filter: their numbers in the file and their mapped cells."""
@@ -38,7 +49,8 @@ class CatalogRows:
 _NO_ROWS = CatalogRows([], {}, 0)
 
 
-def read_catalog(catalog: CatalogSpec, root: Path) -> tuple[CatalogRows, list[Problem]]:
+def read_catalog(catalog: CatalogSpec, root: Path | str, roots: tuple[str, ...] = (), *,
+                 listings: dict | None = None) -> tuple[CatalogRows, list[Problem]]:
     """The rows of the catalog that match its filter, reading only the mapped and filtered columns.
 
     CSV cells are read as text (the item model converts them; the filter converts them to
@@ -50,9 +62,10 @@ def read_catalog(catalog: CatalogSpec, root: Path) -> tuple[CatalogRows, list[Pr
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    path, message = input_file(catalog.path, root)
+    path, message = input_file(catalog.path, root, roots, listings=listings)
     if message is not None or path is None:
         return _NO_ROWS, [Problem("catalog.path", message or "unusable path")]
+    name = locations.name_of(path)
     is_csv = Path(catalog.path).suffix.lower() == ".csv"
     kind = "CSV" if is_csv else "Parquet"
     parsed = parse_filter(catalog.filter) if catalog.filter is not None else None  # syntax checked by CatalogSpec
@@ -61,21 +74,21 @@ def read_catalog(catalog: CatalogSpec, root: Path) -> tuple[CatalogRows, list[Pr
     # Which columns exist (from the schema alone), then read only the wanted ones
     try:
         if is_csv:
-            with pa_csv.open_csv(path) as reader:
+            with pa_csv.open_csv(_opened(path)) as reader:
                 available = reader.schema.names
         else:
-            available = pq.read_schema(path).names
+            available = pq.read_schema(_opened(path)).names
     except Exception as error:  # noqa: BLE001 — any failure of a third-party reader on an untrusted file
         return _NO_ROWS, [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
     shown = ", ".join(map(repr, available[:50])) + (" ..." if len(available) > 50 else "")
     problems = [
-        Problem(location("catalog", ("columns", field)), f"column {column!r} is not in {path.name}; available: {shown}")
+        Problem(location("catalog", ("columns", field)), f"column {column!r} is not in {name}; available: {shown}")
         for field, column in catalog.columns.items()
         if column not in available
     ]
     if parsed is not None:
         problems += [
-            Problem("catalog.filter", f"unknown column {column!r}; {path.name} has: {shown}")
+            Problem("catalog.filter", f"unknown column {column!r}; {name} has: {shown}")
             for column in parsed.columns()
             if column not in available
         ]
@@ -89,9 +102,9 @@ def read_catalog(catalog: CatalogSpec, root: Path) -> tuple[CatalogRows, list[Pr
                 strings_can_be_null=True,
                 null_values=[""],
             )
-            table = pa_csv.read_csv(path, convert_options=convert)
+            table = pa_csv.read_csv(_opened(path), convert_options=convert)
         else:
-            table = pq.read_table(path, columns=wanted)
+            table = pq.read_table(_opened(path), columns=wanted)
         for index, field in enumerate(table.schema):
             if pa.types.is_dictionary(field.type):  # categorical columns: their values, not their codes
                 table = table.set_column(index, field.name, table.column(index).cast(field.type.value_type))
@@ -119,7 +132,7 @@ def read_catalog(catalog: CatalogSpec, root: Path) -> tuple[CatalogRows, list[Pr
             table = table.filter(expression)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
             hint = " (CSV cells compared with a number or true/false must hold one)" if is_csv else ""
-            return _NO_ROWS, [Problem("catalog.filter", f"cannot apply the filter to {path.name}: {error}{hint}")]
+            return _NO_ROWS, [Problem("catalog.filter", f"cannot apply the filter to {name}: {error}{hint}")]
         numbers = table.column(row_column).to_pylist()
     cells = {field: table.column(column).to_pylist() for field, column in catalog.columns.items()}
     return CatalogRows(numbers, cells, total), []

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
 
 from .fields import (
     BACKENDS,
@@ -77,6 +77,16 @@ def _settings(info: ValidationInfo) -> Settings:
     return settings if isinstance(settings, Settings) else Settings()
 
 
+def _path_or_url(value: Any) -> Any:
+    """A store URL stays text (``s3://b/k`` is not a path); anything else becomes a Path."""
+    if isinstance(value, str) and not value.startswith("file://") and "://" in value:
+        return value
+    return Path(value) if isinstance(value, str) else value
+
+
+InputLocation = Annotated[Path | str, BeforeValidator(_path_or_url)]
+
+
 class ItemSpec(Resolved):
     """One fully resolved item: defaults applied, frames known, paths absolute.
 
@@ -86,8 +96,8 @@ class ItemSpec(Resolved):
 
     id: SafeName = Field(description="Item id: a safe file name, unique (also ignoring case) within the job.")
     source: str = Field(min_length=1, description="Where the item was defined: 'items[3]' or 'catalog row 12'.")
-    image: Path | None = Field(None, description="Absolute path of the still image, or None.")
-    mask: Path | None = Field(None, description="Absolute path of the grayscale motion mask, or None.")
+    image: InputLocation | None = Field(None, description="Absolute path or store URL of the still image, or None.")
+    mask: InputLocation | None = Field(None, description="Absolute path or store URL of the grayscale motion mask, or None.")
     prompt: Prompt = Field("", description="Text prompt (at most 2000 characters).")
     negative_prompt: Prompt = Field("", description="Negative prompt (at most 2000 characters).")
     backend: Backend = Field("motion", description=f"Generator backend: {', '.join(BACKENDS)}.")
@@ -155,7 +165,7 @@ class ItemSpec(Resolved):
 
         for name in ("image", "mask"):
             path = getattr(self, name)
-            if path is not None and not path.is_absolute():
+            if isinstance(path, Path) and not path.is_absolute():
                 problems.append((name, f"must be an absolute path in a resolved item, got {str(path)!r}"))
         if backend.needs_image and self.image is None:
             problems.append(("image", f"backend {self.backend!r} animates a still image; set image: PATH"))
@@ -217,9 +227,11 @@ ItemFields = patch_of(
     `image: null` / `mask: null` in an item mean "no image / no mask" (overriding defaults).
     """,
     written={
-        "image": (RelPath | None, Field(None, description="Still image to animate, relative to the manifest folder.")),
+        "image": (RelPath | None, Field(
+            None, description="Still image to animate: relative to the manifest folder, an absolute path under "
+            "FRAMEFOLD_INPUT_ROOTS, or a store URL (s3://, gs://, az://) under the manifest's folder or those roots.")),
         "mask": (RelPath | None, Field(
-            None, description="Grayscale mask, relative to the manifest folder: motion is confined where it is bright.")),
+            None, description="Grayscale mask, located like image: motion is confined where it is bright.")),
         "duration": (Seconds | None, Field(
             None, description="Length in seconds; duration × fps must be a whole number of frames. "
             "Set frames or duration, not both.")),

@@ -59,11 +59,11 @@ class ModelUpscaler:
 class Job:
     """A validated manifest: where it came from and its resolved items, inline items first."""
 
-    manifest_path: Path  # resolved
+    manifest_path: Path | str  # resolved; a store URL as given
     manifest_sha256: str  # of the file bytes
-    root: Path  # resolved manifest folder
+    root: Path | str  # resolved manifest folder (a store URL for a manifest in a store)
     name: str
-    output: Path  # resolved output root
+    output: Path | str  # resolved output root, or a store URL
     items: tuple[ItemSpec, ...]
     signer: SignerConfig | None = None  # sign outputs with C2PA content credentials
     signer_from: Literal["manifest", "settings"] | None = None  # a key of SIGNER_LOCATIONS

@@ -32,6 +32,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .catalog import CatalogRows, read_catalog, resolve_row, row_label
+from . import locations
 from .fields import SIGNING_ALGORITHMS
 from .items import ItemEntry, ItemFields, ItemSpec
 from .job import Job, SignerConfig
@@ -45,14 +46,14 @@ from .yaml_safe import parse_yaml, read_bytes
 __all__ = ["Job", "ManifestError", "Problem", "load_manifest"]
 
 
-def load_manifest(path: str | Path, *, output: Path | None = None, settings: Settings | None = None) -> Job:
+def load_manifest(path: str | Path, *, output: str | Path | None = None, settings: Settings | None = None) -> Job:
     """Read, validate and resolve the manifest at `path`.
 
     `output` overrides the manifest's `output` (an explicit choice: it may lie outside the
     manifest folder, but must not be an existing file). Raises ManifestError listing every
     problem found; never writes anything.
     """
-    manifest_path = _resolved_or_as_given(Path(path))
+    manifest_path = _manifest_location(path)
     problems: list[Problem] = []
 
     # 1. Settings (from the environment unless given)
@@ -74,7 +75,7 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
         raise ManifestError(
             manifest_path, [Problem("", f"the manifest must be a mapping (version, name, output, items, ...), got {got}")]
         )
-    root = manifest_path.parent
+    root = locations.parent_of(manifest_path)
 
     # 3. Validate the whole document, then take the parts that are usable on their own
     problems += _validate_document(document)
@@ -109,7 +110,7 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
     catalog_ok = True
     rows: CatalogRows | None = None
     if catalog is not None:
-        rows, catalog_problems = read_catalog(catalog, root)
+        rows, catalog_problems = read_catalog(catalog, root, tuple(settings.input_roots), listings=resolve.listings)
         problems += catalog_problems
         catalog_ok = not catalog_problems
         rows_read = len(rows.numbers)
@@ -137,7 +138,8 @@ def load_manifest(path: str | Path, *, output: Path | None = None, settings: Set
             problems.append(Problem("items", "no items: add an items: list or a catalog: section"))
 
     # 7. Output root
-    output_path, problem = output_root(document.get("output"), "output" in failed, output, root)
+    output_path, problem = output_root(document.get("output"), "output" in failed, output, root,
+                                       tuple(settings.output_roots))
     if problem is not None:
         problems.append(problem)
 
@@ -173,7 +175,7 @@ def _signer(section: dict | None, settings: Settings, root: Path):
     if c2pa is not None:
         files, problems = {}, []
         for name in ("cert", "key"):
-            files[name], message = input_file(c2pa[name], root)
+            files[name], message = input_file(c2pa[name], root, local=True)
             if message is not None:
                 problems.append(Problem(f"provenance.c2pa.{name}", message))
         if problems:
@@ -196,6 +198,16 @@ def _signer(section: dict | None, settings: Settings, root: Path):
 
 
 # --- 2. Read and parse -----------------------------------------------------------------
+def _manifest_location(path: str | Path) -> Path | str:
+    """A local manifest's resolved path (``file://`` URLs included), or a store URL as given."""
+    if isinstance(path, str) and locations.is_url(path):
+        return path
+    try:
+        return _resolved_or_as_given(Path(locations.local_or_url(path)))
+    except ValueError:  # a file:// URL naming another host: reported when it cannot be read
+        return Path(path)
+
+
 def _resolved_or_as_given(path: Path) -> Path:
     try:
         return path.resolve()

@@ -1,6 +1,11 @@
 """Paths a manifest names, checked without loading anything: inside their root, of the
 right kind, and (for weights) safetensors whose framing is intact. Each check returns
 ``(resolved path or None, problem message or None)``.
+
+Stills, masks, catalogs and the output may also be store URLs (``s3://``, ``gs://``,
+``az://``) and local paths outside the manifest folder, under the configured roots
+(``FRAMEFOLD_INPUT_ROOTS``, ``FRAMEFOLD_OUTPUT_ROOTS``); see :mod:`manifests.locations`.
+Model weights are local files.
 """
 
 from __future__ import annotations
@@ -10,21 +15,29 @@ import os
 import stat
 from pathlib import Path
 
+from . import locations
+from .locations import Location
 from .problems import Problem
 from .settings import Settings
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
-def _inside_model_root(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path | None, str | None]:
-    """`raw` resolved inside FRAMEFOLD_MODEL_ROOT if set, else inside the manifest folder."""
+def _inside_model_root(raw: str, settings: Settings, manifest_root: Location) -> tuple[Path | None, str | None]:
+    """`raw` resolved inside FRAMEFOLD_MODEL_ROOT if set, else inside the manifest folder; a local path."""
     if settings.model_root is None:
-        return inside(raw, manifest_root)
-    resolved, message = inside(raw, settings.model_root.resolve())
-    return resolved, (message or "").replace("manifest folder", "model root (FRAMEFOLD_MODEL_ROOT)") or None
+        if not isinstance(manifest_root, Path):
+            return None, f"{raw!r}: a manifest read from a store names model weights under FRAMEFOLD_MODEL_ROOT (a local folder)"
+        resolved, message = inside(raw, manifest_root)
+    else:
+        resolved, message = inside(raw, settings.model_root.resolve())
+        message = (message or "").replace("manifest folder", "model root (FRAMEFOLD_MODEL_ROOT)") or None
+    if resolved is not None and not isinstance(resolved, Path):
+        return None, f"{raw!r}: model weights are read from local files; copy them to a folder on this machine"
+    return resolved, message
 
 
-def model_dir(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path | None, str | None]:
+def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Path | None, str | None]:
     resolved, message = _inside_model_root(raw, settings, manifest_root)
     if resolved is None:
         return None, message
@@ -51,7 +64,7 @@ def model_dir(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path |
     return resolved, None
 
 
-def upscaler_file(raw: str, settings: Settings, manifest_root: Path) -> tuple[Path | None, str | None]:
+def upscaler_file(raw: str, settings: Settings, manifest_root: Location) -> tuple[Path | None, str | None]:
     """Super-resolution weights inside the model root, safetensors with an intact framing:
     (path, problem). Whether spandrel reads them is checked by ``tasks.preflight``."""
     resolved, message = _inside_model_root(raw, settings, manifest_root)
@@ -93,22 +106,24 @@ def safetensors_damage(path: Path) -> str | None:
     return None
 
 
-def inside(raw: str, root: Path) -> tuple[Path | None, str | None]:
-    """`raw` resolved against `root` (symlinks followed) if it stays inside root."""
-    try:
-        resolved = (root / raw).resolve()
-    except (OSError, RuntimeError, ValueError) as error:
-        return None, f"cannot resolve {raw!r}: {error}"
-    if not resolved.is_relative_to(root):
-        return None, f"{raw!r} escapes the manifest folder {root} (resolves to {resolved})"
-    return resolved, None
+def inside(raw: str, root: Location, roots: tuple[str, ...] = (), *,
+           setting: str = "FRAMEFOLD_INPUT_ROOTS") -> tuple[Location | None, str | None]:
+    """`raw` resolved against `root` (symlinks followed) if it stays inside root or one of `roots`."""
+    return locations.resolve(raw, root, roots, setting=setting)
 
 
-def input_file(raw: str, root: Path) -> tuple[Path | None, str | None]:
-    """An input file path: inside root, and an existing regular file."""
-    resolved, message = inside(raw, root)
+def input_file(raw: str, root: Location, roots: tuple[str, ...] = (), *, local: bool = False,
+               listings: dict | None = None) -> tuple[Location | None, str | None]:
+    """An input file: inside root (or one of `roots`), and an existing regular file or object.
+    ``local``: it must be a local file. ``listings``: a cache of store folder listings, so that
+    thousands of catalog rows cost one listing per folder, not one request per still."""
+    resolved, message = inside(raw, root, roots)
     if resolved is None:
         return None, message
+    if not isinstance(resolved, Path):
+        if local:
+            return None, f"{raw!r} must be a local file, not a store URL"
+        return resolved, _remote_file_problem(resolved, {} if listings is None else listings)
     try:
         info = resolved.stat()
     except FileNotFoundError:
@@ -120,22 +135,48 @@ def input_file(raw: str, root: Path) -> tuple[Path | None, str | None]:
     return resolved, None
 
 
+def _remote_file_problem(url: str, listings: dict) -> str | None:
+    """Whether a store object exists, from one listing of its folder (cached in ``listings``)."""
+    folder, name = locations.parent_of(url), locations.name_of(url)
+    found = listings.get(folder)
+    if found is None:
+        try:
+            fs, path = locations.filesystem(folder)
+            entries = locations.retrying("list", folder, lambda: fs.ls(path, detail=True))
+            found = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("type") for e in entries}
+        except FileNotFoundError:
+            found = {}
+        except (locations.StoreError, OSError) as error:
+            return str(error)
+        listings[folder] = found
+    if name not in found:
+        return f"file not found: {url}"
+    if found[name] != "file":
+        return f"not a file: {url}"
+    return None
+
+
 # --- 7. Output root --------------------------------------------------------------------
 def output_root(
-    raw: object, invalid: bool, override: Path | None, root: Path
-) -> tuple[Path | None, Problem | None]:
+    raw: object, invalid: bool, override: Location | None, root: Location, roots: tuple[str, ...] = ()
+) -> tuple[Location | None, Problem | None]:
+    if override is not None and locations.is_url(str(override)):
+        problem = locations.url_problem(str(override))
+        return (None, Problem("output", f"output override: {problem}")) if problem else (str(override).rstrip("/"), None)
     if override is not None:
         try:
-            resolved = Path(override).resolve()
+            resolved = Path(locations.local_or_url(override)).resolve()
         except (OSError, RuntimeError, ValueError, TypeError) as error:
             return None, Problem("output", f"cannot resolve output override {override!r}: {error}")
         where = "output (override)"
     elif invalid or not isinstance(raw, str):
         return None, None  # already reported by validation
     else:
-        resolved, message = inside(raw, root)
+        resolved, message = inside(raw, root, roots, setting="FRAMEFOLD_OUTPUT_ROOTS")
         if resolved is None:
             return None, Problem("output", message or "unusable path")
+        if not isinstance(resolved, Path):
+            return resolved, None  # a store prefix: nothing to create
         where = "output"
     if os.path.lexists(resolved) and not resolved.is_dir():
         return None, Problem("output", f"{where} {resolved} exists and is not a directory")

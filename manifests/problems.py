@@ -38,9 +38,9 @@ class Problem:
 class ManifestError(Exception):
     """A manifest that cannot be run; ``problems`` lists everything found, in file order."""
 
-    def __init__(self, file: Path, problems: Sequence[Problem]) -> None:
+    def __init__(self, file: Path | str, problems: Sequence[Problem]) -> None:
         super().__init__(file, list(problems))  # args mirror __init__, so the error pickles (Ray, Prefect)
-        self.file = Path(file)
+        self.file = file if isinstance(file, str) and "://" in file else Path(file)  # a path, or a store URL
         self.problems = list(problems)
 
     def __str__(self) -> str:

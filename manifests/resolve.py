@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from .job import ModelUpscaler
 from .items import NESTED_FIELDS, ItemEntry, ItemFields, ItemSpec, frames_from_duration
+from .locations import join
 from .paths import input_file, model_dir, upscaler_file
 from .problems import Problem, problems_from
 from .settings import Settings
@@ -19,14 +20,15 @@ from .settings import Settings
 class ItemResolver:
     """Merges defaults into an item, checks its paths, and builds the ItemSpec."""
 
-    def __init__(self, defaults: ItemFields | None, root: Path, settings: Settings) -> None:
+    def __init__(self, defaults: ItemFields | None, root: Path | str, settings: Settings) -> None:
         self.root = root
         self.settings = settings
         self.defaults = defaults.model_dump(exclude_unset=True) if defaults is not None else None
         self.defaults_problems: list[Problem] = []
         self.default_paths: dict[str, Path | None] = {}
         self._models: dict[str, tuple[Path | None, str | None]] = {}
-        self._files: dict[str, tuple[Path | None, str | None]] = {}  # raw path -> input_file(raw, root)
+        self._files: dict[str, tuple[Path | str | None, str | None]] = {}  # raw path -> input_file(raw, root)
+        self.listings: dict = {}  # store folder -> its objects (one listing per folder)
         self._upscalers: dict[str, tuple[Path | None, str | None]] = {}
         self.upscalers: list[ModelUpscaler] = []  # items whose upscaler tasks.preflight checks
         upscale = (self.defaults or {}).get("upscale") or {}
@@ -39,11 +41,12 @@ class ItemResolver:
                     self.defaults_problems.append(Problem(f"defaults.{name}", message))
                 self.default_paths[name] = resolved
 
-    def input_file(self, raw: str) -> tuple[Path | None, str | None]:
+    def input_file(self, raw: str) -> tuple[Path | str | None, str | None]:
         """`input_file(raw, root)`, resolved and checked once per distinct path (catalogs repeat them)."""
         found = self._files.get(raw)
         if found is None:
-            found = self._files[raw] = input_file(raw, self.root)
+            found = self._files[raw] = input_file(raw, self.root, tuple(self.settings.input_roots),
+                                                  listings=self.listings)
         return found
 
     def __call__(self, entry: ItemEntry, *, source: str, prefix: str) -> tuple[ItemSpec | None, list[Problem]]:
@@ -65,7 +68,7 @@ class ItemResolver:
                     problems.append(Problem(f"{prefix}.{name}", message, item_id))
             else:
                 resolved = self.default_paths.get(name)
-            merged[name] = resolved if resolved is not None else self.root / value  # keeps the rules running
+            merged[name] = resolved if resolved is not None else join(self.root, value)  # keeps the rules running
 
         model = merged.get("model")
         if isinstance(model, dict) and isinstance(model.get("path"), str):
@@ -73,7 +76,7 @@ class ItemResolver:
             resolved, message = self._model_dir(model["path"])
             if message is not None:
                 problems.append(Problem(where, message, item_id))
-            merged["model"] = {**model, "path": resolved if resolved is not None else self.root / model["path"]}
+            merged["model"] = {**model, "path": resolved if resolved is not None else join(self.root, model["path"])}
 
         upscale = merged.get("upscale")
         if (own.get("upscale") or {}).get("path") is not None and (upscale or {}).get("method") != "model":
@@ -87,7 +90,7 @@ class ItemResolver:
             resolved, message = self._upscaler(upscale["path"])
             if message is not None:
                 problems.append(Problem(where, message, item_id))
-            merged["upscale"] = {**upscale, "path": resolved if resolved is not None else self.root / upscale["path"]}
+            merged["upscale"] = {**upscale, "path": resolved if resolved is not None else join(self.root, upscale["path"])}
             factor_at = None  # not set: tasks.preflight makes the model's scale the factor
             if upscale.get("factor") is not None:
                 factor_at = f"{prefix}.upscale.factor" if "factor" in own_upscale else "defaults.upscale.factor"

@@ -19,7 +19,9 @@ from .items import CATALOG_FIELDS, SECTION_MODELS, ItemEntry, ItemFields
 class CatalogSpec(Strict):
     """`catalog:` — more items from a Parquet or CSV table, one row per (matching) row."""
 
-    path: RelPath = Field(description="Table file (.parquet or .csv), relative to the manifest folder.")
+    path: RelPath = Field(description="Table file (.parquet or .csv), located like an item's image (relative to "
+                          "the manifest folder, under FRAMEFOLD_INPUT_ROOTS, or a store URL); read by pyarrow, "
+                          "only the mapped and filtered columns.")
     columns: dict[str, Annotated[str, Field(min_length=1)]] = Field(
         description="Item field -> column name; a null cell means 'not set' (defaults apply). id is required "
         "(a text column); nested keys use dotted names (window.length, motion.amplitude); size takes "
@@ -102,7 +104,9 @@ class Manifest(Strict):
 
     version: Literal[1] = Field(description="Manifest format version; must be 1.")
     name: SafeName = Field(description="Job name: a safe file name.")
-    output: RelPath = Field(description="Output root, relative to the manifest folder (and inside it).")
+    output: RelPath = Field(description="Output root: relative to the manifest folder, an absolute path under "
+                            "FRAMEFOLD_OUTPUT_ROOTS, or a store URL (s3://bucket/prefix) under the manifest's folder "
+                            "or those roots.")
     defaults: ItemFields = Field(
         default_factory=ItemFields, description="Item fields applied to every item; items override (nested sections key by key)."
     )

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .locations import split_roots
 
 __all__ = ["Settings"]
 
@@ -110,6 +114,25 @@ class Settings(BaseSettings):
         ge=0,
         description="Size cap of the window cache in bytes (oldest windows evicted first); 0 disables it.",
     )
+    input_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Folders and store prefixes (comma-separated paths or URLs, e.g. '/data/stills,s3://assets/stills') "
+        "that manifests may read stills, masks and catalogs from, beside the manifest's own folder. Nothing outside "
+        "them is read: symlinks are followed before the check, '..' and URL tricks are refused.",
+    )
+    output_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Folders and store prefixes (comma-separated) a manifest's `output` may name, beside the "
+        "manifest's own folder (`framefold run --out` is the operator's explicit choice and needs none).",
+    )
+    store_retries: int = Field(
+        4, ge=1, le=100,
+        description="Attempts per object-store request when the store is unreachable, answers 5xx or throttles; "
+        "then the item fails with a reason naming the URI.",
+    )
+    store_backoff: float = Field(
+        0.5, ge=0, le=60, description="Seconds before the second attempt of a store request; doubles per attempt (at most 8 s).",
+    )
     c2pa_cert: Path | None = Field(
         None,
         description="C2PA signing certificate chain (PEM: end-entity, then intermediates) used when a manifest has no "
@@ -118,6 +141,11 @@ class Settings(BaseSettings):
     c2pa_key: Path | None = Field(None, description="Private key (PEM) of FRAMEFOLD_C2PA_CERT; keep it outside manifest folders.")
     c2pa_alg: str = Field("es256", description="Signature algorithm of FRAMEFOLD_C2PA_KEY (es256, es384, es512, ps256, ps384, ps512, ed25519).")
     c2pa_tsa_url: str | None = Field(None, description="Time-stamp authority URL for signing; none: no time-stamp.")
+    @field_validator("input_roots", "output_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> list[str]:
+        return split_roots(value)
+
     c2pa_trust_anchors: Path | None = Field(
         None,
         description="PEM file of root certificates `framefold inspect` trusts when validating C2PA credentials.",

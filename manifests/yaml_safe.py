@@ -17,7 +17,9 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # inline items are for hand-written jobs; 
 MAX_YAML_DEPTH = 64
 
 
-def read_bytes(path: Path) -> tuple[bytes, Problem | None]:
+def read_bytes(path: Path | str) -> tuple[bytes, Problem | None]:
+    if isinstance(path, str):
+        return _read_url(path)
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
@@ -33,6 +35,25 @@ def read_bytes(path: Path) -> tuple[bytes, Problem | None]:
         return b"", Problem("", f"manifest not found: {path}")
     except (OSError, ValueError) as error:
         return b"", Problem("", f"cannot read manifest {path}: {getattr(error, 'strerror', None) or error}")
+
+
+def _read_url(url: str) -> tuple[bytes, Problem | None]:
+    """A manifest in a store: at most MAX_MANIFEST_BYTES, read with the store's retries."""
+    from . import locations
+
+    problem = locations.url_problem(url)
+    if problem is not None:
+        return b"", Problem("", problem)
+    try:
+        fs, path = locations.filesystem(url)
+        content = locations.retrying("read", url, lambda: fs.cat_file(path, start=0, end=MAX_MANIFEST_BYTES + 1))
+    except FileNotFoundError:
+        return b"", Problem("", f"manifest not found: {url}")
+    except (locations.StoreError, OSError, ValueError) as error:
+        return b"", Problem("", f"cannot read manifest {url}: {error}")
+    if len(content) > MAX_MANIFEST_BYTES:
+        return b"", Problem("", f"manifest is over {MAX_MANIFEST_BYTES} bytes, the limit")
+    return content, None
 
 
 class _ManifestYamlLoader(yaml.SafeLoader):

@@ -19,6 +19,16 @@ class Request:
     path: str  # /bucket/key
     query: str
     status: int = 0
+    range: str | None = None  # the Range header of a partial read
+
+    def bytes_asked(self, size: int) -> int:
+        """How many bytes this read asked for, of an object of ``size`` bytes."""
+        if not self.range:
+            return size
+        start, _, end = self.range.removeprefix("bytes=").partition("-")
+        if not start:
+            return min(size, int(end))
+        return min(size - 1, int(end) if end else size - 1) - int(start) + 1
 
 
 @dataclass
@@ -58,7 +68,8 @@ class S3Server:
 
     def _wrap(self, app):
         def counted(environ, start_response):
-            request = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+            request = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+                              range=environ.get("HTTP_RANGE"))
             with self._lock:
                 self.requests.append(request)
             status = self.fail(request) if self.fail else None

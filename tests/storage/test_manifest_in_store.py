@@ -1,0 +1,84 @@
+"""A manifest, its catalog and its stills in a bucket: `framefold validate s3://…` reads the
+manifest from the store, the catalog through pyarrow (only the mapped columns' bytes), and
+checks the stills with one listing per folder."""
+
+from __future__ import annotations
+
+import io
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from flows.cli import main
+from tests.conftest import draw_image
+
+
+def put(url: str, data: bytes) -> None:
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def still(tmp_path, name: str, seed: int) -> bytes:
+    return draw_image(tmp_path / name, (48, 40), seed=seed).read_bytes()
+
+
+def catalog_bytes(ids: list[str], images: list[str], *, noise_bytes: int = 0) -> bytes:
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "sku": ids, "still": images, "prompt": [f"product {i}" for i in ids],
+        # a wide column nobody maps: pyarrow must not fetch it
+        "description": [rng.bytes(noise_bytes).hex() for _ in ids],
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=len(ids))
+    return buffer.getvalue()
+
+
+def manifest(output: str = "s3://{bucket}/out") -> dict:
+    return {
+        "version": 1, "name": "catalog", "output": output,
+        "defaults": {"backend": "motion", "frames": 8, "fps": 8, "size": [32, 32],
+                     "window": {"length": 8, "overlap": 0}},
+        "catalog": {"path": "catalog.parquet", "columns": {"id": "sku", "image": "still", "prompt": "prompt"}},
+    }
+
+
+def test_validate_a_manifest_in_a_bucket(s3, s3_server, tmp_path, monkeypatch, capsys):
+    bucket = s3.removeprefix("s3://")
+    monkeypatch.setenv("FRAMEFOLD_INPUT_ROOTS", f"{s3}/stills")
+    ids = [f"sku-{n}" for n in range(6)]
+    for n, i in enumerate(ids):
+        put(f"{s3}/stills/{i}.png", still(tmp_path, f"{i}.png", n))
+    data = catalog_bytes(ids, [f"{s3}/stills/{i}.png" for i in ids], noise_bytes=200_000)
+    put(f"{s3}/jobs/catalog.parquet", data)
+    put(f"{s3}/jobs/spring.yaml", yaml.safe_dump({**manifest(), "output": f"{s3}/jobs/out"}).encode())
+    s3_server.clear()
+    assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 0, capsys.readouterr().err
+    assert "6 item(s)" in capsys.readouterr().out
+    catalog_reads = s3_server.gets(r"/jobs/catalog\.parquet$")
+    asked = sum(r.bytes_asked(len(data)) for r in catalog_reads)
+    assert catalog_reads and asked < len(data) // 4, (asked, len(data))  # the mapped columns only
+    assert s3_server.gets(r"/stills/.+") == []  # stills are listed, not read
+    listings = [r for r in s3_server.requests if r.method == "GET" and r.path.rstrip("/") == f"/{bucket}" and "list-type" in r.query]
+    assert sorted(r.query.split("prefix=")[1].split("&")[0] for r in listings) == ["jobs%2F", "stills%2F"]  # one per folder
+
+    # a missing still and a key outside the roots: exit 2, each located
+    images = [f"{s3}/stills/{i}.png" for i in ids]
+    images[2] = f"{s3}/stills/gone.png"
+    images[4] = f"{s3}/private/{ids[4]}.png"
+    put(f"{s3}/jobs/catalog.parquet", catalog_bytes(ids, images))
+    assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"catalog row 3 (item 'sku-2').image: file not found: {s3}/stills/gone.png" in err
+    assert "catalog row 5 (item 'sku-4').image" in err and "escapes the manifest folder" in err
+
+
+def test_a_store_that_is_down_exits_2_naming_the_manifest(s3, s3_server, capsys):
+    put(f"{s3}/jobs/spring.yaml", yaml.safe_dump(manifest()).encode())
+    s3_server.stop()
+    assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"cannot read manifest {s3}/jobs/spring.yaml" in err and "connection refused" in err
