@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 IMAGES = 20
 CATEGORIES = ("mugs", "bowls", "plates", "vases", "lamps")
-FILTER = "category == 'mugs' and updated_at > '2026-11-01'"
+FILTER = "category = 'mugs' AND updated_at > '2026-11-01'"
 
 
 def build(folder: Path, rows: int) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from . import locations
 from .catalog_filter import FilterError, compile_filter
 from .catalog_filter import parse as parse_filter
-from .fields import is_safe_name
+from .fields import did_you_mean, is_safe_name
 from .items import ItemEntry, ItemSpec
 from .paths import input_file
 from .problems import Problem, location, model_in, problems_from, short
@@ -88,7 +88,7 @@ def read_catalog(catalog: CatalogSpec, root: Path | str, roots: tuple[str, ...] 
     ]
     if parsed is not None:
         problems += [
-            Problem("catalog.filter", f"unknown column {column!r}; {name} has: {shown}")
+            Problem("catalog.filter", f"unknown column {column!r}{did_you_mean(column, available) or ';'} {name} has: {shown}")
             for column in parsed.columns()
             if column not in available
         ]

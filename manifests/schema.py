@@ -29,10 +29,10 @@ class CatalogSpec(Strict):
     )
     filter: Annotated[str, Field(min_length=1, max_length=MAX_FILTER_CHARS)] | None = Field(
         None,
-        description="Keep only the rows matching this expression over catalog columns, e.g. "
-        "\"category == 'mugs' and updated_at > '2026-11-01'\": ==, !=, <, <=, >, >= between a column and a "
-        "value ('text', number, true/false, ISO date/time), name in ['a', 'b'], name is null, and/or/not, "
-        "parentheses. Applied by pyarrow before rows are read.",
+        description="Keep only the rows matching this SQL condition over catalog columns, e.g. "
+        "\"category IN ('mugs', 'cups') AND updated_at >= '2026-11-01'\": = != < <= > >= between a column and a "
+        "value ('text', number, true/false, ISO date/time), LIKE 'cup%', IN (...), BETWEEN a AND b, IS [NOT] NULL, "
+        "AND/OR/NOT, parentheses, lower()/upper(). Applied by pyarrow before rows are read.",
     )
 
     @field_validator("path")

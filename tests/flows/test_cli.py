@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,38 @@ def test_inspect_refuses_non_videos(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing.mp4")]) == 2
     err = capsys.readouterr().err
     assert "x.mp4" in err and "missing.mp4" in err
+
+
+# A filter that is malformed, or says what a condition on one table may not, stops the CLI
+# with exit 2 and the character where it goes wrong — never a traceback.
+BAD_FILTERS = [
+    "price >", "price = = 3", "price = 3 and", "(price = 3", "price = 3)", "category = 'mugs", "`price = 3",
+    "category = mugs", "price 3", "category in ()", "category is mugs", "1 = 2", "category = null",
+    "price > 1.2.3", "updated_at > 2026-11-01", "price = 3; DROP TABLE t", "__import__('os').system('x')",
+    "sleep(5) = 0", "lowr(category) = 'mugs'", "price IN (SELECT price FROM other)", "EXISTS (SELECT 1)",
+    "SELECT * FROM t", "other.price > 3", "price = ?", "price + 1 > 3", "category LIKE sku", "price",
+    "price <=> 3", "(" * 40 + "price = 1" + ")" * 40,
+    # well formed, but not for this table: located by column or value
+    "categroy = 'mugs'", "price > 'cheap'", "category LIKE 5", "price LIKE '1%'", "lower(price) = 'x'",
+    "updated_at > 'yesterday'",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_FILTERS)
+def test_bad_filters_exit_2_with_a_located_message(tmp_path: Path, capsys, bad: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"sku": ["a", "b"], "category": ["mugs", "cups"], "price": [5.0, 9.0],
+                             "updated_at": pa.array([0, 1], pa.timestamp("s"))}), tmp_path / "catalog.parquet")
+    doc = _valid(tmp_path)
+    doc["items"] = []
+    doc["defaults"]["image"] = "img/a.png"
+    doc["catalog"] = {"path": "catalog.parquet", "columns": {"id": "sku"}, "filter": bad}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{path.name}: catalog.filter: " in err, err
+    assert re.search(r"character \d+|nested deeper|unknown column 'categroy'; did you mean 'category'", err), err
