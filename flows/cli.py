@@ -68,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="show Prefect and Ray logs")
     r.set_defaults(func=_run)
 
+    sb = sub.add_parser("submit", help="run a manifest on a Ray cluster as a Ray Job: streams its logs, "
+                        "prints its summary, exits with its exit code")
+    sb.add_argument("manifest", type=Path, help="on storage the cluster sees at this path, or inside --working-dir")
+    sb.add_argument("--address", metavar="URL", help="the cluster's job server (default: $RAY_API_SERVER_ADDRESS, "
+                    "else RAY_ADDRESS's host on port 8265, else http://127.0.0.1:8265)")
+    sb.add_argument("--working-dir", type=Path, metavar="DIR", help="upload DIR with the job (the manifest must be "
+                    "inside it; a checkout of framefold runs its own code); default: framefold installed on the cluster")
+    sb.add_argument("--out", type=Path, help="output root, as the cluster sees it (default: the manifest's `output`)")
+    sb.add_argument("--force", action="store_true", help="regenerate items even when their output is current")
+    sb.add_argument("--only", nargs="+", metavar="ID", help="run only these item ids")
+    sb.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    sb.set_defaults(func=_submit)
+
     v = sub.add_parser("validate", help="check a manifest without running it")
     v.add_argument("manifest", help="manifest file: a path or a store URL")
     v.set_defaults(func=_validate)
@@ -195,8 +208,14 @@ def _run(args) -> int:
             return EXIT_BAD_INPUT
     from flows.progress import RichReporter, install
     from flows.run import run_job
+    from tasks.cluster import precheck
     from tasks.errors import ClusterError
 
+    try:  # an unreachable cluster is named in seconds, before a Prefect server starts
+        precheck(os.environ.get("FRAMEFOLD_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
+    except ClusterError as e:
+        err.print("[bold red]error[/]: " + escape(str(e)))
+        return EXIT_FAILED
     total = len(args.only) if args.only else len(job.items)
     err.print(escape(f"framefold: running {job.name!r} ({total} item(s)) → {job.output}"))
     with RichReporter(total) as rep:
@@ -213,6 +232,48 @@ def _run(args) -> int:
     else:
         _print_summary(summary)
     return EXIT_FAILED if summary["counts"]["failed"] else EXIT_OK
+
+
+def _submit(args) -> int:
+    from flows.submit import SubmitError, client, follow, job_for, job_server
+
+    job = _load(args.manifest, args.out)  # bad input stops here, before anything reaches the cluster
+    if job is None:
+        return EXIT_BAD_INPUT
+    url = job_server(args.address)
+    try:
+        spec = job_for(args.manifest, out=args.out, force=args.force, only=args.only, working_dir=args.working_dir)
+        jobs = client(url)
+        job_id = jobs.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env or None,
+                                 metadata={"framefold_job": job.name})
+    except SubmitError as e:
+        err.print("[bold red]error[/]: " + escape(str(e)))
+        return EXIT_BAD_INPUT if "--working-dir" in str(e) else EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - the job server's answer, explained
+        from flows.submit import explain
+
+        err.print("[bold red]error[/]: " + escape(explain(e, url)))
+        return EXIT_FAILED
+    err.print(escape(f"framefold: submitted {job.name!r} as Ray job {job_id} to {url}"))
+    try:
+        _, summary = follow(jobs, job_id, lambda line: err.print(line, markup=False, highlight=False))
+    except KeyboardInterrupt:
+        err.print(escape(f"stopped following; the job keeps running on the cluster (`ray job stop {job_id}` "
+                         f"--address {url} ends it)"))
+        return 130
+    info = jobs.get_job_info(job_id)
+    code = info.driver_exit_code
+    if code is None:
+        code = EXIT_OK if str(info.status) in ("SUCCEEDED", "JobStatus.SUCCEEDED") else EXIT_FAILED
+    if summary is None:
+        err.print("[bold red]error[/]: " + escape(f"Ray job {job_id} ended {info.status} (exit {code}) without a run "
+                                                 f"summary: {info.message or 'see its logs above'}"))
+        return code or EXIT_FAILED
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    return code
 
 
 def _print_summary(summary: dict) -> None:

@@ -126,6 +126,7 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
     tick = time.perf_counter()
     plan = plan_item(item)
     gpus = ctx.cluster.gpus_per_window(item.gpus)
+    ctx.cluster.wait_for_gpus(gpus, note=getattr(reporter(), "note", None))  # GPU nodes may come up from zero
     timings["plan"] = time.perf_counter() - tick
 
     clock, tally = _StageClock(), _Tally()
@@ -337,7 +338,8 @@ def _record(item: ItemSpec, ctx: RunContext, keyed: _Keyed, infos: dict, plan, w
         "device": {
             "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
-            "nodes": sorted(tally.nodes),
+            "nodes": sorted(tally.nodes), "node_resources": ctx.cluster.describe(tally.nodes),
+            "gpu_source": ctx.cluster.gpu_source, "cpu_fallback": ctx.cluster.fallback(item.gpus),
         },
         "libraries": provenance.library_versions(),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

@@ -10,6 +10,7 @@ class Reporter(Protocol):
     def item_started(self, item_id: str, frames: int) -> None: ...
     def frames_done(self, item_id: str, n: int) -> None: ...
     def item_finished(self, item_id: str, status: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class _Silent:
@@ -20,6 +21,9 @@ class _Silent:
         pass
 
     def item_finished(self, item_id: str, status: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 
@@ -78,3 +82,8 @@ class RichReporter:
             if task is not None:
                 self.progress.remove_task(task)
             self.progress.advance(self.overall, 1)
+
+    def note(self, text: str) -> None:
+        """A line above the bars (e.g. "waiting for GPU nodes")."""
+        with self.lock:
+            self.progress.console.print(text, markup=False, highlight=False)

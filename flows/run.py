@@ -65,8 +65,11 @@ def run_manifest(
     items = [i for i in job.items if not only or i.id in set(only)]
 
     # 2. Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).
-    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus)
-    logger.info("ray: %s (%g CPU, %g GPU); %d item(s)", cluster.address, cluster.cpus, cluster.gpus, len(items))
+    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus,
+                      declared_gpus=settings.cluster_gpus, gpu_wait_s=settings.gpu_wait_s)
+    logger.info("ray: %s (%g CPU, %g GPU now, %g GPU possible: %s); %d item(s)", cluster.address, cluster.cpus,
+                cluster.gpus_now or 0, cluster.gpus, cluster.gpu_source, len(items))
+    cluster.check((i.id, i.gpus) for i in items)  # work no node can ever take would wait forever: refuse it now
 
     # 3. Fan out: one task run per item.
     ctx = RunContext(

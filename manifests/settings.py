@@ -90,6 +90,20 @@ class Settings(BaseSettings):
         le=4096,
         description="num_gpus passed to a local ray.init(); None lets Ray detect GPUs. Declaring GPUs a machine lacks tests GPU scheduling on CPU.",
     )
+    cluster_gpus: float | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="GPUs the Ray cluster can have, where neither its nodes nor its autoscaler's node types say "
+        "(e.g. KubeRay's GPU group at 0 replicas): `gpus: auto` then asks for GPUs and the autoscaler adds nodes; "
+        "0 declares a CPU-only cluster. None: GPUs present, else the autoscaler's node types.",
+    )
+    gpu_wait_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Seconds work that needs GPUs waits for the autoscaler to bring a GPU node up before its items fail.",
+    )
     allow_pickle: bool = Field(
         False,
         description="Allow loading pickled (non-safetensors) model weights. Off by default: pickle runs code.",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,70 +21,13 @@ import torch
 
 from kernels.pixels import to_uint8
 from tasks.backends import Conditioning, WindowRequest, load
-from tasks.errors import ClusterError, ItemError
+from tasks.cluster import Cluster, connect  # noqa: F401 - where callers have always found them
+from tasks.errors import ItemError
 
 log = logging.getLogger(__name__)
 
 # Ray retries a window whose worker process or node died; backend exceptions are final.
 WINDOW_RETRIES = 3
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """The Ray cluster this process is connected to."""
-
-    address: str
-    cpus: float
-    gpus: float
-
-    def gpus_per_window(self, requested: float | str) -> float:
-        """Resolve a manifest's ``gpus`` (a number or ``auto``) against this cluster."""
-        if requested == "auto":
-            return 1.0 if self.gpus >= 1 else 0.0
-        requested = float(requested)
-        if requested > self.gpus:
-            raise ItemError(
-                f"gpus: {requested:g} per window, but the Ray cluster at {self.address} has "
-                f"{self.gpus:g} GPU(s); set gpus: auto (or 0) or point RAY_ADDRESS at a GPU cluster"
-            )
-        return requested
-
-    def slots(self, gpus_per_window: float) -> int:
-        """How many windows can run at once."""
-        if gpus_per_window > 0:
-            return max(1, int(self.gpus // gpus_per_window))
-        return max(1, int(self.cpus))
-
-
-def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> Cluster:
-    """Connect to Ray once per process: ``address`` (or ``RAY_ADDRESS``) for a cluster,
-    otherwise start a local one on this machine."""
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        # "local": always a fresh cluster of our own, never whatever else runs here
-        kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
-        try:
-            ray.init(
-                address=address or "local",
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                configure_logging=True,
-                **kwargs,
-            )
-        except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
-            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-            hint = ("check FRAMEFOLD_RAY_ADDRESS / RAY_ADDRESS, that the cluster is up (`ray status`), and its "
-                    "auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") if address else \
-                "check FRAMEFOLD_RAY_NUM_CPUS / FRAMEFOLD_RAY_NUM_GPUS and free memory and disk in /tmp"
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ClusterError(f"cannot connect to {where}: {first}; {hint}") from e
-    resources = ray.cluster_resources()
-    ctx = ray.get_runtime_context()
-    return Cluster(
-        address=getattr(ctx, "gcs_address", None) or "local",
-        cpus=float(resources.get("CPU", 0)),
-        gpus=float(resources.get("GPU", 0)),
-    )
 
 
 @dataclass(frozen=True)

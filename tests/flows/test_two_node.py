@@ -43,13 +43,13 @@ class Owned:
     """A child process started in a new session: it and everything it spawns share the
     session id (Ray workers change their process group, not their session)."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], *, env: dict[str, str], log: Path, cwd: Path = REPO) -> None:
         self.args = args
         self.log = log  # stdout; stderr goes to LOG.err
         self.err = log.with_name(log.name + ".err")
         self._files = [open(log, "wb"), open(self.err, "wb")]  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            args, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._files[0],
+            args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._files[0],
             stderr=self._files[1], start_new_session=True,
         )
         self.sid = self.proc.pid  # start_new_session: the child is its session's leader

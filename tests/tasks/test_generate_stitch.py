@@ -85,7 +85,7 @@ def test_gpu_request_beyond_the_cluster_is_refused_up_front():
 
     cluster = Cluster(address="test", cpus=2, gpus=0)
     assert cluster.gpus_per_window("auto") == 0
-    with pytest.raises(ItemError, match="has 0 GPU"):
+    with pytest.raises(ItemError, match="has no GPU and no autoscaler node type with one"):
         cluster.gpus_per_window(1)
     assert Cluster(address="t", cpus=2, gpus=4).gpus_per_window("auto") == 1
     assert Cluster(address="t", cpus=2, gpus=4).slots(0.5) == 8

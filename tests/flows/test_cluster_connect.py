@@ -1,0 +1,95 @@
+"""Reaching a cluster, fast paths (no Ray started): what an unreachable address, a missing
+extra and an impossible GPU request say, and what `framefold submit` sends."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import pytest
+
+from flows.cli import main
+from flows.submit import SubmitError, job_for, job_server
+from tasks.cluster import Cluster, precheck
+from tasks.errors import ClusterError, ItemError
+from tests.flows.test_two_node import _free_ports
+
+
+def test_nothing_listening_is_named_in_seconds_for_both_address_kinds():
+    (port,) = _free_ports(1)
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match=rf"connection refused — nothing answers on 127.0.0.1:{port}; "
+                                               r"start the cluster \(`ray start --head`\)"):
+            precheck(address)
+        assert time.monotonic() - t0 < 10
+
+
+def test_ray_client_without_its_extra_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as in an environment without ray[client]
+    with pytest.raises(ClusterError, match=r"needs Ray's client extra \(grpcio\).*pip install -c constraints.txt \."):
+        precheck("ray://127.0.0.1:10001")
+
+
+def test_run_against_a_dead_address_exits_1_with_one_line(small_job, monkeypatch, capsys):
+    (port,) = _free_ports(1)
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    assert main(["run", str(small_job)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot connect to the Ray cluster") and "\n" not in err, err
+    assert time.monotonic() - t0 < 10  # before any Prefect server starts
+
+
+def test_submit_to_a_dead_job_server_exits_1(small_job, capsys):
+    (port,) = _free_ports(1)
+    assert main(["submit", str(small_job), "--address", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the Ray job server at http://127.0.0.1:{port}: connection refused" in err, err
+
+
+def test_gpus_are_declared_by_what_the_cluster_can_ever_have():
+    none = Cluster(address="a", cpus=2, gpus=0, gpus_per_node=0, gpu_source="none")
+    assert none.gpus_per_window("auto") == 0 and none.fallback("auto")
+    with pytest.raises(ItemError, match="has no GPU and no autoscaler node type with one"):
+        none.gpus_per_window(1)
+
+    # no GPU up now, an autoscaler node type of 1 GPU, at most 2 nodes: GPUs from zero
+    scaling = Cluster(address="a", cpus=0, gpus=2, gpus_per_node=1, gpu_source="autoscaler", gpus_now=0)
+    assert scaling.gpus_per_window("auto") == 1 and not scaling.fallback("auto")
+    assert scaling.slots(1) == 2 and scaling.slots(0.5) == 4
+    scaling.check([("a", "auto"), ("b", 1)])
+    with pytest.raises(ClusterError, match=r"item 'c': gpus: 2 per window, but .* no node \(autoscaler\) with more "
+                                           r"than 1 GPU"):
+        scaling.check([("a", 1), ("c", 2)])
+
+    declared = Cluster(address="a", cpus=0, gpus=8, gpus_per_node=None, gpu_source="FRAMEFOLD_CLUSTER_GPUS")
+    assert declared.gpus_per_window(4) == 4 and declared.slots(1) == 8
+
+
+def test_submit_sends_framefold_run_with_the_manifest_and_the_settings(small_job, tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAMEFOLD_CLUSTER_GPUS", "4")
+    monkeypatch.setenv("FRAMEFOLD_RAY_ADDRESS", "ray://elsewhere:10001")  # the job's own cluster wins there
+    job = job_for(small_job, out=tmp_path / "o", only=["a"])
+    assert shlex.split(job.entrypoint) == ["framefold", "run", str(small_job.resolve()), "--json",
+                                           "--out", str(tmp_path / "o"), "--only", "a"]
+    assert job.runtime_env["env_vars"]["FRAMEFOLD_CLUSTER_GPUS"] == "4"
+    assert "FRAMEFOLD_RAY_ADDRESS" not in job.runtime_env["env_vars"] and "working_dir" not in job.runtime_env
+
+    uploaded = job_for(small_job, working_dir=small_job.parent)
+    assert shlex.split(uploaded.entrypoint)[:3] == ["framefold", "run", small_job.name]
+    assert uploaded.runtime_env["working_dir"] == str(small_job.parent.resolve())
+    with pytest.raises(SubmitError, match="is not inside it"):
+        job_for(small_job, working_dir=tmp_path / "elsewhere")
+
+
+def test_job_server_address_follows_ray_address(monkeypatch):
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", "FRAMEFOLD_RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert job_server(None) == "http://127.0.0.1:8265"
+    assert job_server("10.0.0.5:8265") == "http://10.0.0.5:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head.example:10001")
+    assert job_server(None) == "http://head.example:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "https://jobs.example")
+    assert job_server(None) == "https://jobs.example"
