@@ -12,15 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from flows.console import err, error, out, say, text
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
-
 
 def _return_large_buffers() -> None:
     """Have glibc map every allocation of 128 KiB or more on its own and unmap it on free.
@@ -50,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/]: finished outputs are kept; run again to resume")
+        say(err, ("interrupted", "red"), ": finished outputs are kept; run again to resume")
         return 130
 
 
@@ -134,8 +130,8 @@ def _load(path: str | Path, out_dir: str | Path | None = None):
     try:
         return preflight(load_manifest(path, output=out_dir))
     except ManifestError as e:
-        err.print(f"[bold red]invalid manifest[/] ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
-        err.print(str(e), markup=False)
+        say(err, ("invalid manifest", "bold red"), f" ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
+        say(err, str(e))
         return None
 
 
@@ -143,7 +139,7 @@ def _validate(args) -> int:
     job = _load(args.manifest)
     if job is None:
         return EXIT_BAD_INPUT
-    out.print(escape(f"{job.manifest_path}: valid — job {job.name!r}, {len(job.items)} item(s), output {job.output}"))
+    say(out, f"{job.manifest_path}: valid — job {job.name!r}, {len(job.items)} item(s), output {job.output}")
     return EXIT_OK
 
 
@@ -173,18 +169,18 @@ def _plan(args) -> int:
     if args.json:
         print(json.dumps({"job": job.name, "output": str(job.output), "items": rows, "totals": totals}, indent=2))
         return EXIT_OK
-    table = Table(title=escape(f"plan: {job.name}"))
+    table = Table(title=text(f"plan: {job.name}"))
     for col in ("item", "frames", "windows", "W/O", "generated", "redundancy", "size → output"):
         table.add_column(col, justify="right" if col not in ("item", "size → output") else "left")
     for r in rows[:PLAN_ROWS]:
-        table.add_row(escape(r["id"]), str(r["frames"]), str(r["windows"]), f"{r['window']}/{r['overlap']}",
+        table.add_row(text(r["id"]), str(r["frames"]), str(r["windows"]), f"{r['window']}/{r['overlap']}",
                       str(r["frames_generated"]), f"{r['redundancy']:.2f}",
                       f"{r['size'][0]}×{r['size'][1]} → {r['output_size'][0]}×{r['output_size'][1]}")
     if len(rows) > PLAN_ROWS:
         table.caption = f"the first {PLAN_ROWS} of {len(rows)} items (--json lists all)"
     out.print(table)
-    out.print(f"{totals['items']} item(s), {totals['frames']} frames delivered, {totals['windows']} windows, "
-              f"{totals['frames_generated']} frames generated (redundancy {totals['redundancy']:.2f})")
+    say(out, f"{totals['items']} item(s), {totals['frames']} frames delivered, {totals['windows']} windows, "
+          f"{totals['frames_generated']} frames generated (redundancy {totals['redundancy']:.2f})")
     return EXIT_OK
 
 
@@ -204,7 +200,7 @@ def _run(args) -> int:
     if args.only:
         unknown = sorted(set(args.only) - {i.id for i in job.items})
         if unknown:
-            err.print("[bold red]error[/]: " + escape(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}"))
+            error(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
             return EXIT_BAD_INPUT
     from flows.progress import RichReporter, install
     from flows.run import run_job
@@ -217,13 +213,13 @@ def _run(args) -> int:
         err.print("[bold red]error[/]: " + escape(str(e)))
         return EXIT_FAILED
     total = len(args.only) if args.only else len(job.items)
-    err.print(escape(f"framefold: running {job.name!r} ({total} item(s)) → {job.output}"))
+    say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
     with RichReporter(total) as rep:
         install(rep)
         try:
             summary = run_job(job, force=args.force, only=args.only)
         except ClusterError as e:
-            err.print("[bold red]error[/]: " + escape(str(e)))
+            error(str(e))
             return EXIT_FAILED
         finally:
             install(None)
@@ -277,7 +273,7 @@ def _submit(args) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    table = Table(title=escape(f"{summary['job']} — run {summary['run_id']}"))
+    table = Table(title=text(f"{summary['job']} — run {summary['run_id']}"))
     flicker = any((r.get("metrics") or {}).get("flicker") for r in summary["items"])  # an item was upscaled
     for col in ("item", "status", "reason", "seconds", "seam", "loop", *(("flicker",) if flicker else ()), "output"):
         table.add_column(col, overflow="fold")
@@ -288,12 +284,12 @@ def _print_summary(summary: dict) -> None:
 
     for r in summary["items"]:
         m = r.get("metrics") or {}
-        table.add_row(escape(r["id"]), f"[{style[r['status']]}]{r['status']}[/]", escape(r["reason"]), f"{r['seconds']:.1f}",
+        table.add_row(text(r["id"]), text((r["status"], style[r["status"]])), text(r["reason"]), f"{r['seconds']:.1f}",
                       ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")),
-                      *((ratio((m.get("flicker") or {}).get("ratio")),) if flicker else ()), escape(", ".join(r["outputs"])))
+                      *((ratio((m.get("flicker") or {}).get("ratio")),) if flicker else ()), text(", ".join(r["outputs"])))
     out.print(table)
     c = summary["counts"]
-    out.print(escape(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}"))
+    say(out, f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}")
 
 
 def _inspect(args) -> int:
@@ -301,7 +297,7 @@ def _inspect(args) -> int:
     from tasks.errors import EncodeError
 
     if not args.video.is_file():
-        err.print(f"[bold red]error[/]: {escape(str(args.video))}: no such file")
+        error(f"{args.video}: no such file")
         return EXIT_BAD_INPUT
     credentials = _credentials(args.video)
     if credentials is None:
@@ -309,19 +305,19 @@ def _inspect(args) -> int:
     try:
         tags = {k.lower(): v for k, v in read_tags(args.video).items()}  # Matroska (webm) upper-cases tag names
     except EncodeError as e:
-        err.print(f"[bold red]error[/]: " + escape(f"{args.video}: not a readable video ({e})"))
+        error(f"{args.video}: not a readable video ({e})")
         return EXIT_BAD_INPUT
     if TAG in tags:
         try:
             record = json.loads(tags[TAG])
         except ValueError:
-            err.print(f"[bold red]error[/]: {escape(str(args.video))}: the framefold tag is not valid JSON (file damaged?)")
+            error(f"{args.video}: the framefold tag is not valid JSON (file damaged?)")
             return EXIT_BAD_INPUT
     else:  # a GIF or poster carries no tag: its item's sidecar describes it (when the bytes match), or its credentials
         record = _sidecar_of(args.video) or credentials.get("framefold")
         if record is None:
-            err.print(f"[bold red]error[/]: {escape(str(args.video))}: no framefold provenance in this file "
-                      "(and no sidecar ITEM.json beside it lists this file with these bytes)")
+            error(f"{args.video}: no framefold provenance in this file "
+                  "(and no sidecar ITEM.json beside it lists this file with these bytes)")
             return EXIT_BAD_INPUT
     c2pa = {k: v for k, v in credentials.items() if k != "framefold"}
     # exit 1: the credentials do not match the bytes, or trust anchors are set and the signer is not among them
@@ -331,7 +327,7 @@ def _inspect(args) -> int:
         print(json.dumps({**record, "c2pa": c2pa}, indent=2, ensure_ascii=False))
         return status
     v = record.get("video", {})
-    out.print(f"[bold]{escape(str(args.video))}[/]")
+    say(out, (str(args.video), "bold"))
     for label, value in (
         ("item", record.get("item", {}).get("id")),
         ("job", record.get("job")),
@@ -346,7 +342,7 @@ def _inspect(args) -> int:
         ("framefold", record.get("framefold_version")),
         ("c2pa", _c2pa_line(c2pa)),
     ):
-        out.print(escape(f"  {label:12} {value}"))
+        say(out, f"  {label:12} {value}")
     return status
 
 
@@ -361,22 +357,22 @@ def _credentials(path: Path) -> dict | None:
     try:
         anchors_file = Settings().c2pa_trust_anchors
     except ValidationError as e:
-        err.print("[bold red]error[/]: " + escape(f"invalid FRAMEFOLD_* setting: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"))
+        error(f"invalid FRAMEFOLD_* setting: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}")
         return None
     anchors = None
     if anchors_file is not None:
         try:
             anchors = anchors_file.read_text()
         except OSError as e:
-            err.print(f"[bold red]error[/]: " + escape(f"FRAMEFOLD_C2PA_TRUST_ANCHORS: cannot read {anchors_file}: {e.strerror}"))
+            error(f"FRAMEFOLD_C2PA_TRUST_ANCHORS: cannot read {anchors_file}: {e.strerror}")
             return None
     try:
         return {**credentials.read(path, trust_anchors=anchors), "trust_anchors_set": anchors is not None}
     except ValueError as e:
-        err.print(f"[bold red]error[/]: " + escape(f"FRAMEFOLD_C2PA_TRUST_ANCHORS ({anchors_file}): {e}"))
+        error(f"FRAMEFOLD_C2PA_TRUST_ANCHORS ({anchors_file}): {e}")
         return None
     except OSError as e:
-        err.print(f"[bold red]error[/]: " + escape(f"{path}: cannot read ({e.strerror or e})"))
+        error(f"{path}: cannot read ({e.strerror or e})")
         return None
 
 
@@ -422,7 +418,7 @@ def _schedule_setup(args):
     try:
         check_schedule(name=args.name, cron=args.cron, timezone=args.timezone)
     except ScheduleError as e:
-        err.print(f"[bold red]error[/]: --{e.field}: {escape(e.message)}")
+        error(f"--{e.field}: {e.message}")
         return None
     if _load(Path(args.manifest), Path(args.out) if args.out else None) is None:
         return None
@@ -446,7 +442,7 @@ def _serve(args) -> int:
     # Served runs use the flow's default thread pool: bound it like `framefold run` does.
     os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", str(Settings().items_in_flight))
     _print_deployments([dep], api_url, "serving")
-    err.print("stop with Ctrl-C (the schedule is paused while nothing serves it)")
+    say(err, "stop with Ctrl-C (the schedule is paused while nothing serves it)")
     serve(dep, print_starting_message=False)
     return EXIT_OK
 
@@ -467,13 +463,13 @@ def _deploy(args) -> int:
             pool = client.read_work_pool(pool_name)
         except ObjectNotFound:
             if args.pool:  # named on purpose: a typo must not create a pool nobody polls
-                err.print("[bold red]error[/]: " + escape(f"--pool: no work pool {args.pool!r} on {api_url}; create it with "
-                                                         f"`prefect work-pool create {args.pool} --type process`"))
+                error(f"--pool: no work pool {args.pool!r} on {api_url}; create it with "
+                      f"`prefect work-pool create {args.pool} --type process`")
                 return EXIT_BAD_INPUT
             pool = client.create_work_pool(WorkPoolCreate(name=pool_name, type="process"))
     if pool.type != "process":
-        err.print("[bold red]error[/]: " + escape(f"--pool: work pool {pool_name!r} is of type {pool.type!r}; ") + "framefold "
-                  "deployments carry no image or code storage and need a 'process' pool on a machine with framefold installed")
+        error(f"--pool: work pool {pool_name!r} is of type {pool.type!r}; framefold deployments carry no image or "
+              "code storage and need a 'process' pool on a machine with framefold installed")
         return EXIT_BAD_INPUT
     from manifests import Settings
 
@@ -481,7 +477,7 @@ def _deploy(args) -> int:
     dep.job_variables = {"env": {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": str(Settings().items_in_flight)}}
     deploy(dep, work_pool_name=pool_name, build=False, push=False, print_next_steps_message=False, ignore_warnings=True)
     _print_deployments([dep], api_url, f"deployed to work pool {pool_name!r}")
-    out.print(f"runs start when a worker polls the pool: prefect worker start --pool {pool_name}")
+    say(out, f"runs start when a worker polls the pool: prefect worker start --pool {pool_name}")
     return EXIT_OK
 
 
@@ -492,10 +488,10 @@ def _prefect_api_url() -> str | None:
 
     url = PREFECT_API_URL.value()
     if not url:
-        err.print("[bold red]error[/]: PREFECT_API_URL is not set. Schedules need a running Prefect server "
-                  "(the temporary local one never creates scheduled runs). Start one with\n"
-                  "  prefect server start --host 127.0.0.1 --port 4200\n"
-                  "and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+        error("PREFECT_API_URL is not set. Schedules need a running Prefect server "
+              "(the temporary local one never creates scheduled runs). Start one with\n"
+              "  prefect server start --host 127.0.0.1 --port 4200\n"
+              "and set PREFECT_API_URL=http://127.0.0.1:4200/api")
         return None
     return url
 
@@ -507,19 +503,19 @@ def _server_answers(api_url: str) -> bool:
     with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(sync_client=True) as client:
         problem = client.api_healthcheck()  # one attempt: an answer now, not after a minute of retries
     if problem is not None:
-        err.print(f"[bold red]error[/]: no Prefect server answers at PREFECT_API_URL={api_url} "
-                  f"({type(problem).__name__}: {problem}); start it or fix the address")
+        error(f"no Prefect server answers at PREFECT_API_URL={api_url} "
+              f"({type(problem).__name__}: {problem}); start it or fix the address")
         return False
     return True
 
 
 def _print_deployments(deployments, api_url: str, doing: str) -> None:
-    table = Table(title=f"{doing} on {api_url}")
+    table = Table(title=text(f"{doing} on {api_url}"))
     for col in ("deployment", "schedule", "manifest", "overlapping runs"):
         table.add_column(col, overflow="fold", no_wrap=col != "manifest")
     for d in deployments:
         schedule = "; ".join(f"{s.schedule.cron} ({s.schedule.timezone})" for s in d.schedules) or "on demand"
-        table.add_row(escape(f"{d.flow_name}/{d.name}"), escape(schedule), escape(d.parameters["manifest"]), "cancelled")
+        table.add_row(text(f"{d.flow_name}/{d.name}"), text(schedule), text(d.parameters["manifest"]), "cancelled")
     out.print(table)
 
 

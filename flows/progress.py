@@ -49,7 +49,7 @@ class RichReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(  # on stderr: stdout carries results (--json)
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # item ids are printed as written
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

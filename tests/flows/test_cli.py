@@ -166,3 +166,15 @@ def test_bad_filters_exit_2_with_a_located_message(tmp_path: Path, capsys, bad: 
     assert "Traceback" not in err
     assert f"{path.name}: catalog.filter: " in err, err
     assert re.search(r"character \d+|nested deeper|unknown column 'categroy'; did you mean 'category'", err), err
+
+
+def test_user_strings_are_printed_verbatim_never_as_markup(tmp_path: Path, capsys) -> None:
+    doc = _valid(tmp_path)
+    doc["output"] = "out[/bold][x]"
+    path = tmp_path / "m[red].yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(path)]) == 0
+    assert "out[/bold][x]" in capsys.readouterr().out.replace("\n", "")
+    assert main(["run", str(path), "--only", "[/bold]", "a[b]"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "error: --only: no item with id '[/bold]', 'a[b]' in" in err and "m[red].yaml" in err

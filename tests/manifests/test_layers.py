@@ -61,3 +61,8 @@ def test_validate_loads_no_model_library() -> None:
     assert "manifests.load" in imported  # the listing is real
     loaded = sorted(m for m in imported if m.split(".")[0] in ("torch", "spandrel", "c2pa"))
     assert loaded == []
+
+
+def test_no_file_of_manifests_is_over_400_lines() -> None:
+    lengths = {path.name: len(path.read_text().splitlines()) for path in (ROOT / "manifests").glob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 400} == {}
