@@ -3,7 +3,7 @@
 from kernels.metrics import frame_steps, loop_closure_ratio
 from kernels.motion import MotionTexture, animate, displacement, motion_texture
 from kernels.noise import derive_seed, frame_noise
-from kernels.overlap import StreamingOverlapAdd, overlap_add, overlap_add_tiles, plan_tiles, tile_weights
+from kernels.overlap import overlap_add, overlap_add_tiles, plan_tiles, tile_weights
 from kernels.resample import METHODS, resize
 from kernels.windows import (
     WEIGHTINGS,
@@ -17,7 +17,7 @@ from kernels.windows import (
 )
 
 __all__ = [
-    "METHODS", "WEIGHTINGS", "MotionTexture", "StreamingOverlapAdd", "Window", "animate", "coverage",
+    "METHODS", "WEIGHTINGS", "MotionTexture", "Window", "animate", "coverage",
     "derive_seed", "displacement", "emission_order", "frame_noise", "frame_steps", "loop_closure_ratio",
     "motion_texture", "overlap_add", "overlap_add_tiles", "plan_tiles", "plan_windows", "redundancy",
     "resize", "tile_weights", "window_indices", "window_weights",

@@ -1,7 +1,7 @@
 """The stitch kernel: overlapping windows of finished frames in, finished frames out.
 
-``StreamingBlend`` is ``StreamingOverlapAdd`` for frames that are already pixels (uint8)
-or float32 values, returned in the same dtype. A frame covered by one window is that
+``StreamingBlend`` is ``overlap_add`` one window at a time, any order, for frames that are
+already pixels (uint8) or float32 values, returned in the same dtype as soon as final. A frame covered by one window is that
 window's frame (``w·x / w`` is ``x``): it is handed out as a view, never copied or
 converted. A frame covered by several windows is averaged in one pass: a compiled loop
 reads each window's bytes once, weights and sums them in float32, divides by the weight
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kernels.overlap import _check_plan
+from kernels.check import check_plan
 
 
 @numba.njit(nogil=True, inline="always")
@@ -101,7 +101,7 @@ def blend_frame(parts: Sequence[tuple[np.ndarray, float]], out: np.ndarray) -> N
 class StreamingBlend:
     """Windows in any order, final frames out in order, in the windows' dtype.
 
-    Plan as for ``StreamingOverlapAdd``: ``indices[i]`` (L_i,) frame positions of window
+    The plan of ``overlap_add``: ``indices[i]`` (L_i,) frame positions of window
     ``i``, ``weights[i]`` (L_i,) >= 0. ``add(i, values)`` takes window ``i`` (values
     (L_i, *S), uint8 or float32) and returns the frames that became final, in order, as a
     list of chunks (k, *S): runs of frames seen by one window only are views of
@@ -115,7 +115,7 @@ class StreamingBlend:
     """
 
     def __init__(self, indices: Sequence[Tensor], weights: Sequence[Tensor]):
-        _check_plan(indices, weights)
+        check_plan(indices, weights)
         self._indices = [idx.tolist() for idx in indices]
         self._weights = [w.to(torch.float32).tolist() for w in weights]
         size = 1 + max((max(idx) for idx in self._indices if idx), default=-1)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.windows import _check_int
+from kernels.check import check_int
 
 _GRID = 6  # low-res noise cells per side before bicubic upsampling: larger = finer motion
 _MIN_HZ = 0.1  # lowest frequency of non-looping textures
@@ -62,9 +62,9 @@ def motion_texture(
     >>> bool(((tex.freqs * 2.0) == (tex.freqs * 2.0).round()).all())
     True
     """
-    _check_int("height", height, 1)
-    _check_int("width", width, 1)
-    _check_int("modes", modes, 1)
+    check_int("height", height, 1)
+    check_int("width", width, 1)
+    check_int("modes", modes, 1)
     if not amplitude >= 0:
         raise ValueError(f"amplitude must be >= 0, got {amplitude}")
     if not max_hz > 0:

@@ -2,8 +2,8 @@
 fresh float32 buffers, then divide once.
 
 One core (``_accumulate`` + ``_normalize``) serves time windows (``overlap_add``) and
-image tiles (``overlap_add_tiles``, which flattens each tile to pixel indices);
-``StreamingOverlapAdd`` applies the same per-frame arithmetic to a bounded buffer.
+image tiles (``overlap_add_tiles``, which flattens each tile to pixel indices). The
+streaming stitcher (``kernels.blend.StreamingBlend``) is tested against ``overlap_add``.
 """
 
 from __future__ import annotations
@@ -13,36 +13,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from kernels.windows import _check_int, plan_windows, window_weights
-
-
-def _check_plan(indices: Sequence[Tensor], weights: Sequence[Tensor]) -> None:
-    if len(indices) == 0:
-        raise ValueError("indices must hold at least one window, got 0")
-    if len(weights) != len(indices):
-        raise ValueError(f"weights must hold one entry per window ({len(indices)}), got {len(weights)}")
-    for i, (idx, w) in enumerate(zip(indices, weights)):
-        if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise ValueError(f"indices[{i}] must be a 1-D integer tensor, got {idx.dtype} {tuple(idx.shape)}")
-        if w.shape != idx.shape:
-            raise ValueError(f"weights[{i}] must have shape {tuple(idx.shape)}, got {tuple(w.shape)}")
-        if len(idx) and int(idx.min()) < 0:
-            raise ValueError(f"indices[{i}] must be >= 0, got {int(idx.min())}")
-        if len(w) and not bool((w >= 0).all()):
-            raise ValueError(f"weights[{i}] must be >= 0, got min {float(w.min())}")
-
-
-def _check_values(values: Sequence[Tensor], indices: Sequence[Tensor]) -> None:
-    if len(values) != len(indices):
-        raise ValueError(f"values must hold one entry per window ({len(indices)}), got {len(values)}")
-    for i, (x, idx) in enumerate(zip(values, indices)):
-        if x.ndim < 1 or x.shape[0] != len(idx):
-            raise ValueError(f"values[{i}] must have {len(idx)} rows (len(indices[{i}])), got shape {tuple(x.shape)}")
-        if x.shape[1:] != values[0].shape[1:]:
-            raise ValueError(
-                f"values[{i}] must have trailing shape {tuple(values[0].shape[1:])} like values[0], "
-                f"got {tuple(x.shape[1:])}"
-            )
+from kernels.check import check_int, check_plan, check_values
+from kernels.windows import plan_windows, window_weights
 
 
 def _weighted(x: Tensor, w: Tensor) -> Tensor:
@@ -84,86 +56,13 @@ def overlap_add(values: Sequence[Tensor], indices: Sequence[Tensor], weights: Se
             [2.],
             [3.]])
     """
-    _check_int("size", size, 1)
-    _check_plan(indices, weights)
-    _check_values(values, indices)
+    check_int("size", size, 1)
+    check_plan(indices, weights)
+    check_values(values, indices)
     for i, idx in enumerate(indices):
         if len(idx) and int(idx.max()) >= size:
             raise ValueError(f"indices[{i}] must be < size ({size}), got {int(idx.max())}")
     return _normalize(*_accumulate(values, indices, weights, size), lambda f: f"frame {f}")
-
-
-class StreamingOverlapAdd:
-    """``overlap_add`` one window at a time, emitting each frame as soon as it is final.
-
-    The plan (``indices[i]`` (L_i,), ``weights[i]`` (L_i,)) is fixed up front; frames are
-    0..max index. ``add(i, values)`` accumulates window ``i`` (values (L_i, *S)) and
-    returns the frames that became final, in order, as float32 (k, *S) starting at the
-    ``next_frame`` before the call. A frame is final once every window covering it was
-    added. Only touched, not yet emitted frames are buffered (``buffered`` counts them).
-
-    >>> s = StreamingOverlapAdd([torch.tensor([0, 1]), torch.tensor([1, 2])], [torch.ones(2)] * 2)
-    >>> s.add(1, torch.full((2, 1), 3.0)).shape, s.next_frame
-    (torch.Size([0, 1]), 0)
-    >>> s.add(0, torch.full((2, 1), 1.0)).flatten(), s.done
-    (tensor([1., 2., 3.]), True)
-    """
-
-    def __init__(self, indices: Sequence[Tensor], weights: Sequence[Tensor]):
-        _check_plan(indices, weights)
-        self._indices = [idx.tolist() for idx in indices]
-        self._weights = list(weights)
-        size = 1 + max((max(idx) for idx in self._indices if idx), default=-1)
-        self._pending = [0] * size  # windows still to come, per frame
-        for idx in self._indices:
-            for f in set(idx):
-                self._pending[f] += 1
-        if 0 in self._pending:
-            raise ValueError(f"every frame must be covered by a window, got none at frame {self._pending.index(0)}")
-        self._added: set[int] = set()
-        self._frames: dict[int, tuple[Tensor, Tensor]] = {}  # frame -> (sum w*x, sum w)
-        self._trailing: tuple[int, ...] | None = None
-        self.next_frame = 0
-        self.done = size == 0
-
-    @property
-    def buffered(self) -> int:
-        """Number of frames currently held (touched, not yet emitted)."""
-        return len(self._frames)
-
-    def add(self, window: int, values: Tensor) -> Tensor:
-        """Accumulate window ``window`` (values (L, *S)); return the newly final frames (k, *S) float32."""
-        if not isinstance(window, int) or not 0 <= window < len(self._indices):
-            raise ValueError(f"window must be an int in [0, {len(self._indices)}), got {window!r}")
-        if window in self._added:
-            raise ValueError(f"window must be added once, got window {window} a second time")
-        idx = self._indices[window]
-        if values.ndim < 1 or values.shape[0] != len(idx):
-            raise ValueError(f"values must have {len(idx)} rows for window {window}, got shape {tuple(values.shape)}")
-        if self._trailing is None:
-            self._trailing = tuple(values.shape[1:])
-        elif tuple(values.shape[1:]) != self._trailing:
-            raise ValueError(f"values must have trailing shape {self._trailing}, got {tuple(values.shape[1:])}")
-        self._added.add(window)
-        w = self._weights[window].to(device=values.device, dtype=torch.float32)
-        wx = _weighted(values, w)
-        for j, f in enumerate(idx):
-            if f in self._frames:
-                v, s = self._frames[f]
-                self._frames[f] = (v + wx[j], s + w[j])
-            else:
-                self._frames[f] = (wx[j].clone(), w[j].clone())
-        for f in set(idx):
-            self._pending[f] -= 1
-        ready = []
-        while self.next_frame < len(self._pending) and self._pending[self.next_frame] == 0:
-            v, s = self._frames.pop(self.next_frame)
-            ready.append(_normalize(v[None], s[None], lambda _: f"frame {self.next_frame}"))
-            self.next_frame += 1
-        self.done = self.next_frame == len(self._pending)
-        if not ready:
-            return torch.zeros((0, *self._trailing), dtype=torch.float32, device=values.device)
-        return torch.cat(ready)
 
 
 def plan_tiles(height: int, width: int, *, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -213,8 +112,8 @@ def overlap_add_tiles(
     if len(size) != 2:
         raise ValueError(f"size must be (H, W), got {size!r}")
     height, width = size
-    _check_int("size[0]", height, 1)
-    _check_int("size[1]", width, 1)
+    check_int("size[0]", height, 1)
+    check_int("size[1]", width, 1)
     if len(boxes) != len(values) or len(weights) != len(values):
         raise ValueError(
             f"boxes and weights must hold one entry per tile ({len(values)}), got {len(boxes)} and {len(weights)}"
@@ -238,7 +137,7 @@ def overlap_add_tiles(
         flat_indices.append((rows[:, None] * width + cols[None, :]).reshape(-1))
         flat_values.append(v.reshape(*lead, h * w).movedim(-1, 0))
         flat_weights.append(wt.reshape(-1))
-    _check_plan(flat_indices, flat_weights)
+    check_plan(flat_indices, flat_weights)
     acc, wsum = _accumulate(flat_values, flat_indices, flat_weights, height * width)
     out = _normalize(acc, wsum, lambda p: f"pixel (y={p // width}, x={p % width})")
     return out.movedim(0, -1).reshape(*lead, height, width).contiguous()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.windows import _check_int
+from kernels.check import check_int
 
 METHODS = ("lanczos", "bicubic", "bilinear", "nearest")
 _BLOCK = 128  # outputs per dense matmul piece: larger = fewer calls, more multiplications by zero
@@ -115,12 +115,12 @@ def resize(
         raise ValueError(f"frames must be a float (..., C, H, W) tensor, got {frames.dtype} {tuple(frames.shape)}")
     if len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
-    _check_int("size[0]", size[0], 1)
-    _check_int("size[1]", size[1], 1)
+    check_int("size[0]", size[0], 1)
+    check_int("size[1]", size[1], 1)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if tile_rows is not None:
-        _check_int("tile_rows", tile_rows, 1)
+        check_int("tile_rows", tile_rows, 1)
     height, width = size
     rows_idx, rows_w = _taps(frames.shape[-2], height, method, antialias, frames)
     cols = _blocks(*_taps(frames.shape[-1], width, method, antialias, frames), _BLOCK)

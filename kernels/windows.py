@@ -13,6 +13,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from kernels.check import check_int
+
 WEIGHTINGS = ("flat", "linear", "cosine", "gaussian")
 
 
@@ -21,13 +23,6 @@ class Window(NamedTuple):
 
     start: int
     length: int
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def plan_windows(num_frames: int, *, length: int, overlap: int, circular: bool = False) -> list[Window]:
@@ -44,9 +39,9 @@ def plan_windows(num_frames: int, *, length: int, overlap: int, circular: bool =
     >>> plan_windows(10, length=4, overlap=1, circular=True)
     [Window(start=0, length=4), Window(start=2, length=4), Window(start=5, length=4), Window(start=7, length=4)]
     """
-    _check_int("num_frames", num_frames, 1)
-    _check_int("length", length, 1)
-    _check_int("overlap", overlap, 0)
+    check_int("num_frames", num_frames, 1)
+    check_int("length", length, 1)
+    check_int("overlap", overlap, 0)
     if overlap >= length:
         raise ValueError(f"overlap must be < length ({length}), got {overlap}")
     if num_frames <= length:
@@ -67,9 +62,9 @@ def window_indices(window: Window, num_frames: int) -> torch.Tensor:
     >>> window_indices(Window(7, 4), 10)
     tensor([7, 8, 9, 0])
     """
-    _check_int("num_frames", num_frames, 1)
-    _check_int("window.start", window.start, 0)
-    _check_int("window.length", window.length, 1)
+    check_int("num_frames", num_frames, 1)
+    check_int("window.start", window.start, 0)
+    check_int("window.length", window.length, 1)
     if window.length > num_frames:
         raise ValueError(f"window.length must be <= num_frames ({num_frames}), got {window.length}")
     return (window.start + torch.arange(window.length)) % num_frames
@@ -86,7 +81,7 @@ def window_weights(length: int, kind: str = "cosine", *, dtype=torch.float32, de
     >>> window_weights(2, "cosine")
     tensor([0.5000, 0.5000])
     """
-    _check_int("length", length, 1)
+    check_int("length", length, 1)
     j = torch.arange(length, dtype=torch.float64)
     if kind == "flat":
         w = torch.ones_like(j)
@@ -108,7 +103,7 @@ def coverage(plan: Sequence[Window], num_frames: int) -> torch.Tensor:
     >>> coverage(plan_windows(10, length=4, overlap=1), 10)
     tensor([1, 1, 1, 2, 1, 1, 2, 1, 1, 1])
     """
-    _check_int("num_frames", num_frames, 1)
+    check_int("num_frames", num_frames, 1)
     counts = torch.zeros(num_frames, dtype=torch.int64)
     for w in plan:
         counts[window_indices(w, num_frames)] += 1
@@ -121,7 +116,7 @@ def redundancy(plan: Sequence[Window], num_frames: int) -> float:
     >>> redundancy(plan_windows(10, length=4, overlap=1), 10)
     1.2
     """
-    _check_int("num_frames", num_frames, 1)
+    check_int("num_frames", num_frames, 1)
     return sum(w.length for w in plan) / num_frames
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import ray
 import torch
 
-from kernels.pixels import to_uint8
+from kernels.pixels import from_uint8, to_uint8
 from tasks.backends import Conditioning, WindowRequest, load
 from tasks.cluster import Cluster, connect  # noqa: F401 - where callers have always found them
 from tasks.errors import ItemError
@@ -145,7 +145,7 @@ def outpaint_windows(
         if previous is not None:
             start, frames = previous
             offset = min(starts[index] - start, len(frames) - 1)
-            image = torch.from_numpy(np.array(frames[offset])).permute(2, 0, 1).float().div_(255)  # a copy: Ray arrays are read-only
+            image = from_uint8(torch.from_numpy(np.array(frames[offset])))  # a copy: Ray arrays are read-only
             cond = dataclasses.replace(conditioning, image=image)
         for got, rendered in generate_windows(submit, cond, requests, [index], in_flight=1, **kwargs):
             previous = (starts[got], rendered.pixels)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from kernels.pixels import from_uint8
 from tasks.errors import ItemError
 
 
@@ -85,7 +86,7 @@ def load_image(
     array = np.asarray(fitted, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32) / 255.0
+    tensor = from_uint8(torch.from_numpy(array.copy()))
     return tensor, info
 
 

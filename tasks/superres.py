@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from kernels.overlap import overlap_add_tiles, plan_tiles, tile_weights
+from kernels.pixels import from_uint8, to_uint8
 from tasks.store import sha256_file
 
 # Image-to-image architectures that make a larger image; others (denoisers, face
@@ -163,7 +164,7 @@ class TiledUpscaler:
         if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
             raise ValueError(f"frames must be uint8 (k, H, W, 3), got {x.dtype} {tuple(x.shape)}")
         k, height, width, _ = x.shape
-        images = x.permute(0, 3, 1, 2).to(self.device, self.dtype).div_(255)  # (k, 3, H, W) in [0, 1]
+        images = from_uint8(x).to(self.device, self.dtype)  # (k, 3, H, W) in [0, 1]
         boxes = self.grid(height, width)
         s = self.scale
         tiles = [  # a few frames per forward pass: the tile size, not the request, bounds activations
@@ -177,7 +178,7 @@ class TiledUpscaler:
             out_boxes = [(y * s, x0 * s, h * s, w * s) for y, x0, h, w in boxes]
             weights = [tile_weights(h, w, device=tiles[0].device) for _, _, h, w in out_boxes]
             out = overlap_add_tiles(tiles, out_boxes, weights, (height * s, width * s))
-        return out.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(out).cpu().numpy()
 
 
 @functools.lru_cache(maxsize=2)

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import torch
 
+from kernels.pixels import to_uint8
+
 
 @dataclass(frozen=True)
 class WindowRequest:
@@ -49,7 +51,7 @@ class Conditioning:
 
         if self.image is None:
             raise ValueError("this item has no image")
-        array = self.image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        array = to_uint8(self.image).numpy()
         return Image.fromarray(array, "RGB")
 
 

@@ -104,3 +104,28 @@ def test_errors_name_the_problem():
         StreamingBlend([torch.tensor([0, 1]), torch.tensor([3])], [torch.ones(2), torch.ones(1)])
     with pytest.raises(ValueError, match="weight > 0, got none at frame 1"):
         StreamingBlend([torch.tensor([0, 1])], [torch.tensor([1.0, 0.0])])
+
+
+@pytest.mark.parametrize("circular", [False, True])
+def test_frames_come_out_early_with_a_bounded_buffer(circular):
+    t, length, overlap = 200, 16, 4
+    plan = plan_windows(t, length=length, overlap=overlap, circular=circular)
+    blend = StreamingBlend([window_indices(w, t) for w in plan], [window_weights(length)] * len(plan))
+    order = emission_order(plan, t)
+    peak, emitted_after = 0, []
+    for i in order:
+        blend.add(i, torch.zeros((length, 3, 8, 8), dtype=torch.uint8))
+        peak = max(peak, blend.buffered)
+        emitted_after.append(blend.next_frame)
+    first_final = 2 if circular else 1  # the wrapping window also covers frame 0
+    assert emitted_after[first_final - 1] == plan[order[first_final]].start  # all before the next window
+    assert all(b > a for a, b in zip(emitted_after[first_final - 1 : -1], emitted_after[first_final:]))
+    assert peak <= 2 * length  # never the whole clip
+    assert blend.done
+
+
+def test_inputs_are_not_mutated():
+    plan, values, indices, weights = _windows(40, 16, 4, True, torch.float32)
+    before = [x.clone() for x in values + indices + weights]
+    _run(StreamingBlend(indices, weights), values, emission_order(plan, 40))
+    assert all(torch.equal(x, y) for x, y in zip(values + indices + weights, before))

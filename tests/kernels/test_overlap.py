@@ -1,10 +1,8 @@
-import random
-
 import pytest
 import torch
 
-from kernels.overlap import StreamingOverlapAdd, overlap_add, overlap_add_tiles, plan_tiles, tile_weights
-from kernels.windows import WEIGHTINGS, emission_order, plan_windows, window_indices, window_weights
+from kernels.overlap import overlap_add, overlap_add_tiles, plan_tiles, tile_weights
+from kernels.windows import WEIGHTINGS, plan_windows, window_indices, window_weights
 
 PLANS = [(1, 4, 1, False), (9, 4, 1, False), (23, 8, 3, False), (23, 8, 3, True), (40, 16, 4, True), (17, 5, 0, True)]
 
@@ -51,9 +49,6 @@ def test_inputs_not_mutated():
     _, values, indices, weights = _split(content, 23, 8, 3, True)
     before = [t.clone() for t in values + indices + weights]
     overlap_add(values, indices, weights, 23)
-    stream = StreamingOverlapAdd(indices, weights)
-    for i in range(len(values)):
-        stream.add(i, values[i])
     for x, y in zip(values + indices + weights, before):
         assert torch.equal(x, y)
 
@@ -72,66 +67,6 @@ def test_overlap_add_errors():
         overlap_add([torch.zeros(3)], [torch.arange(3)], [torch.ones(4)], 3)
     with pytest.raises(ValueError, match=r"weights must hold one entry per window \(2\), got 1"):
         overlap_add([torch.zeros(3)] * 2, [torch.arange(3)] * 2, [ones], 3)
-
-
-@pytest.mark.parametrize("t, length, overlap, circular", PLANS + [(200, 16, 4, False), (200, 16, 4, True)])
-@pytest.mark.parametrize("order", ["emission", "random"])
-def test_streaming_equals_overlap_add(t, length, overlap, circular, order):
-    content = torch.rand(t, 2, 3, generator=torch.Generator().manual_seed(1))
-    plan, values, indices, weights = _split(content, t, length, overlap, circular)
-    # perturb each window so the average is not simply the content
-    values = [v + 0.1 * i for i, v in enumerate(values)]
-    expected = overlap_add(values, indices, weights, t)
-    windows = emission_order(plan, t)
-    if order == "random":
-        random.Random(t).shuffle(windows)
-    stream = StreamingOverlapAdd(indices, weights)
-    chunks = []
-    for i in windows:
-        first = stream.next_frame
-        chunk = stream.add(i, values[i])
-        assert chunk.dtype == torch.float32 and chunk.shape[1:] == (2, 3)
-        assert stream.next_frame == first + len(chunk)
-        chunks.append(chunk)
-    assert stream.done and stream.next_frame == t and stream.buffered == 0
-    torch.testing.assert_close(torch.cat(chunks), expected)
-
-
-@pytest.mark.parametrize("circular", [False, True])
-def test_streaming_emits_early_with_a_bounded_buffer(circular):
-    t, length, overlap = 200, 16, 4
-    plan = plan_windows(t, length=length, overlap=overlap, circular=circular)
-    indices = [window_indices(w, t) for w in plan]
-    stream = StreamingOverlapAdd(indices, [window_weights(length)] * len(plan))
-    order = emission_order(plan, t)
-    peak, emitted_after = 0, []
-    for i in order:
-        stream.add(i, torch.zeros(length, 3, 8, 8))
-        peak = max(peak, stream.buffered)
-        emitted_after.append(stream.next_frame)
-    first_final = 2 if circular else 1  # the wrapping window also covers frame 0
-    assert emitted_after[first_final - 1] == plan[order[first_final]].start  # all before the next window
-    assert all(b > a for a, b in zip(emitted_after[first_final - 1 : -1], emitted_after[first_final:]))
-    assert peak <= 2 * length  # never the whole clip
-    assert stream.done
-
-
-def test_streaming_empty_chunk_and_errors():
-    stream = StreamingOverlapAdd([torch.arange(0, 4), torch.arange(3, 6)], [torch.ones(4), torch.ones(3)])
-    out = stream.add(1, torch.ones(3, 2, 5))
-    assert out.shape == (0, 2, 5) and out.dtype == torch.float32 and stream.next_frame == 0
-    assert not stream.done
-    with pytest.raises(ValueError, match=r"window must be added once, got window 1 a second time"):
-        stream.add(1, torch.ones(3, 2, 5))
-    with pytest.raises(ValueError, match=r"values must have 4 rows for window 0, got shape \(3, 2, 5\)"):
-        stream.add(0, torch.ones(3, 2, 5))
-    with pytest.raises(ValueError, match=r"values must have trailing shape \(2, 5\), got \(2, 4\)"):
-        stream.add(0, torch.ones(4, 2, 4))
-    with pytest.raises(ValueError, match=r"window must be an int in \[0, 2\), got 2"):
-        stream.add(2, torch.ones(4, 2, 5))
-    assert stream.add(0, torch.ones(4, 2, 5)).shape == (6, 2, 5) and stream.done
-    with pytest.raises(ValueError, match=r"every frame must be covered by a window, got none at frame 2"):
-        StreamingOverlapAdd([torch.tensor([0, 1]), torch.tensor([3])], [torch.ones(2), torch.ones(1)])
 
 
 @pytest.mark.parametrize(
