@@ -210,7 +210,7 @@ def _run(args) -> int:
     try:  # an unreachable cluster is named in seconds, before a Prefect server starts
         precheck(os.environ.get("FRAMEFOLD_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
     except ClusterError as e:
-        err.print("[bold red]error[/]: " + escape(str(e)))
+        error(str(e))
         return EXIT_FAILED
     total = len(args.only) if args.only else len(job.items)
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
@@ -243,27 +243,27 @@ def _submit(args) -> int:
         job_id = jobs.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env or None,
                                  metadata={"framefold_job": job.name})
     except SubmitError as e:
-        err.print("[bold red]error[/]: " + escape(str(e)))
+        error(str(e))
         return EXIT_BAD_INPUT if "--working-dir" in str(e) else EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - the job server's answer, explained
         from flows.submit import explain
 
-        err.print("[bold red]error[/]: " + escape(explain(e, url)))
+        error(explain(e, url))
         return EXIT_FAILED
-    err.print(escape(f"framefold: submitted {job.name!r} as Ray job {job_id} to {url}"))
+    say(err, f"framefold: submitted {job.name!r} as Ray job {job_id} to {url}")
     try:
-        _, summary = follow(jobs, job_id, lambda line: err.print(line, markup=False, highlight=False))
+        _, summary = follow(jobs, job_id, lambda line: say(err, line))
     except KeyboardInterrupt:
-        err.print(escape(f"stopped following; the job keeps running on the cluster (`ray job stop {job_id}` "
-                         f"--address {url} ends it)"))
+        say(err, f"stopped following; the job keeps running on the cluster (`ray job stop {job_id}` "
+                 f"--address {url} ends it)")
         return 130
     info = jobs.get_job_info(job_id)
     code = info.driver_exit_code
     if code is None:
         code = EXIT_OK if str(info.status) in ("SUCCEEDED", "JobStatus.SUCCEEDED") else EXIT_FAILED
     if summary is None:
-        err.print("[bold red]error[/]: " + escape(f"Ray job {job_id} ended {info.status} (exit {code}) without a run "
-                                                 f"summary: {info.message or 'see its logs above'}"))
+        error(f"Ray job {job_id} ended {info.status} (exit {code}) without a run "
+              f"summary: {info.message or 'see its logs above'}")
         return code or EXIT_FAILED
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
