@@ -43,11 +43,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
+    if args.command == "run":
+        _settle_only(args, parser)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         say(err, ("interrupted", "red"), ": finished outputs are kept; run again to resume")
         return 130
+
+
+def _settle_only(args, parser: argparse.ArgumentParser) -> None:
+    """Options anywhere on the line: in ``run --only cup tiny.yaml`` the manifest is the last word
+    --only took (nothing else can be, since MANIFEST is not given elsewhere); ids may be ``a,b``."""
+    if args.manifest is None:
+        if not args.only or len(args.only) < 2:
+            parser.error("run: the following arguments are required: MANIFEST")
+        args.manifest = args.only.pop()
+    if args.only:
+        args.only = [part for value in args.only for part in value.split(",") if part]
+
+
+def _quiet_third_parties() -> None:
+    """Without -v: no warnings from the libraries framefold drives (Ray's token-authentication
+    notice on every local start, Python warnings of dependencies); framefold's own output stays."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    # child loggers keep their own level when ray.init() sets the level of the "ray" logger
+    for name in ("ray._private.authentication", "ray._private.worker", "ray._private.services"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,10 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a manifest: generate, stitch, upscale, encode, record provenance")
-    r.add_argument("manifest", help="manifest file: a path or a store URL (s3://bucket/jobs/spring.yaml)")
+    r.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                   help="manifest file: a path or a store URL (s3://bucket/jobs/spring.yaml)")
     r.add_argument("--out", help="output root: a folder or a store URL (default: the manifest's `output`)")
     r.add_argument("--force", action="store_true", help="regenerate items even when their output is current")
-    r.add_argument("--only", nargs="+", metavar="ID", help="run only these item ids")
+    r.add_argument("--only", nargs="+", action="extend", metavar="ID",
+                   help="run only these item ids (also ID,ID); before the manifest, its last word is the manifest")
     r.add_argument("--json", action="store_true", help="print the run summary as JSON")
     r.add_argument("-v", "--verbose", action="store_true", help="show Prefect and Ray logs")
     r.set_defaults(func=_run)
@@ -81,8 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("manifest", help="manifest file: a path or a store URL")
     v.set_defaults(func=_validate)
 
-    pl = sub.add_parser("plan", help="show items, windows, frames to generate and redundancy")
+    pl = sub.add_parser("plan", help="show what a run would do per item and why (new, input changed, parameters "
+                        "changed, model changed, current), windows, frames to generate, redundancy and GPU-seconds")
     pl.add_argument("manifest", help="manifest file: a path or a store URL")
+    pl.add_argument("--out", help="output root, as given to `run` (default: the manifest's `output`)")
+    pl.add_argument("--force", action="store_true", help="plan as `run --force` would (every item made)")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_plan)
 
@@ -144,43 +174,57 @@ def _validate(args) -> int:
 
 
 def _plan(args) -> int:
-    job = _load(args.manifest)
+    job = _load(args.manifest, args.out)
     if job is None:
         return EXIT_BAD_INPUT
+    from tasks.freshness import History, plan_reason
     from tasks.plan import plan_item
 
+    history = History.of(job.output)
     rows = []
     for item in job.items:
         plan = plan_item(item)
         generated = sum(w.length for w in plan.windows)
+        why, gpu = plan_reason(item, job.output, history, force=args.force, signing=job.signer is not None)
         rows.append({
-            "id": item.id, "frames": item.frames, "fps": item.fps, "loop": item.loop,
+            "id": item.id, "action": "skip" if why == "current" else "make", "why": why,
+            "gpu_seconds_estimate": None if gpu is None else round(gpu, 3),
+            "frames": item.frames, "fps": item.fps, "loop": item.loop,
             "size": list(item.size), "output_size": list(item.output_size),
             "windows": len(plan.windows), "window": item.window.length, "overlap": item.window.overlap,
             "frames_generated": generated, "redundancy": round(plan.redundancy, 3),
         })
     totals = {
         "items": len(rows),
+        "to_make": sum(r["action"] == "make" for r in rows),
         "frames": sum(r["frames"] for r in rows),
         "windows": sum(r["windows"] for r in rows),
         "frames_generated": sum(r["frames_generated"] for r in rows),
+        "gpu_seconds_estimate": None if any(r["gpu_seconds_estimate"] is None for r in rows)
+        else round(sum(r["gpu_seconds_estimate"] for r in rows), 3),
     }
     totals["redundancy"] = round(totals["frames_generated"] / max(1, totals["frames"]), 3)
     if args.json:
         print(json.dumps({"job": job.name, "output": str(job.output), "items": rows, "totals": totals}, indent=2))
         return EXIT_OK
     table = Table(title=text(f"plan: {job.name}"))
-    for col in ("item", "frames", "windows", "W/O", "generated", "redundancy", "size → output"):
-        table.add_column(col, justify="right" if col not in ("item", "size → output") else "left")
+    for col in ("item", "run", "why", "GPU-s", "frames", "windows", "size → output"):
+        table.add_column(col, justify="left" if col in ("item", "run", "why", "size → output") else "right",
+                         no_wrap=col != "item", overflow="fold", min_width=8 if col == "item" else None)
     for r in rows[:PLAN_ROWS]:
-        table.add_row(text(r["id"]), str(r["frames"]), str(r["windows"]), f"{r['window']}/{r['overlap']}",
-                      str(r["frames_generated"]), f"{r['redundancy']:.2f}",
+        gpu = r["gpu_seconds_estimate"]
+        table.add_row(text(r["id"]), r["action"], text(r["why"]), "?" if gpu is None else f"{gpu:.1f}",
+                      str(r["frames"]), f"{r['windows']}×{r['window']}/{r['overlap']}",
                       f"{r['size'][0]}×{r['size'][1]} → {r['output_size'][0]}×{r['output_size'][1]}")
     if len(rows) > PLAN_ROWS:
         table.caption = f"the first {PLAN_ROWS} of {len(rows)} items (--json lists all)"
     out.print(table)
     say(out, f"{totals['items']} item(s), {totals['frames']} frames delivered, {totals['windows']} windows, "
-          f"{totals['frames_generated']} frames generated (redundancy {totals['redundancy']:.2f})")
+              f"{totals['frames_generated']} frames generated (redundancy {totals['redundancy']:.2f})")
+    gpu = totals["gpu_seconds_estimate"]
+    say(out, f"a run would make {totals['to_make']} item(s) and skip {totals['items'] - totals['to_make']}; "
+              + ("GPU-seconds: no estimate yet (the ledger has no finished item of this backend and model)" if gpu is None
+                 else f"about {gpu:.1f} GPU-seconds (from the ledger's history)"))
     return EXIT_OK
 
 
@@ -194,6 +238,7 @@ def _run(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not args.verbose:  # the summary table reports every failure; -v shows the logs
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        _quiet_third_parties()
     job = _load(args.manifest, args.out)
     if job is None:
         return EXIT_BAD_INPUT
@@ -202,6 +247,19 @@ def _run(args) -> int:
         if unknown:
             error(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
             return EXIT_BAD_INPUT
+    total = len(args.only) if args.only else len(job.items)
+    say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
+    if not args.force and not _prefect_api_configured():
+        # every item current: recorded in the ledger and report.html, without starting Prefect or Ray
+        from tasks.freshness import settle_if_current
+
+        summary = settle_if_current(job, [i for i in job.items if not args.only or i.id in set(args.only)])
+        if summary is not None:
+            if args.json:
+                print(json.dumps(summary, indent=2, default=str))
+            else:
+                _print_summary(summary)
+            return EXIT_OK
     from flows.progress import RichReporter, install
     from flows.run import run_job
     from tasks.cluster import precheck
@@ -212,8 +270,6 @@ def _run(args) -> int:
     except ClusterError as e:
         error(str(e))
         return EXIT_FAILED
-    total = len(args.only) if args.only else len(job.items)
-    say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
     with RichReporter(total) as rep:
         install(rep)
         try:
@@ -272,24 +328,54 @@ def _submit(args) -> int:
     return code
 
 
+def _prefect_api_configured() -> bool:
+    """Whether runs report to a Prefect server (PREFECT_API_URL in the environment, the active
+    Prefect profile or, when Prefect is loaded already, its settings) — told without importing Prefect."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect.settings" in sys.modules:  # e.g. a test harness's temporary settings
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    import tomllib
+
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    try:
+        profiles = tomllib.loads((home / "profiles.toml").read_text())
+    except (OSError, ValueError):
+        return False
+    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    return bool(profiles.get("profiles", {}).get(name, {}).get("PREFECT_API_URL"))
+
+
 def _print_summary(summary: dict) -> None:
+    """The run as a table (one short row per item), then every failure in full under it."""
     table = Table(title=text(f"{summary['job']} — run {summary['run_id']}"))
     flicker = any((r.get("metrics") or {}).get("flicker") for r in summary["items"])  # an item was upscaled
-    for col in ("item", "status", "reason", "seconds", "seam", "loop", *(("flicker",) if flicker else ()), "output"):
-        table.add_column(col, overflow="fold")
+    for col in ("item", "status", "reason", "seconds", "seam", "loop", *(("flicker",) if flicker else ()), "outputs"):
+        table.add_column(col, overflow="fold", no_wrap=col not in ("item", "reason"))
     style = {"done": "green", "skipped": "cyan", "failed": "red"}
 
     def ratio(value) -> str:
         return "" if value is None else f"{value:.2f}"
 
+    failed = [r for r in summary["items"] if r["status"] == "failed"]
     for r in summary["items"]:
         m = r.get("metrics") or {}
-        table.add_row(text(r["id"]), text((r["status"], style[r["status"]])), text(r["reason"]), f"{r['seconds']:.1f}",
+        outputs = r["outputs"][0] + (f" +{len(r['outputs']) - 1}" if len(r["outputs"]) > 1 else "") if r["outputs"] else ""
+        table.add_row(text(r["id"]), text((r["status"], style[r["status"]])),
+                      "see below" if r["status"] == "failed" else text(r["reason"]), f"{r['seconds']:.1f}",
                       ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")),
-                      *((ratio((m.get("flicker") or {}).get("ratio")),) if flicker else ()), text(", ".join(r["outputs"])))
+                      *((ratio((m.get("flicker") or {}).get("ratio")),) if flicker else ()), text(outputs))
     out.print(table)
+    if failed:
+        say(out, ("failed", "bold red"), f" ({len(failed)}):")
+        for r in failed:
+            out.print(text(f"  {r['id']}: {r['reason']}"), soft_wrap=True)  # whole, never cut into a column
     c = summary["counts"]
-    say(out, f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s → {summary['output']}")
+    report = f"; report: {summary['report']}" if summary.get("report") else ""
+    out.print(text(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s "
+                     f"→ {summary['output']}{report}"), soft_wrap=True)
 
 
 def _inspect(args) -> int:
@@ -326,24 +412,54 @@ def _inspect(args) -> int:
     if args.json:
         print(json.dumps({**record, "c2pa": c2pa}, indent=2, ensure_ascii=False))
         return status
-    v = record.get("video", {})
     say(out, (str(args.video), "bold"))
-    for label, value in (
-        ("item", record.get("item", {}).get("id")),
-        ("job", record.get("job")),
-        ("run", record.get("run_id")),
-        ("backend", record.get("backend")),
-        ("source type", record.get("digital_source_type")),
-        ("video", f"{v.get('width')}×{v.get('height')}, {v.get('frames')} frames @ {v.get('fps')} fps"),
-        ("seed", record.get("seed")),
-        ("content key", record.get("content_key")),
-        ("metrics", {k: v for k, v in (record.get("metrics") or {}).items() if k != "colour_drift"}),
-        ("made", record.get("finished_at")),
-        ("framefold", record.get("framefold_version")),
-        ("c2pa", _c2pa_line(c2pa)),
-    ):
-        say(out, f"  {label:12} {value}")
+    for label, value in _readable(record, c2pa):
+        out.print(text(f"  {label:12} {value}"), soft_wrap=True)
     return status
+
+
+def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
+    """A provenance record as labelled lines: what a person checks first, nothing as a Python dict."""
+    def num(value, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    item, v, plan = record.get("item") or {}, record.get("video") or {}, record.get("plan") or {}
+    params, backend, metrics = record.get("params") or {}, record.get("backend") or {}, record.get("metrics") or {}
+    lines = [
+        ("item", f"{item.get('id')} (job {record.get('job')!r}, run {record.get('run_id')})"),
+        ("made", f"{record.get('finished_at')} by framefold {record.get('framefold_version')} ({record.get('reason')})"),
+        ("prompt", repr(params.get("prompt") or "")),
+    ]
+    inputs = [(name, i) for name, i in (record.get("inputs") or {}).items() if i]
+    for n, (name, i) in enumerate(inputs or [("none", None)]):
+        if i is None:
+            lines.append(("inputs", "none"))
+            continue
+        image = i.get("image") or {}
+        lines.append(("inputs" if n == 0 else "", f"{name}: {i.get('path')} ({image.get('format')}, "
+                      f"{image.get('width')}×{image.get('height')}) sha256 {i.get('sha256')}"))
+    model = ", ".join(f"{k} {backend[k]}" for k in ("backend", "family", "task", "pipeline", "version", "dtype", "scheduler")
+                      if backend.get(k))
+    lines.append(("model", model + (f"; weights sha256 {backend['weights_digest']}" if backend.get("weights_digest") else "")))
+    if backend.get("upscaler"):
+        lines.append(("upscaler", ", ".join(f"{k} {v}" for k, v in backend["upscaler"].items() if not isinstance(v, dict))))
+    lines.append(("seed", str(record.get("seed"))))
+    lines.append(("video", f"{v.get('width')}×{v.get('height')}, {v.get('frames')} frames @ {v.get('fps')} fps, "
+                           f"{v.get('codec')} {v.get('pix_fmt')}"))
+    windows = plan.get("windows") or []
+    lengths = sorted({w[1] for w in windows})
+    overlap = windows[0][1] - (windows[1][0] - windows[0][0]) if len(windows) > 1 else 0
+    lines.append(("windows", f"{len(windows)} × {'/'.join(map(str, lengths))} frames, overlap {overlap}, "
+                             f"{plan.get('weighting')} weighting, mode {plan.get('mode')}"
+                             + (", circular (loop)" if plan.get("circular") else "")
+                             + (f", {plan['windows_reused']} reused" if plan.get("windows_reused") else "")))
+    drift = metrics.get("colour_drift")
+    lines.append(("metrics", f"seam {num(metrics.get('seam_ratio'))} · loop closure {num(metrics.get('loop_closure_ratio'))}"
+                             f" · flicker {num((metrics.get('flicker') or {}).get('ratio'))}"
+                             f" · colour drift {num(drift.get('max_mean_spread') if isinstance(drift, dict) else drift, 4)}"))
+    lines.append(("content key", str(record.get("content_key"))))
+    lines.append(("credentials", _c2pa_line(c2pa)))
+    return lines
 
 
 def _credentials(path: Path) -> dict | None:
@@ -420,7 +536,7 @@ def _schedule_setup(args):
     except ScheduleError as e:
         error(f"--{e.field}: {e.message}")
         return None
-    if _load(Path(args.manifest), Path(args.out) if args.out else None) is None:
+    if _load(args.manifest, args.out) is None:
         return None
     api_url = _prefect_api_url()
     if api_url is None or not _server_answers(api_url):

@@ -27,8 +27,8 @@ from flows.progress import reporter
 from kernels.metrics import StreamingClipStats
 from kernels.pixels import to_uint8
 from manifests import ItemSpec
-from tasks import provenance, store
-from tasks.backends import Conditioning, identify, spec_of
+from tasks import freshness, provenance, store
+from tasks.backends import Conditioning, spec_of
 from tasks.cache import WindowCache
 from tasks.errors import ItemError
 from tasks.generate import Cluster, Rendered, generate_windows, outpaint_windows, task_submitter
@@ -37,8 +37,6 @@ from tasks.plan import plan_item
 from tasks.pool import ActorPool, Lease, Pools
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
 from tasks.stitch import stitch
-from tasks.superres import UpscalerError
-from tasks.superres import describe as describe_upscaler
 from tasks.upscale import model_upscale, upscale
 
 
@@ -196,31 +194,15 @@ def _check_output(item: ItemSpec, ctx: RunContext, writer: RenditionWriter) -> _
     # a killed run's temporaries (the item lock is ours: no live writer)
     for name in {*(p.name for p in writer.finals.values()), *_output_names(previous), sidecar.name}:
         store.remove_stale_parts(ctx.output / name)
-    inputs = {name: _digest(path) for name, path in (("image", item.image), ("mask", item.mask))}
-    backend = identify(spec_of(item))
-    if item.upscale.method == "model":  # the upscaler's weights decide pixels as much as the generator's
-        try:
-            backend = {**backend, "upscaler": describe_upscaler(item.upscale.path).as_dict()}
-        except UpscalerError as error:  # changed or removed since validation
-            raise ItemError(f"upscale.path: {error}") from None
-    params = item.params()
-    key = provenance.content_key(params=params, inputs=inputs, backend=backend)
-    why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=ctx.force)
-    if why is None and ctx.signer is not None and not all(o.get("c2pa") for o in provenance.outputs_of(previous)):
-        why = "content credentials missing"  # signing was turned on since: make the outputs again, signed
-    if why is None and not _intact(previous, ctx.output):
-        why = "output missing or damaged"
-    return _Keyed(key, why, inputs, params, backend, previous)
+    fresh = freshness.check(item, ctx.output, force=ctx.force, signing=ctx.signer is not None)
+    return _Keyed(fresh.key, fresh.why, fresh.inputs, fresh.params, fresh.backend, fresh.previous)
 
 
 def _skipped(item: ItemSpec, ctx: RunContext, keyed: _Keyed) -> ItemResult:
-    previous = keyed.previous
-    made_by = previous.get("run_id")
-    if made_by and not provenance.has_rows(ctx.output, made_by, item.id):  # that run was killed before the row
-        provenance.append_rows(ctx.output, made_by, item.id, provenance.rows_from_record(previous))
-    result = ItemResult(item.id, "skipped", "unchanged", _output_names(previous), content_key=keyed.key)
-    provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result, previous))
-    return result
+    fresh = freshness.Freshness(keyed.key, None, keyed.previous, keyed.inputs, keyed.backend, keyed.params)
+    freshness.record_skip(ctx.output, fresh, run_id=ctx.run_id, job=ctx.job, item=item,
+                          manifest=str(ctx.manifest_path), manifest_sha256=ctx.manifest_sha256)
+    return ItemResult(item.id, "skipped", "unchanged", fresh.outputs, content_key=keyed.key)
 
 
 def _prepare_inputs(item: ItemSpec, ctx: RunContext, params: dict) -> tuple[Conditioning, dict]:
@@ -401,6 +383,7 @@ def _rows(ctx: RunContext, item: ItemSpec, result: ItemResult, record: dict | No
         manifest_sha256=ctx.manifest_sha256,
         framefold_version=provenance.version(),
         seconds=round(result.seconds, 4),
+        gpu_seconds=result.gpu_seconds if result.status == "done" else None,
     )
 
 
@@ -478,24 +461,6 @@ def _item_lock(output: Path, item_id: str) -> Iterator[None]:
     with open(folder / f"{item_id}.lock", "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
-
-
-def _digest(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return store.sha256_file(path)
-    except OSError as e:
-        raise ItemError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _intact(record: dict | None, root: Path) -> bool:
-    """Every output the previous sidecar describes still exists with its recorded size."""
-    outputs = provenance.outputs_of(record)
-    return bool(outputs) and all(
-        (root / Path(o["path"]).name).is_file() and (root / Path(o["path"]).name).stat().st_size == o.get("bytes")
-        for o in outputs
-    )
 
 
 def _rel(path: Path, root: Path) -> str:

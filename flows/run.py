@@ -15,8 +15,9 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.item import ItemResult, RunContext, produce_item
-from manifests import Job, Settings, load_manifest
-from tasks import provenance, store
+from flows.progress import reporter
+from manifests import ItemSpec, Job, Settings, load_manifest
+from tasks import freshness, provenance, store
 from tasks.report import write_report
 from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
 from tasks.generate import connect
@@ -64,61 +65,29 @@ def run_manifest(
     job = preflight(job, settings=settings)  # the checks that load a model or a key
     items = [i for i in job.items if not only or i.id in set(only)]
 
-    # 2. Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).
-    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus,
-                      declared_gpus=settings.cluster_gpus, gpu_wait_s=settings.gpu_wait_s)
-    logger.info("ray: %s (%g CPU, %g GPU now, %g GPU possible: %s); %d item(s)", cluster.address, cluster.cpus,
-                cluster.gpus_now or 0, cluster.gpus, cluster.gpu_source, len(items))
-    cluster.check((i.id, i.gpus) for i in items)  # work no node can ever take would wait forever: refuse it now
+    # 2. Freshness, before any Ray start: items whose outputs are current are recorded as skipped.
+    run_id = provenance.new_run_id()
+    skipped, todo = freshness.skip_current(job, items, run_id=run_id, force=force)
+    logger.info("%d item(s) current, %d to make", len(skipped), len(todo))
+    results: dict[str, ItemResult] = {key: ItemResult(**value) for key, value in skipped.items()}
+    for key in skipped:
+        reporter().item_finished(key, "skipped")
+    ray_address = None
+    if todo:
+        made, ray_address = _make(job, todo, run_id=run_id, force=force, settings=settings)
+        results.update(made)
+    results = [results[i.id] for i in items]
+    provenance.compact(job.output, run_id)
 
-    # 3. Fan out: one task run per item.
-    ctx = RunContext(
-        run_id=provenance.new_run_id(),
-        job=job.name,
-        manifest_path=job.manifest_path,
-        manifest_sha256=job.manifest_sha256,
-        root=job.root,
-        output=job.output,
-        force=force,
-        cluster=cluster,
-        windows_in_flight=settings.windows_in_flight,
-        max_image_pixels=settings.max_image_pixels,
-        started_at=provenance.now(),
-        cache_dir=settings.cache_dir or store.local_cache(job.output) / "windows",
-        cache_bytes=settings.window_cache_bytes,
-        signer=job.signer,
-    )
-    store.ensure_folder(job.output)
-    # Items sharing a model run back to back, and each model's actors are released
-    # after its last item, so several models in one run do not starve each other of GPUs.
-    pools = Pools(cluster, actors=settings.actors)
-    pools.expect(items)
-    # a spec's items on a pool run before those sent as Ray tasks (motion items without a model upscaler):
-    # tasks waiting for resources a pool holds would otherwise sit between the pool and its last user
-    order = sorted(range(len(items)), key=lambda n: (json.dumps(spec_of(items[n]), sort_keys=True), not uses_pool(items[n])))
-    submitted = {n: produce_item.submit(items[n], ctx, pools) for n in order}
-    futures = [submitted[n] for n in range(len(items))]
-
-    # 4. Gather: a failed item's state carries its result. Then release the model actors.
-    results: list[ItemResult] = []
-    try:
-        for item, future in zip(items, futures):
-            value = future.result(raise_on_failure=False)
-            if not isinstance(value, ItemResult):
-                value = ItemResult(item.id, "failed", f"internal error: {type(value).__name__}: {value}")
-            results.append(value)
-    finally:
-        pools.close()
-    provenance.compact(job.output, ctx.run_id)
-
-    # 5. Report: contact sheet next to the outputs, Prefect artifacts.
+    # 3. Report: contact sheet and report.html next to the outputs, Prefect artifacts.
     counts = Counter(r.status for r in results)
     sheet = _contact_sheet(job.output, results)
     summary = {
-        "run_id": ctx.run_id,
+        "run_id": run_id,
         "flow_run_id": str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None,
         "job": job.name,
         "output": str(job.output),
+        "ray": ray_address,  # None: nothing to make, Ray was not started
         "seconds": round(time.perf_counter() - t0, 3),
         "gpu_seconds": round(sum(r.gpu_seconds for r in results), 3),
         "counts": {s: counts.get(s, 0) for s in ("done", "skipped", "failed")},
@@ -149,6 +118,58 @@ def _contact_sheet(output: store.Location, results: list[ItemResult]) -> store.L
     except Exception:  # noqa: BLE001 - reporting must never fail a finished run
         logging.getLogger("framefold").warning("could not write the contact sheet", exc_info=True)
         return None
+
+
+def _make(job: Job, items: list[ItemSpec], *, run_id: str, force: bool,
+          settings: Settings) -> tuple[dict[str, ItemResult], str]:
+    """Make ``items`` on Ray: one task run per item; returns their results by item id and the
+    Ray address."""
+    logger = get_run_logger()
+    # Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).
+    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus,
+                      declared_gpus=settings.cluster_gpus, gpu_wait_s=settings.gpu_wait_s)
+    logger.info("ray: %s (%g CPU, %g GPU now, %g GPU possible: %s); %d item(s)", cluster.address, cluster.cpus,
+                cluster.gpus_now or 0, cluster.gpus, cluster.gpu_source, len(items))
+    cluster.check((i.id, i.gpus) for i in items)  # work no node can ever take would wait forever: refuse it now
+
+    # Fan out: one task run per item.
+    ctx = RunContext(
+        run_id=run_id,
+        job=job.name,
+        manifest_path=job.manifest_path,
+        manifest_sha256=job.manifest_sha256,
+        root=job.root,
+        output=job.output,
+        force=force,
+        cluster=cluster,
+        windows_in_flight=settings.windows_in_flight,
+        max_image_pixels=settings.max_image_pixels,
+        started_at=provenance.now(),
+        cache_dir=settings.cache_dir or store.local_cache(job.output) / "windows",
+        cache_bytes=settings.window_cache_bytes,
+        signer=job.signer,
+    )
+    store.ensure_folder(job.output)
+    # Items sharing a model run back to back, and each model's actors are released
+    # after its last item, so several models in one run do not starve each other of GPUs.
+    pools = Pools(cluster, actors=settings.actors)
+    pools.expect(items)
+    # a spec's items on a pool run before those sent as Ray tasks (motion items without a model upscaler):
+    # tasks waiting for resources a pool holds would otherwise sit between the pool and its last user
+    order = sorted(range(len(items)), key=lambda n: (json.dumps(spec_of(items[n]), sort_keys=True), not uses_pool(items[n])))
+    submitted = {n: produce_item.submit(items[n], ctx, pools) for n in order}
+
+    # Gather: a failed item's state carries its result. Then release the model actors.
+    results: dict[str, ItemResult] = {}
+    try:
+        for n, item in enumerate(items):
+            value = submitted[n].result(raise_on_failure=False)
+            if not isinstance(value, ItemResult):
+                value = ItemResult(item.id, "failed", f"internal error: {type(value).__name__}: {value}")
+            results[item.id] = value
+    finally:
+        pools.close()
+    return results, cluster.address
 
 
 def _report(output: Path, summary: dict) -> str | None:

@@ -140,6 +140,7 @@ LEDGER_SCHEMA = pa.schema(
         ("manifest_sha256", pa.string()),
         ("framefold_version", pa.string()),
         ("seconds", pa.float64()),
+        ("gpu_seconds", pa.float64()),  # done rows: window compute × GPUs per window (plan's estimates)
         ("finished_at", pa.timestamp("ms", tz="UTC")),
     ]
 )

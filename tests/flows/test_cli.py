@@ -178,3 +178,14 @@ def test_user_strings_are_printed_verbatim_never_as_markup(tmp_path: Path, capsy
     assert main(["run", str(path), "--only", "[/bold]", "a[b]"]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert "error: --only: no item with id '[/bold]', 'a[b]' in" in err and "m[red].yaml" in err
+def test_options_may_come_anywhere_on_the_line(small_job, capsys):
+    # `--only` before the manifest: its last word is the manifest; ids may be comma-separated
+    assert main(["run", "--only", "zzz", str(small_job)]) == 2
+    assert "no item with id 'zzz'" in capsys.readouterr().err
+    assert main(["run", "--only", "a,zzz", "--force", str(small_job), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "'zzz'" in err and "'a'" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--only", "a"])  # no manifest at all
+    assert exit_.value.code == 2
+    assert "required: MANIFEST" in capsys.readouterr().err

@@ -27,7 +27,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def reported_run(small_job):
+def reported_run(small_job, capsys):
     """small_job with a GIF for item a, and item b failing at run time (a folder sits where its
     video goes); run once, returns the output folder."""
     doc = yaml.safe_load(small_job.read_text())
@@ -37,7 +37,12 @@ def reported_run(small_job):
     small_job.write_text(yaml.safe_dump(doc))
     out = small_job.parent / "out"
     (out / "b.mp4" / "keep").mkdir(parents=True)
+    capsys.readouterr()
     assert main(["run", str(small_job)]) == 1
+    printed = capsys.readouterr().out
+    # the failure in full under the table, on one line (not folded into a narrow column)
+    line = next(line for line in printed.splitlines() if line.startswith("  b: "))
+    assert "IsADirectoryError" in line and line.rstrip().endswith("b.mp4'")
     return out
 
 
