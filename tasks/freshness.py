@@ -16,6 +16,9 @@ items made with the same backend and model.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,37 @@ def check(item: ItemSpec, output: store.Location, *, force: bool = False, signin
     if why is None and not _intact(previous, output):
         why = "output missing or damaged"
     return Freshness(key, why, previous, inputs, backend, params)
+
+
+@contextlib.contextmanager
+def unless_busy(output: store.Location, item_id: str) -> Iterator[bool]:
+    """Try the item's lock (``OUTPUT/.locks/ITEM.lock``, the one ``flows.item`` holds while it
+    makes the item) without waiting: yields True when held — no run is writing the item, so
+    a killed run's ``.part`` leftovers can go — and False when another run holds it (the item
+    is then left to its task, which waits for the lock). An output in an object store has no
+    local leftovers and no lock: True."""
+    local = store.local_or_url(output)
+    if not isinstance(local, Path):
+        yield True
+        return
+    folder = local / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{item_id}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def remove_leftovers(output: store.Location, item: ItemSpec, fresh: Freshness) -> None:
+    """Delete what a killed run left of the item (``.part`` files of its outputs and sidecar);
+    call it holding the item's lock."""
+    local = store.local_or_url(output)
+    if isinstance(local, Path):
+        for name in {*fresh.outputs, f"{item.id}.json"}:
+            store.remove_stale_parts(local / name)
 
 
 def record_skip(output: store.Location, fresh: Freshness, *, run_id: str, job: str, item: ItemSpec,
@@ -165,8 +199,13 @@ def skip_current(job, items: list[ItemSpec], *, run_id: str, force: bool) -> tup
         if fresh is None or not fresh.current:
             todo.append(item)
             continue
-        record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
-                    manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
+        with unless_busy(job.output, item.id) as free:
+            if not free:  # another run is making it now: its task waits, then decides
+                todo.append(item)
+                continue
+            remove_leftovers(job.output, item, fresh)
+            record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
+                        manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
         skipped[item.id] = {"id": item.id, "status": "skipped", "reason": "unchanged", "outputs": fresh.outputs,
                             "seconds": 0.0, "frames": 0, "content_key": fresh.key, "windows_reused": 0,
                             "metrics": {}, "gpu_seconds": 0.0}
@@ -190,9 +229,13 @@ def settle_if_current(job, items: list[ItemSpec]) -> dict | None:
             return None
         checked.append((item, fresh))
     run_id = provenance.new_run_id()
-    for item, fresh in checked:
-        record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
-                    manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
+    with contextlib.ExitStack() as locks:
+        if not all(locks.enter_context(unless_busy(job.output, item.id)) for item, _ in checked):
+            return None  # another run is making one of them: a full run waits for it
+        for item, fresh in checked:
+            remove_leftovers(job.output, item, fresh)
+            record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
+                        manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
     provenance.compact(job.output, run_id)
     summary = {
         "run_id": run_id, "flow_run_id": None, "job": job.name, "output": str(job.output), "ray": None,
