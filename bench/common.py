@@ -257,3 +257,11 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, out_dir: Path, name: str) -> str:
+    """Lay out, write `out_dir/name` (PNG) and close `fig`; returns `name`."""
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    pyplot().close(fig)
+    return name

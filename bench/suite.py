@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import memory, orchestration, peer, redundancy, stitch_kernel, throughput
+from bench import memory, orchestration, peer, redundancy, resample, stitch_kernel, throughput
 from bench.common import ROOT, PrefectServer, child_env, machine_facts, table
 
 TITLES = {
@@ -33,6 +33,7 @@ TITLES = {
     "4": "Figure 4: end-to-end throughput",
     "5": "Figure 5: framefold codenoise vs diffusers FreeNoise — measured by bench/peer.py",
     "6": "Figure 6: redundancy (frames generated ÷ frames delivered)",
+    "7": "Figure 7: uint8 Lanczos resampling, kernel vs Pillow",
 }
 
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             # numbers only show that everything runs); a full run measures one thing at a time.
             server = stack.enter_context(PrefectServer(work)) if args.quick and figures & {"2", "4"} else None
             step("6", redundancy.run, work)
+            step("7", resample.run, work)
             step("1", stitch_kernel.run, work)
             step("3", orchestration.run, work)
             peer_thread = threading.Thread(target=step, args=("5", peer.run, work, env)) if args.quick else None
@@ -122,6 +124,7 @@ def _plots(results: dict, out: Path) -> dict[str, list[str]]:
         "4": lambda d: throughput.plot(d, out),
         "5": lambda d: peer.plot(d, out),
         "6": lambda d: redundancy.plot(d, out),
+        "7": lambda d: resample.plot(d, out),
     }
     return {k: makers[k](d) for k, d in results.items()}
 
@@ -137,6 +140,8 @@ def _section(key: str, data: dict, results: dict) -> str:
         return throughput.section(data)
     if key == "5":
         return peer.section(data)
+    if key == "7":
+        return resample.section(data)
     return redundancy.section(data)
 
 
@@ -174,7 +179,8 @@ def _markdown(quick, facts, results, errors, seconds, load, total, plots, figure
         if key not in figures:
             continue
         lines += [f"## {TITLES[key]}", ""]
-        module = {"1": stitch_kernel, "2": memory, "3": orchestration, "4": throughput, "5": peer, "6": redundancy}[key]
+        module = {"1": stitch_kernel, "2": memory, "3": orchestration, "4": throughput, "5": peer, "6": redundancy,
+                  "7": resample}[key]
         lines += [module.__doc__.strip().split("\n\n", 1)[-1].strip(), ""]
         if key in errors:
             lines += ["**Not measured: the figure failed:**", "", "```", errors[key], "```", ""]

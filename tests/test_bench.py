@@ -21,10 +21,11 @@ FIGURES = {
     4: "end-to-end throughput",
     5: "framefold codenoise vs diffusers FreeNoise — measured by bench/peer.py",
     6: "redundancy (frames generated ÷ frames delivered)",
+    7: "uint8 Lanczos resampling, kernel vs Pillow",
 }
 PLOTS = {1: "fig1_stitch_kernel.png", 2: "fig2_memory.png", 3: "fig3_orchestration.png", 4: "fig4_throughput.png",
-         5: "fig5_peer.png", 6: "fig6_redundancy.png"}
-RUN = (1, 3, 6)
+         5: "fig5_peer.png", 6: "fig6_redundancy.png", 7: "fig7_resample.png"}
+RUN = (1, 3, 6, 7)
 
 
 @pytest.mark.slow
