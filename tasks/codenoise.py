@@ -33,6 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import ray
+import einops
 import torch
 
 from kernels.noise import derive_seed, frame_noise
@@ -147,7 +148,7 @@ def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditio
     channels = getattr(vae.config, "latent_channels", None) or vae.config.z_dim
     scale = module.spatial_factor(pipe)
     noise = frame_noise(conditioning.seed, conditioning.item_id, range(count), (channels, height // scale, width // scale))
-    latents = noise.permute(1, 0, 2, 3)[None] if family.layout == "B C F H W" else noise[None]
+    latents = einops.repeat(noise, f"F C H W -> {family.layout}", B=1)  # the family's latent layout, batch 1
     generator = torch.Generator(device="cpu").manual_seed(derive_seed(conditioning.seed, conditioning.item_id, "pipeline"))
     kwargs = dict(height=height, width=width, num_frames=frames, num_inference_steps=item_params["steps"],
                   latents=latents.to(device, dtype), generator=generator, output_type="pt")

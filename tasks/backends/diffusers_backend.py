@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import einops
 import torch
 
 from kernels.noise import derive_seed, frame_noise
@@ -91,8 +92,7 @@ class DiffusersBackend:
             conditioning.seed, conditioning.item_id, range(first // t, first // t + count),
             (channels, height // scale, width // scale),
         )  # (F', C, h, w)
-        noise = noise.permute(1, 0, 2, 3) if self.family.layout == "B C F H W" else noise
-        return noise[None].to(self.device, self.dtype)
+        return einops.repeat(noise, f"F C H W -> {self.family.layout}", B=1).to(self.device, self.dtype)
 
     @torch.inference_mode()
     def generate(
