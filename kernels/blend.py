@@ -145,6 +145,11 @@ class StreamingBlend:
         """Frames touched and not yet emitted."""
         return len(self._parts)
 
+    @property
+    def held(self) -> list[int]:
+        """The windows whose arrays are still held (a frame not yet out reads them), in order."""
+        return sorted(self._values)
+
     def add(self, window: int, values: Tensor | np.ndarray) -> list[Tensor]:
         if not isinstance(window, int) or not 0 <= window < len(self._indices):
             raise ValueError(f"window must be an int in [0, {len(self._indices)}), got {window!r}")

@@ -82,11 +82,11 @@ def test_window_arrays_are_released_once_their_frames_are_out():
     plan, values, indices, weights = _windows(40, 16, 4, False, torch.uint8)
     blend = StreamingBlend(indices, weights)
     blend.add(0, values[0])
-    assert set(blend._values) == {0}  # its last 4 frames wait for window 1
+    assert blend.held == [0]  # its last 4 frames wait for window 1
     blend.add(1, values[1])
-    assert set(blend._values) == {1}
+    assert blend.held == [1]
     blend.add(2, values[2])
-    assert blend._values == {} and blend.done
+    assert blend.held == [] and blend.done
 
 
 def test_errors_name_the_problem():

@@ -57,7 +57,8 @@ def test_lanczos_upscale_of_a_ramp_is_the_analytic_ramp():
 
 @pytest.mark.parametrize("src, dst", [((37, 53), (80, 100)), ((37, 53), (20, 30)), ((30, 40), (13, 90))])
 def test_lanczos_matches_pillow(src, dst):
-    Image = pytest.importorskip("PIL.Image")
+    from PIL import Image  # a dependency of framefold
+
     pixels = torch.rand(*src, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 255
     pil = Image.fromarray(pixels.float().numpy(), mode="F").resize((dst[1], dst[0]), Image.Resampling.LANCZOS)
     expected = torch.tensor(list(pil.getdata()), dtype=torch.float64).view(dst)

@@ -122,7 +122,8 @@ def test_catalog_id_clashing_with_an_inline_item_exits_2(project, capsys):
     (project / "job.yaml").write_text(yaml.safe_dump(doc))
     assert main(["validate", str(project / "job.yaml")]) == 2
     err = capsys.readouterr().err
-    assert "catalog row 1 (item 'Mug').id" in err and "items[0]" in err
+    assert ("catalog row 1 (item 'Mug').id: id 'Mug' differs only in letter case from 'mug' (items[0]); "
+            "ids must differ by more than case (case-insensitive filesystems)") in err.replace("\n", " ")
 
 
 def test_boolean_and_text_cells_for_true_false_fields_are_accepted(project, capsys):
