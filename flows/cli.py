@@ -77,7 +77,7 @@ def _quiet_third_parties() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="framefold", description="Batch video generation from job manifests.")
-    p.add_argument("--version", action="version", version=f"framefold {_version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="print framefold's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a manifest: generate, stitch, upscale, encode, record provenance")
@@ -633,6 +633,14 @@ def _print_deployments(deployments, api_url: str, doing: str) -> None:
         schedule = "; ".join(f"{s.schedule.cron} ({s.schedule.timezone})" for s in d.schedules) or "on demand"
         table.add_row(text(f"{d.flow_name}/{d.name}"), text(schedule), text(d.parameters["manifest"]), "cancelled")
     out.print(table)
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked for (importlib.metadata costs ~0.3 s at every start)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"framefold {_version()}")
+        parser.exit()
 
 
 def _version() -> str:

@@ -189,3 +189,10 @@ def test_options_may_come_anywhere_on_the_line(small_job, capsys):
         main(["run", "--only", "a"])  # no manifest at all
     assert exit_.value.code == 2
     assert "required: MANIFEST" in capsys.readouterr().err
+
+
+def test_version_is_looked_up_only_when_asked(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert re.fullmatch(r"framefold \S+\n", capsys.readouterr().out)
