@@ -181,6 +181,7 @@ SchedulerName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*Scheduler$",
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Guidance = Annotated[float, Field(ge=0, le=50)]
 SIGNING_ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")  # C2PA signature algorithms
+DEFAULT_SIGNING_ALG = SIGNING_ALGORITHMS[0]  # for an EC P-256 key
 SigningAlg = Literal[SIGNING_ALGORITHMS]  # type: ignore[valid-type]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .fields import SIGNING_ALGORITHMS
+from .fields import DEFAULT_SIGNING_ALG, SIGNING_ALGORITHMS
 from .items import ItemSpec
 
 # Where each signer setting was written, by source; tasks.preflight locates key problems with it.
@@ -32,7 +32,7 @@ class SignerConfig:
 
     cert: Path
     key: Path
-    alg: str = "es256"
+    alg: str = DEFAULT_SIGNING_ALG
     tsa_url: str | None = None
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .catalog_filter import MAX_FILTER_CHARS, FilterError
 from .catalog_filter import parse as parse_filter
-from .fields import FieldPath, RelPath, SafeName, SigningAlg, Strict, did_you_mean, raise_rule_problems, value_error
+from .fields import DEFAULT_SIGNING_ALG, SIGNING_ALGORITHMS, FieldPath, RelPath, SafeName, SigningAlg, Strict, did_you_mean, raise_rule_problems, value_error
 from .items import CATALOG_FIELDS, SECTION_MODELS, ItemEntry, ItemFields
 
 
@@ -83,7 +83,9 @@ class C2paSpec(Strict):
         description="PEM file: the end-entity signing certificate followed by its intermediate(s), relative to the manifest folder."
     )
     key: RelPath = Field(description="PEM file: the certificate's private key, relative to the manifest folder.")
-    alg: SigningAlg = Field("es256", description="Signature algorithm matching the key: es256 | es384 | es512 | ps256 | ps384 | ps512 | ed25519.")
+    alg: SigningAlg = Field(
+        DEFAULT_SIGNING_ALG, description=f"Signature algorithm matching the key: {' | '.join(SIGNING_ALGORITHMS)}."
+    )
     tsa_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = Field(
         None, description="RFC 3161 time-stamp authority URL contacted while signing; none: no time-stamp."
     )

@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .fields import DEFAULT_SIGNING_ALG, SIGNING_ALGORITHMS
 from .locations import split_roots
 
 __all__ = ["Settings"]
@@ -153,7 +154,9 @@ class Settings(BaseSettings):
         "provenance.c2pa; set with FRAMEFOLD_C2PA_KEY to sign every run's outputs.",
     )
     c2pa_key: Path | None = Field(None, description="Private key (PEM) of FRAMEFOLD_C2PA_CERT; keep it outside manifest folders.")
-    c2pa_alg: str = Field("es256", description="Signature algorithm of FRAMEFOLD_C2PA_KEY (es256, es384, es512, ps256, ps384, ps512, ed25519).")
+    c2pa_alg: str = Field(
+        DEFAULT_SIGNING_ALG, description=f"Signature algorithm of FRAMEFOLD_C2PA_KEY ({', '.join(SIGNING_ALGORITHMS)})."
+    )
     c2pa_tsa_url: str | None = Field(None, description="Time-stamp authority URL for signing; none: no time-stamp.")
     @field_validator("input_roots", "output_roots", mode="before")
     @classmethod
