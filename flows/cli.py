@@ -158,10 +158,23 @@ def _load(path: str | Path, out_dir: str | Path | None = None):
     from tasks.preflight import preflight  # imports a model library only for a job that needs it
 
     try:
-        return preflight(load_manifest(path, output=out_dir))
+        return preflight(load_manifest(path, output=out_dir, check_input=_input_checker()))
     except ManifestError as e:
         say(err, ("invalid manifest", "bold red"), f" ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
         say(err, str(e))
+        return None
+
+
+def _input_checker():
+    """Opens and decodes each input still during validation (tasks.inputs), with the pixel cap."""
+    from pydantic import ValidationError
+
+    from manifests import Settings
+    from tasks.inputs import checker
+
+    try:
+        return checker(Settings().max_image_pixels)
+    except ValidationError:  # load_manifest reports the bad setting
         return None
 
 

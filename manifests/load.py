@@ -27,6 +27,7 @@ File-level problems (unreadable file, YAML syntax) have the location ``""``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -46,12 +47,20 @@ from .yaml_safe import parse_yaml, read_bytes
 __all__ = ["Job", "ManifestError", "Problem", "load_manifest"]
 
 
-def load_manifest(path: str | Path, *, output: str | Path | None = None, settings: Settings | None = None) -> Job:
+def load_manifest(
+    path: str | Path,
+    *,
+    output: str | Path | None = None,
+    settings: Settings | None = None,
+    check_input: Callable[[Path | str], str | None] | None = None,
+) -> Job:
     """Read, validate and resolve the manifest at `path`.
 
     `output` overrides the manifest's `output` (an explicit choice: it may lie outside the
-    manifest folder, but must not be an existing file). Raises ManifestError listing every
-    problem found; never writes anything.
+    manifest folder, but must not be an existing file). `check_input(location)` -> problem or
+    None is called once per distinct input still (``tasks.inputs.checker`` opens and decodes
+    it; this package imports no image library). Raises ManifestError listing every problem
+    found; never writes anything.
     """
     manifest_path = _manifest_location(path)
     problems: list[Problem] = []
@@ -88,7 +97,7 @@ def load_manifest(path: str | Path, *, output: str | Path | None = None, setting
         catalog = CatalogSpec.model_validate(document["catalog"], strict=True)
 
     # 4. Inline items
-    resolve = ItemResolver(defaults, root, settings)
+    resolve = ItemResolver(defaults, root, settings, check_input)
     problems += resolve.defaults_problems
     items: list[ItemSpec] = []
     ids: list[tuple[str, str]] = []  # (id, location) of every entry with a usable id
@@ -151,6 +160,7 @@ def load_manifest(path: str | Path, *, output: str | Path | None = None, setting
 
     if problems or output_path is None:
         problems.sort(key=file_order)  # stable: within one item, stages keep their order
+        problems = _capped(problems)
         raise ManifestError(manifest_path, problems or [Problem("output", "no usable output root")])
     return Job(
         manifest_path=manifest_path,
@@ -231,6 +241,24 @@ def _settings_problems(error: ValidationError) -> list[Problem]:
         Problem(f"settings.{'.'.join(map(str, e['loc']))}", f"invalid FRAMEFOLD_ environment setting: {e['msg']}")
         for e in error.errors(include_url=False)
     ]
+
+
+# --- catalog rows: the listing is capped ----------------------------------------------------
+ROW_PROBLEMS_LISTED = 50  # problems of catalog rows listed; the rest are counted
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    """`problems` with at most ROW_PROBLEMS_LISTED of them at catalog rows (the first, in row
+    order), and one line counting the others: a catalog of 10,000 bad rows reads in one screen."""
+    rows = [p for p in problems if p.location.startswith("catalog row ")]
+    if len(rows) <= ROW_PROBLEMS_LISTED:
+        return problems
+    dropped = {id(p) for p in rows[ROW_PROBLEMS_LISTED:]}
+    more = {p.location.split(".")[0].split(" (")[0] for p in rows[ROW_PROBLEMS_LISTED:]}
+    kept = [p for p in problems if id(p) not in dropped]
+    kept.append(Problem("catalog", f"... and {len(dropped)} more problem(s) in {len(more)} other row(s), not listed "
+                                   f"(the first {ROW_PROBLEMS_LISTED} are); fix those and validate again"))
+    return kept
 
 
 # --- 6. Unique ids ---------------------------------------------------------------------

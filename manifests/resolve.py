@@ -3,6 +3,7 @@ frames or duration as a unit), check its paths, and build its ``ItemSpec``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from .settings import Settings
 class ItemResolver:
     """Merges defaults into an item, checks its paths, and builds the ItemSpec."""
 
-    def __init__(self, defaults: ItemFields | None, root: Path | str, settings: Settings) -> None:
+    def __init__(self, defaults: ItemFields | None, root: Path | str, settings: Settings,
+                 check_input: Callable[[Path | str], str | None] | None = None) -> None:
         self.root = root
         self.settings = settings
+        self.check_input = check_input  # opens and decodes a still (tasks.inputs.checker): None skips it
         self.defaults = defaults.model_dump(exclude_unset=True) if defaults is not None else None
         self.defaults_problems: list[Problem] = []
         self.default_paths: dict[str, Path | None] = {}
@@ -31,6 +34,8 @@ class ItemResolver:
         self.listings: dict = {}  # store folder -> its objects (one listing per folder)
         self._upscalers: dict[str, tuple[Path | None, str | None]] = {}
         self.upscalers: list[ModelUpscaler] = []  # items whose upscaler tasks.preflight checks
+        self._inherited: set[tuple[str, str]] | None = None  # see _problems_of_defaults
+        self._reported: set[tuple[str, str]] = set()  # defaults.* problems reported already
         upscale = (self.defaults or {}).get("upscale") or {}
         if upscale.get("path") is not None and upscale.get("method") != "model":
             self.defaults_problems.append(Problem("defaults.upscale.path", "path is used by method: model only; set method: model or remove path"))
@@ -45,12 +50,46 @@ class ItemResolver:
         """`input_file(raw, root)`, resolved and checked once per distinct path (catalogs repeat them)."""
         found = self._files.get(raw)
         if found is None:
-            found = self._files[raw] = input_file(raw, self.root, tuple(self.settings.input_roots),
-                                                  listings=self.listings)
+            found = input_file(raw, self.root, tuple(self.settings.input_roots), listings=self.listings)
+            if found[1] is None and found[0] is not None and self.check_input is not None:
+                found = (found[0], self.check_input(found[0]))
+            self._files[raw] = found
         return found
 
     def __call__(self, entry: ItemEntry, *, source: str, prefix: str) -> tuple[ItemSpec | None, list[Problem]]:
-        """(ItemSpec, []) or (None, problems) for one validated entry; problems located under `prefix`."""
+        """(ItemSpec, []) or (None, problems) for one validated entry; problems located under `prefix`,
+        except those the item inherits unchanged from `defaults`: each of those is reported once, at
+        ``defaults.<field>``, for the first item that inherits it."""
+        spec, problems = self._resolve(entry, source=source, prefix=prefix)
+        if not problems or self.defaults is None:
+            return spec, problems
+        if self._inherited is None:
+            self._inherited = self._problems_of_defaults()
+        placed = []
+        for problem in problems:
+            rest = problem.location[len(prefix) + 1:] if problem.location.startswith(prefix + ".") else None
+            field = rest.split(".")[0].split("[")[0] if rest else None
+            if rest is not None and field in self.defaults and (rest, problem.message) in self._inherited:
+                problem = Problem(f"defaults.{rest}", problem.message)  # where it is written
+            if problem.location.startswith("defaults."):
+                key = (problem.location, problem.message)
+                if key in self._reported:
+                    continue
+                self._reported.add(key)
+                problem = Problem(problem.location, problem.message)  # the defaults', not one item's
+            placed.append(problem)
+        return spec, placed
+
+    def _problems_of_defaults(self) -> set[tuple[str, str]]:
+        """(field location, message) of what an item setting nothing but its id gets wrong: the
+        problems an item inherits from `defaults` when its own fields change nothing about them."""
+        upscalers = list(self.upscalers)
+        _, problems = self._resolve(ItemEntry.model_validate({"id": "defaults"}, strict=True),
+                                    source="defaults", prefix="@")
+        self.upscalers[:] = upscalers
+        return {(p.location[2:], p.message) for p in problems if p.location.startswith("@.")}
+
+    def _resolve(self, entry: ItemEntry, *, source: str, prefix: str) -> tuple[ItemSpec | None, list[Problem]]:
         if self.defaults is None:  # invalid defaults are reported once, at defaults.*
             return None, []
         own = entry.model_dump(exclude_unset=True)
@@ -106,8 +145,9 @@ class ItemResolver:
             fps = merged.get("fps", ItemSpec.model_fields["fps"].default)
             try:
                 merged["frames"] = frames_from_duration(timing["duration"], fps)
-            except ValueError as error:  # the other rules need frames: stop here
-                return None, [*problems, Problem(f"{prefix}.duration", str(error), item_id)]
+            except ValueError as error:  # reported; the other rules run on the nearest whole length
+                problems.append(Problem(f"{prefix}.duration", str(error), item_id))
+                merged["frames"] = max(1, round(timing["duration"] * fps))
 
         try:
             spec = ItemSpec.model_validate(

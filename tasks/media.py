@@ -7,16 +7,15 @@ GIF or multi-page TIFF the first frame is used (and said so in provenance).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from kernels.pixels import from_uint8
-from tasks.errors import ItemError
+from tasks.inputs import image_errors, refuse_oversized
 
 
 @dataclass(frozen=True)
@@ -52,36 +51,23 @@ def load_image(
     Raises :class:`ItemError` for unreadable, truncated or oversized images.
     """
     width, height = size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > max_pixels:
-                    raise ItemError(
-                        f"{path.name}: {im.width}×{im.height} = {im.width * im.height:,} pixels is over "
-                        f"the limit of {max_pixels:,} (FRAMEFOLD_MAX_IMAGE_PIXELS); use a smaller image "
-                        "or raise the limit"
-                    )
-                n_frames = getattr(im, "n_frames", 1)
-                im.seek(0)
-                exif_rotated = im.getexif().get(0x0112, 1) not in (1, None)
-                frame = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(frame, background) if not grayscale else _to_gray(frame)
-                info = ImageInfo(
-                    format=im.format,
-                    mode=im.mode,
-                    width=im.width,
-                    height=im.height,
-                    frames=n_frames,
-                    first_frame_only=n_frames > 1,
-                    exif_rotated=exif_rotated,
-                )
-    except ItemError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ItemError(f"{path.name}: not a readable image ({e}); replace the file") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ItemError(f"{path.name}: the image is corrupt or truncated ({e}); replace the file") from None
+    with image_errors(path.name):
+        with Image.open(path) as im:
+            refuse_oversized(im, path.name, max_pixels)
+            n_frames = getattr(im, "n_frames", 1)
+            im.seek(0)
+            exif_rotated = im.getexif().get(0x0112, 1) not in (1, None)
+            frame = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(frame, background) if not grayscale else _to_gray(frame)
+            info = ImageInfo(
+                format=im.format,
+                mode=im.mode,
+                width=im.width,
+                height=im.height,
+                frames=n_frames,
+                first_frame_only=n_frames > 1,
+                exif_rotated=exif_rotated,
+            )
     fitted = _fit(rgb, (width, height), fit, background)
     array = np.asarray(fitted, dtype=np.uint8)
     if array.ndim == 2:

@@ -46,7 +46,7 @@ MALFORMED = [
     ("unsafe-id", _set("items.0.id", "../evil"), "items[0].id"),
     ("escaping-path", _set("items.0.image", "../../etc/passwd"), "items[0].image"),
     ("escaping-output", _set("output", "../../elsewhere"), "output"),
-    ("size-too-big", _set("defaults.size", [8192, 8192]), "items[0].size"),
+    ("size-too-big", _set("defaults.size", [8192, 8192]), "defaults.size"),
     ("frames-too-many", _set("items.0.frames", 10**6), "items[0].frames"),
     ("odd-size", _set("defaults.size", [33, 32]), "defaults.size"),
     ("bad-version", _set("version", 2), "version"),

@@ -130,9 +130,14 @@ def test_leftovers_of_a_killed_run_go_even_when_the_item_is_current(small_job):
     assert keep.exists()
 
 
-def test_corrupt_image_fails_only_its_item(small_job, capsys):
+def test_image_broken_after_validation_fails_only_its_item(small_job, capsys):
+    from flows.run import run_job
+    from manifests import load_manifest
+
+    job = load_manifest(small_job)  # valid now; the still breaks before the run reads it
     (small_job.parent / "img" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    assert main(["run", str(small_job)]) == 1
+    summary = run_job(job)
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
     out = small_job.parent / "out"
     assert (out / "a.mp4").is_file() and (out / "c.mp4").is_file()
     assert not (out / "b.mp4").exists() and not (out / "b.json").exists()
@@ -140,8 +145,10 @@ def test_corrupt_image_fails_only_its_item(small_job, capsys):
     rows = {r["item_id"]: r for r in read_ledger(out).to_pylist()}
     assert rows["b"]["status"] == "failed" and "b.jpg" in rows["b"]["reason"]
     assert rows["a"]["status"] == rows["c"]["status"] == "done"
-    printed = capsys.readouterr().out
-    assert "failed 1" in printed and "b.jpg" in printed
+    # validated again, the broken still is refused before any work, at its item
+    capsys.readouterr()
+    assert main(["run", str(small_job)]) == 2
+    assert "items[1].image (item 'b'): b.jpg: " in capsys.readouterr().err
 
 
 def test_loop_closes_seamlessly(small_job):

@@ -438,6 +438,7 @@ def test_looping_motion_needs_enough_frequencies(project: Any, base: dict[str, A
     doc["defaults"].pop("duration", None)
     with pytest.raises(ManifestError) as info:
         load_manifest(project.write(doc))
-    # items[1] sets frames: 48 (2 s, six frequencies <= 3 Hz) and is fine
-    assert [p.location for p in info.value.problems] == ["items[0].motion.modes"]
+    # items[1] sets frames: 48 (2 s, six frequencies <= 3 Hz) and is fine; items[0] inherits the
+    # defaults as they are, so the problem is where it is written: in defaults
+    assert [p.location for p in info.value.problems] == ["defaults.motion.modes"]
     assert "modes must be <= 3" in str(info.value)

@@ -183,7 +183,7 @@ def test_settings_limits_apply(project: Any, base: dict[str, Any], monkeypatch: 
     monkeypatch.setenv("FRAMEFOLD_MAX_SIDE", "128")
     with pytest.raises(ManifestError) as caught:
         load_manifest(path)
-    assert [p.location for p in caught.value.problems] == ["items[0].size", "items[1].size"]
+    assert [p.location for p in caught.value.problems] == ["defaults.size"]  # once, where it is written
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
