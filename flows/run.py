@@ -33,7 +33,10 @@ def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, set
     state = run_manifest.with_options(flow_run_name=f"{job.name}", task_runner=runner)(
         str(job.manifest_path), output=str(job.output), force=force, only=only, return_state=True
     )
-    return state.result(raise_on_failure=False)  # Failed when items failed: its data is still the summary
+    result = state.result(raise_on_failure=False)  # Failed when items failed: its data is still the summary
+    if isinstance(result, BaseException):  # the run itself failed (no cluster, …): no summary to return
+        raise result
+    return result
 
 
 def _items_in_flight() -> int:
