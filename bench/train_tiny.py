@@ -1,0 +1,343 @@
+"""Train the small text-to-video model framefold ships as an example ("shapes").
+
+AnimateDiff's layout with diffusers' own classes: a ``UNet2DConditionModel`` plus a
+``MotionAdapter`` fused into a ``UNetMotionModel``, a tiny ``CLIPTextModel`` with a
+word-level ``CLIPTokenizer`` written here, a DDIM scheduler (v-prediction, cosine
+betas, trailing spacing) and framefold's weight-free ``PixelShuffleVAE`` (latents are
+pixel-unshuffled 32×32 frames: 48 channels at 8×8, decoded exactly).
+
+Data: clips the script renders itself, one coloured shape on a dark background,
+moving (wrapping around the frame), rotating or pulsing; the caption names the
+colour, the shape and the motion ("a red square moving left"). Every frame is a
+function of its absolute time, so clips of any length exist for comparison.
+
+Run once, in the background (about an hour on one CPU thread)::
+
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python -m bench.train_tiny --out manifests/examples/models/shapes --minutes 60
+
+It writes an EMA checkpoint (a diffusers directory) every few minutes, a loss log
+(``loss.jsonl``) and, at the end, ``recipe.json`` (hyper-parameters, data recipe,
+seed, steps, weights digest). CI never retrains: tests check the digest against the
+recipe and that a few more steps from the committed weights lower the loss.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+COLOURS = {
+    "red": (0.92, 0.18, 0.15), "green": (0.20, 0.80, 0.25), "blue": (0.22, 0.40, 0.95),
+    "yellow": (0.95, 0.85, 0.15), "white": (0.95, 0.95, 0.95), "magenta": (0.90, 0.25, 0.85),
+}  # fmt: skip
+SHAPES = ("circle", "square", "triangle")
+MOTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating", "pulsing")
+BACKGROUND = (0.10, 0.10, 0.12)
+WORDS = ["a", *COLOURS, *SHAPES, "moving", "left", "right", "up", "down", "rotating", "pulsing"]
+
+SIZE = 32  # frame side in pixels
+FACTOR = 4  # pixel-unshuffle factor: latents 48 x 8 x 8
+FRAMES = 8  # frames per training clip (the model's window)
+MAX_TOKENS = 8
+
+RECIPE = {
+    "name": "shapes",
+    "seed": 0,
+    "frames": FRAMES,
+    "size": SIZE,
+    "batch": 8,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "warmup_steps": 100,
+    "ema_decay": 0.995,
+    "caption_dropout": 0.1,
+    "grad_clip": 1.0,
+    "prediction_type": "v_prediction",
+    "timesteps": 1000,
+    "threads": 1,
+    "data": {
+        "generator": "bench.train_tiny.render_clips",
+        "colours": list(COLOURS),
+        "shapes": list(SHAPES),
+        "motions": list(MOTIONS),
+        "background": BACKGROUND,
+        "speed_px_per_frame": [1.0, 2.0],
+        "angular_speed_rad_per_frame": [0.15, 0.35],
+        "pulse_period_frames": [6.0, 10.0],
+        "pulse_depth": 0.35,
+        "radius_px": [5.0, 8.0],
+        "supersample": 4,
+        "caption": "a {colour} {shape} {motion}",
+    },
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def captions_of(params: list[dict]) -> list[str]:
+    return [f"a {p['colour']} {p['shape']} {p['motion']}" for p in params]
+
+
+def sample_params(rng: np.random.Generator, n: int) -> list[dict]:
+    d = RECIPE["data"]
+    out = []
+    for _ in range(n):
+        motion = MOTIONS[rng.integers(len(MOTIONS))]
+        p = {
+            "colour": list(COLOURS)[rng.integers(len(COLOURS))],
+            "shape": SHAPES[rng.integers(len(SHAPES))],
+            "motion": motion,
+            "x": float(rng.uniform(0, SIZE)), "y": float(rng.uniform(0, SIZE)),
+            "radius": float(rng.uniform(*d["radius_px"])),
+            "angle": float(rng.uniform(0, 2 * math.pi)),
+            "speed": float(rng.uniform(*d["speed_px_per_frame"])),
+            "spin": float(rng.uniform(*d["angular_speed_rad_per_frame"]) * rng.choice([-1, 1])),
+            "period": float(rng.uniform(*d["pulse_period_frames"])),
+            "phase": float(rng.uniform(0, 2 * math.pi)),
+        }  # fmt: skip
+        out.append(p)
+    return out
+
+
+def render_clips(params: list[dict], frames, size: int = SIZE, supersample: int = 4) -> torch.Tensor:
+    """Clips (N, T, 3, size, size) in [0, 1] for absolute frame indices ``frames``."""
+    t = torch.as_tensor(list(frames), dtype=torch.float32)  # (T,)
+    n, s = len(params), size * supersample
+    g = (torch.arange(s, dtype=torch.float32) + 0.5) / supersample  # pixel coordinates
+    gy, gx = torch.meshgrid(g, g, indexing="ij")
+    out = torch.empty(n, len(t), 3, size, size)
+    bg = torch.tensor(BACKGROUND).view(1, 3, 1, 1)
+    depth = RECIPE["data"]["pulse_depth"]
+    for i, p in enumerate(params):
+        x = torch.full_like(t, p["x"])
+        y = torch.full_like(t, p["y"])
+        angle = torch.full_like(t, p["angle"])
+        radius = torch.full_like(t, p["radius"])
+        m = p["motion"]
+        if m == "moving left":
+            x = x - p["speed"] * t
+        elif m == "moving right":
+            x = x + p["speed"] * t
+        elif m == "moving up":
+            y = y - p["speed"] * t
+        elif m == "moving down":
+            y = y + p["speed"] * t
+        elif m == "rotating":
+            angle = angle + p["spin"] * t
+        elif m == "pulsing":
+            radius = radius * (1 + depth * torch.sin(2 * math.pi * t / p["period"] + p["phase"]))
+        # displacement on the torus (shapes wrap around the frame edges)
+        dx = torch.remainder(gx[None] - x[:, None, None] + size / 2, size) - size / 2
+        dy = torch.remainder(gy[None] - y[:, None, None] + size / 2, size) - size / 2
+        c, sn = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+        u, v = c * dx + sn * dy, -sn * dx + c * dy
+        r = radius[:, None, None]
+        if p["shape"] == "circle":
+            inside = dx**2 + dy**2 <= (0.9 * r) ** 2
+        elif p["shape"] == "square":
+            inside = (u.abs() <= 0.75 * r) & (v.abs() <= 0.75 * r)
+        else:
+            inside = torch.ones_like(u, dtype=torch.bool)
+            for k in range(3):
+                a = math.pi / 3 + 2 * math.pi * k / 3
+                inside &= u * math.cos(a) + v * math.sin(a) <= r / 2
+        cover = F.avg_pool2d(inside.float()[:, None], supersample)  # (T, 1, size, size)
+        colour = torch.tensor(COLOURS[p["colour"]]).view(1, 3, 1, 1)
+        out[i] = bg * (1 - cover) + colour * cover
+    return out
+
+
+# --------------------------------------------------------------------------- model
+
+
+def write_tokenizer(path: Path) -> None:
+    """A word-level CLIP tokenizer: every vocabulary word is one token (merges spell it)."""
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges: list[str] = []
+    for c in sorted({c for w in WORDS for c in w[:-1]} | {w[-1] + "</w>" for w in WORDS} | {w[-1] for w in WORDS}):
+        vocab.setdefault(c, len(vocab))
+    for w in WORDS:
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        while len(parts) > 1:
+            a, b = parts[0], parts[1]
+            merges.append(f"{a} {b}")
+            parts = [a + b] + parts[2:]
+            vocab.setdefault(parts[0], len(vocab))
+    merges = list(dict.fromkeys(merges))
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab, indent=0))
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def load_tokenizer(path: Path):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=MAX_TOKENS)
+
+
+def build(tok_dir: Path):
+    """(unet, text_encoder, tokenizer, vae, scheduler), freshly initialised from the recipe's seed."""
+    import diffusers as d
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tasks.backends.components import PixelShuffleVAE
+
+    torch.manual_seed(RECIPE["seed"])
+    tokenizer = load_tokenizer(tok_dir)
+    channels = 3 * FACTOR * FACTOR
+    unet2d = d.UNet2DConditionModel(
+        block_out_channels=(48, 96), layers_per_block=1, sample_size=SIZE // FACTOR, in_channels=channels,
+        out_channels=channels, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64, attention_head_dim=16,
+        norm_num_groups=16,
+    )  # fmt: skip
+    adapter = d.MotionAdapter(
+        block_out_channels=(48, 96), motion_layers_per_block=1, motion_norm_num_groups=16,
+        motion_num_attention_heads=4, motion_max_seq_length=32,
+    )  # fmt: skip
+    unet = d.UNetMotionModel.from_unet2d(unet2d, adapter)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=64, intermediate_size=128,
+            num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=MAX_TOKENS,
+            projection_dim=64,
+        )
+    )  # fmt: skip
+    vae = PixelShuffleVAE(factor=FACTOR)
+    scheduler = d.DDIMScheduler(
+        num_train_timesteps=RECIPE["timesteps"], beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+        clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing", steps_offset=0,
+    )  # fmt: skip
+    return unet, text_encoder, tokenizer, vae, scheduler
+
+
+def to_latents(clips: torch.Tensor) -> torch.Tensor:
+    """(N, T, 3, H, W) in [0, 1] -> (N, C, T, h, w) in the pipeline's layout."""
+    n, t = clips.shape[:2]
+    z = F.pixel_unshuffle(clips.flatten(0, 1) * 2 - 1, FACTOR)
+    return z.view(n, t, *z.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    return text_encoder(ids.input_ids)[0]
+
+
+def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator) -> torch.Tensor:
+    """v-prediction MSE on one batch (timesteps and noise from ``generator``)."""
+    x0 = to_latents(clips)
+    n, _, t = x0.shape[:3]
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    xt = scheduler.add_noise(x0, noise, steps)
+    target = scheduler.get_velocity(x0, noise, steps)
+    emb = encode_text(tokenizer, text_encoder, captions).repeat_interleave(t, dim=0)  # (N*T, L, D)
+    pred = unet(xt, steps, encoder_hidden_states=emb).sample
+    return F.mse_loss(pred, target)
+
+
+def save_pipeline(out: Path, unet, text_encoder, tokenizer, vae, scheduler) -> None:
+    import diffusers as d
+
+    pipe = d.AnimateDiffPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, motion_adapter=None,
+        scheduler=scheduler, feature_extractor=None, image_encoder=None,
+    )  # fmt: skip
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume: Path | None = None) -> None:
+    torch.set_num_threads(RECIPE["threads"])
+    out.mkdir(parents=True, exist_ok=True)
+    tok_dir = out / "work" / "tokenizer_src"
+    write_tokenizer(tok_dir)
+    unet, text_encoder, tokenizer, vae, scheduler = build(tok_dir)
+    if resume is not None:
+        import diffusers as d
+        from transformers import CLIPTextModel
+
+        unet = d.UNetMotionModel.from_pretrained(resume / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(resume / "text_encoder")
+    unet.train()
+    text_encoder.train()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    print(f"parameters: unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, "
+          f"text {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f} M", flush=True)  # fmt: skip
+    opt = torch.optim.AdamW(params, lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    for m in (ema_unet, ema_text):
+        m.requires_grad_(False)
+    rng = np.random.default_rng(RECIPE["seed"])
+    gen = torch.Generator().manual_seed(RECIPE["seed"])
+    log = open(out / "work" / "loss.jsonl", "a")
+    start = last_save = time.time()
+    step, running = 0, []
+    while step < max_steps and time.time() - start < minutes * 60:
+        params_b = sample_params(rng, RECIPE["batch"])
+        offset = int(rng.integers(0, 10_000))
+        clips = render_clips(params_b, range(offset, offset + FRAMES))
+        caps = [c if rng.random() >= RECIPE["caption_dropout"] else "" for c in captions_of(params_b)]
+        lr = RECIPE["lr"] * min(1.0, (step + 1) / RECIPE["warmup_steps"])
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, RECIPE["grad_clip"])
+        opt.step()
+        decay = min(RECIPE["ema_decay"], (1 + step) / (10 + step))
+        with torch.no_grad():
+            for live, ema in ((unet, ema_unet), (text_encoder, ema_text)):
+                for pe, pl in zip(ema.parameters(), live.parameters()):
+                    pe.lerp_(pl, 1 - decay)
+        step += 1
+        running.append(loss.item())
+        if step % 10 == 0:
+            rec = {"step": step, "loss": float(np.mean(running)), "lr": lr, "elapsed_s": round(time.time() - start, 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            running = []
+            if step % 50 == 0:
+                print(rec, flush=True)
+        if time.time() - last_save > save_every_s:
+            save_pipeline(out / "work" / "checkpoint", ema_unet, ema_text, tokenizer, vae, scheduler)
+            (out / "work" / "checkpoint_step.txt").write_text(str(step))
+            last_save = time.time()
+    save_pipeline(out / "work" / "checkpoint", ema_unet, ema_text, tokenizer, vae, scheduler)
+    (out / "work" / "checkpoint_step.txt").write_text(str(step))
+    print(f"done: {step} steps in {time.time() - start:.0f} s", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--steps", type=int, default=10**9)
+    ap.add_argument("--save-every", type=float, default=300, help="seconds between checkpoints")
+    ap.add_argument("--resume", type=Path, default=None)
+    a = ap.parse_args(argv)
+    train(a.out, a.minutes, a.steps, a.save_every, a.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
