@@ -59,7 +59,7 @@ RECIPE = {
     "seed": 0,
     "frames": FRAMES,
     "size": SIZE,
-    "batch": 8,
+    "batch": 4,
     "lr": 1e-3,
     "weight_decay": 0.0,
     "warmup_steps": 100,
@@ -171,17 +171,20 @@ def write_tokenizer(path: Path) -> None:
     merges: list[str] = []
     for c in sorted({c for w in WORDS for c in w[:-1]} | {w[-1] + "</w>" for w in WORDS} | {w[-1] for w in WORDS}):
         vocab.setdefault(c, len(vocab))
-    for w in WORDS:
+    for w in WORDS:  # merged right to left: "e d</w>", then "r ed</w>" (no pair of one word splits another)
         parts = list(w[:-1]) + [w[-1] + "</w>"]
         while len(parts) > 1:
-            a, b = parts[0], parts[1]
+            a, b = parts[-2], parts[-1]
             merges.append(f"{a} {b}")
-            parts = [a + b] + parts[2:]
-            vocab.setdefault(parts[0], len(vocab))
+            parts = parts[:-2] + [a + b]
+            vocab.setdefault(parts[-1], len(vocab))
     merges = list(dict.fromkeys(merges))
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.json").write_text(json.dumps(vocab, indent=0))
     (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = load_tokenizer(path)
+    for w in WORDS:
+        assert len(tokenizer.tokenize(w)) == 1, f"{w!r} is not one token: {tokenizer.tokenize(w)}"
 
 
 def load_tokenizer(path: Path):

@@ -122,3 +122,37 @@ class StreamingClipStats:
             means = torch.tensor([w["mean"] for w in per_window])
             out["colour_drift"] = {"windows": per_window, "max_mean_spread": float((means.max(0).values - means.min(0).values).max())}
         return out
+
+
+def lag_correlation(series: Tensor, lag: int) -> Tensor:
+    """Correlation of frame t with frame t+``lag``, for every t, pooled over the other axes.
+
+    ``series`` (T, N): N samples (pixels, channels, seeds) of a zero-mean process over
+    T frames. Returns (T - lag,) float64: Σ x_t x_{t+lag} / √(Σ x_t² · Σ x_{t+lag}²).
+    For a stationary process this does not depend on t; a seam shows as the t where
+    it does.
+
+    >>> lag_correlation(torch.tensor([[1.0, 1.0], [1.0, -1.0], [1.0, -1.0]]), 1)
+    tensor([0., 1.], dtype=torch.float64)
+    """
+    if lag < 1 or series.ndim != 2 or len(series) <= lag:
+        raise ValueError(f"series must be (T, N) with T > lag >= 1, got {tuple(series.shape)} and lag {lag}")
+    x = series.to(torch.float64)
+    a, b = x[:-lag], x[lag:]
+    return (a * b).sum(1) / ((a * a).sum(1) * (b * b).sum(1)).sqrt()
+
+
+def crossing(boundaries: Sequence[int], frames: int, lag: int, *, circular: bool = False) -> Tensor:
+    """(T - lag,) bool (T with ``circular``): whether the pair (t, t+lag) straddles a
+    boundary b (t < b <= t + lag, modulo T when circular).
+
+    >>> crossing([4], 8, 2).nonzero().flatten().tolist()
+    [2, 3]
+    """
+    n = frames if circular else frames - lag
+    t = torch.arange(n)
+    out = torch.zeros(n, dtype=torch.bool)
+    for b in boundaries:
+        for shift in ((0, frames) if circular else (0,)):
+            out |= (t < b + shift) & (b + shift <= t + lag)
+    return out

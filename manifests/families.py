@@ -38,7 +38,7 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         # UNet + motion modules, latents (B, C, F, H/8, W/8); motion modules see at most 32 frames
-        Family("animatediff", ("t2v",), 8, 16, 1, 1, 2, 32, "B C F H W", ("independent", "codenoise")),
+        Family("animatediff", ("t2v",), 8, 16, 1, 1, 2, 32, "B C F H W", ("independent", "codenoise", "freenoise")),
         # Stable Video Diffusion, latents (B, F, C, H/8, W/8)
         Family("svd", ("i2v",), 8, 16, 1, 1, 2, None, "B F C H W", ("independent", "outpaint")),
         # Wan 2.x DiT, causal 4× temporal VAE: latents (B, C, 1+(F-1)/4, H/8, W/8); patch 2 → size multiple 16
@@ -48,3 +48,6 @@ FAMILIES: dict[str, Family] = {
         Family("cogvideox", ("t2v", "i2v"), 16, 16, 4, 8, 9, None, "B F C H W", ("independent", "outpaint")),
     )
 }
+
+# window.weighting -> diffusers' FreeNoise weighting_scheme, for the weightings FreeNoise has
+FREENOISE_WEIGHTINGS = {"flat": "flat", "linear": "pyramid"}

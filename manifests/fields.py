@@ -44,7 +44,7 @@ class BackendInfo:
 # Adding a backend is adding one line here (and its module under tasks/backends/).
 BACKENDS: dict[str, BackendInfo] = {
     "motion": BackendInfo(window_modes=("independent",), needs_image=True),  # spectral motion texture, no weights
-    "diffusers": BackendInfo(window_modes=("independent", "codenoise", "outpaint"), needs_image=False),  # local weights
+    "diffusers": BackendInfo(window_modes=("independent", "codenoise", "outpaint", "freenoise"), needs_image=False),  # local weights
 }
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # Literal["motion", ...] built from BACKENDS
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .families import FAMILIES
+from .families import FAMILIES, FREENOISE_WEIGHTINGS
 
 if TYPE_CHECKING:
     from .items import ItemSpec
@@ -87,6 +87,14 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
     if item.window.mode == "codenoise" and item.frames > length and (item.frames - 1) % family.temporal:
         problems.append(("frames", f"codenoise with family {family.name!r} needs frames = {family.temporal}k+1 "
                                    f"(one latent of the whole clip), got {item.frames}"))
+    if item.window.mode == "freenoise":
+        if item.loop:
+            problems.append(("loop", "freenoise slides its windows over a line of frames; it cannot close a loop: "
+                                     "set loop: false, or use window.mode: codenoise"))
+        if item.window.weighting not in FREENOISE_WEIGHTINGS:
+            problems.append(("window.weighting", f"freenoise weights windows as diffusers does: "
+                                                 f"{' or '.join(FREENOISE_WEIGHTINGS)} (diffusers' pyramid), "
+                                                 f"not {item.window.weighting!r}"))
     if item.window.mode == "outpaint" and item.task != "i2v":
         problems.append(("window.mode", "outpaint conditions each window on the previous window's frames through the "
                                         "image input: set image: PATH (an image-to-video item)"))

@@ -60,7 +60,8 @@ class WindowSpec(Resolved):
     mode: WindowMode = Field(
         "independent",
         description="independent: windows generated apart, averaged in pixels; codenoise: co-denoised in "
-        "latent space each step; outpaint: each window conditioned on the previous one.",
+        "latent space each step; outpaint: each window conditioned on the previous one; freenoise: the whole "
+        "clip on one actor through diffusers' FreeNoise (animatediff; context window.length, stride length - overlap).",
     )
 
     @model_validator(mode="after")

@@ -65,7 +65,7 @@ class WindowedDenoiser(ModelMixin):
     module docstring."""
 
     def __init__(self, config: dict, *, dtype: torch.dtype, submit, windows, num_frames: int, weighting: str,
-                 frame_dim: int, stats: dict) -> None:
+                 frame_dim: int, stats: dict, local: bool = False) -> None:
         super().__init__()
         from diffusers.configuration_utils import FrozenDict
 
@@ -77,6 +77,7 @@ class WindowedDenoiser(ModelMixin):
         self.num_frames = num_frames
         self.frame_dim = frame_dim
         self.stats = stats
+        self.local = local  # submit returns predictions in this process (no Ray): measurements, tests
 
     @property
     def dtype(self) -> torch.dtype:
@@ -96,14 +97,15 @@ class WindowedDenoiser(ModelMixin):
         batch = x.shape[0]
         per_frame = {k for k, v in kwargs.items()  # AnimateDiff repeats text embeddings per frame: (B·F, …)
                      if torch.is_tensor(v) and v.ndim and v.shape[0] == batch * self.num_frames}
-        shared = ray.put({"timestep": timestep, **{k: v for k, v in kwargs.items() if k not in per_frame}})
+        shared = {"timestep": timestep, **{k: v for k, v in kwargs.items() if k not in per_frame}}
+        shared = shared if self.local else ray.put(shared)
         refs = []
         for idx in self.indices:
             idx = idx.to(x.device)
             rows = (torch.arange(batch, device=x.device)[:, None] * self.num_frames + idx[None]).flatten()
             own = {k: kwargs[k].index_select(0, rows).cpu() for k in per_frame}
             refs.append(self.submit(key, x.index_select(self.frame_dim, idx).cpu(), shared, own))
-        outs = ray.get(refs)
+        outs = refs if self.local else ray.get(refs)
         fused = overlap_add(
             [o.movedim(self.frame_dim, 0) for o in outs], self.indices, self.weights, self.num_frames
         ).movedim(0, self.frame_dim).to(x.device, x.dtype)
@@ -114,10 +116,13 @@ class WindowedDenoiser(ModelMixin):
 
 
 def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditioning: Conditioning, *,
-                     submit, device: str = "cpu") -> tuple[torch.Tensor, dict]:
+                     submit, device: str = "cpu", local: bool = False) -> tuple[torch.Tensor, dict]:
     """Run one item in codenoise mode; returns frames (T, 3, H, W) in [0, 1] and stats
-    (latent windows, denoiser calls, bytes and seconds exchanged)."""
+    (latent windows, denoiser calls, bytes and seconds exchanged). ``local``: ``submit``
+    returns each window's prediction itself instead of a Ray reference."""
     import diffusers
+
+    import tasks.backends.components  # noqa: F401 - framefold's own components load by module path
 
     family = FAMILIES[spec["family"]]
     if spec["family"] not in DENOISERS:
@@ -134,7 +139,7 @@ def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditio
              "calls": 0, "exchange_bytes": 0, "exchange_seconds": 0.0}
     config = json.loads((path / name / "config.json").read_text())
     denoiser = WindowedDenoiser(config, dtype=dtype, submit=submit, windows=windows, num_frames=count,
-                                weighting=window["weighting"], frame_dim=frame_dim, stats=stats)
+                                weighting=window["weighting"], frame_dim=frame_dim, stats=stats, local=local)
     cls = getattr(diffusers, module.PIPELINES[spec["task"]])
     pipe = cls.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True, **{name: denoiser})
     for component in pipe.components.values():

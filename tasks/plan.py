@@ -20,6 +20,7 @@ class ItemPlan:
     circular: bool
     weighting: str
     redundancy: float  # frames generated / frames delivered
+    free_noise: dict | None = None  # freenoise: diffusers' enable_free_noise arguments
 
     def requests(self, fps: float) -> list[WindowRequest]:
         return [
@@ -34,14 +35,21 @@ class ItemPlan:
             "circular": self.circular,
             "weighting": self.weighting,
             "redundancy": round(self.redundancy, 4),
+            **({"freenoise": self.free_noise} if self.free_noise else {}),
         }
 
 
 def plan_item(item: ItemSpec) -> ItemPlan:
-    """Window plan of one item: circular (indices wrap) when the item loops."""
-    windows = plan_windows(
-        item.frames, length=item.window.length, overlap=item.window.overlap, circular=item.loop
-    )
+    """Window plan of one item: circular (indices wrap) when the item loops; freenoise
+    items are one window of the whole clip (FreeNoise slides its windows inside the model)."""
+    free_noise = None
+    if item.window.mode == "freenoise":
+        from tasks.backends.animatediff import free_noise_settings
+
+        windows = [Window(0, item.frames)]
+        free_noise = free_noise_settings(item.params(), item.frames)
+    else:
+        windows = plan_windows(item.frames, length=item.window.length, overlap=item.window.overlap, circular=item.loop)
     return ItemPlan(
         num_frames=item.frames,
         windows=tuple(windows),
@@ -49,4 +57,5 @@ def plan_item(item: ItemSpec) -> ItemPlan:
         circular=item.loop,
         weighting=item.window.weighting,
         redundancy=redundancy(windows, item.frames),
+        free_noise=free_noise,
     )

@@ -16,6 +16,7 @@ image-latent sampling) comes from a generator seeded from (seed, item id) alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -45,6 +46,7 @@ class DiffusersBackend:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import diffusers
 
+        import tasks.backends.components  # noqa: F401 - framefold's own components load by module path
         diffusers.utils.logging.disable_progress_bar()
         diffusers.utils.logging.set_verbosity_error()
         self.spec = spec
@@ -100,10 +102,13 @@ class DiffusersBackend:
     ) -> torch.Tensor:
         p = conditioning.params
         height, width = conditioning.image_size
+        free_noise = getattr(self.module, "free_noise_settings", lambda *a: None)(p, len(window.frames))
         latents = self.latents(window, conditioning) if noise is None else noise
         generator = torch.Generator(device="cpu").manual_seed(
             derive_seed(conditioning.seed, conditioning.item_id, "pipeline")
         )
+        if free_noise:  # FreeNoise's noise rescheduling, on the item's frame noise
+            latents = shuffle_context(latents, free_noise["context_length"], free_noise["context_stride"], generator)
         kwargs = dict(
             height=height,
             width=width,
@@ -114,11 +119,64 @@ class DiffusersBackend:
             output_type="pt",
         )
         kwargs.update(self.module.call_kwargs(self.pipe, p, conditioning, window))
-        out = self.pipe(**kwargs).frames  # (B, F, C, H, W) in [0, 1]
+        if free_noise:
+            with free_noise_enabled(self.pipe, free_noise):
+                out = self.pipe(**kwargs).frames
+        else:
+            out = self.pipe(**kwargs).frames  # (B, F, C, H, W) in [0, 1]
         frames = torch.as_tensor(out)[0].to("cpu", torch.float32)
         if frames.shape[0] != len(window.frames):
             raise ItemError(f"the pipeline returned {frames.shape[0]} frames for a window of {len(window.frames)}")
         return frames
+
+
+def shuffle_context(latents: torch.Tensor, length: int, stride: int, generator: torch.Generator) -> torch.Tensor:
+    """FreeNoise's "shuffle_context" noise rescheduling on full-length latents (B, C, F, H, W):
+    from frame ``length`` on, each run of ``stride`` frames is a permutation (drawn from
+    ``generator``) of the frames one context earlier. The same loop as diffusers'
+    ``_prepare_latents_free_noise`` runs on the noise it draws itself (diffusers 0.42
+    skips it for ``latents=`` of full length and crashes on context-length ones)."""
+    latents = latents.clone()
+    frames = latents.shape[2]
+    for i in range(length, frames, stride):
+        start = max(0, i - length)
+        end = min(frames, start + stride)
+        if end == start:
+            break
+        indices = torch.arange(start, end)
+        shuffled = indices[torch.randperm(end - start, generator=generator)]
+        stop = min(frames, i + (end - start))
+        latents[:, :, i:stop] = latents[:, :, shuffled[: stop - i]]
+    return latents
+
+
+@contextlib.contextmanager
+def free_noise_enabled(pipe, settings: dict):
+    """diffusers' FreeNoise on ``pipe`` for one call (``settings``: the arguments of
+    ``enable_free_noise``), then off again, so the cached pipeline serves plain windows
+    next. Pipelines saved without their motion adapter (its modules live in the UNet)
+    get a stand-in carrying the UNet's ``motion_max_seq_length``, which is all
+    ``enable_free_noise`` reads from it. A denoiser without motion modules that fuses
+    its own windows (``set_free_noise``, as the reference denoiser) is told too."""
+    from types import SimpleNamespace
+
+    adapter = pipe.motion_adapter
+    if adapter is None:
+        reach = getattr(pipe.unet.config, "motion_max_seq_length", None) or settings["context_length"]
+        object.__setattr__(pipe, "motion_adapter", SimpleNamespace(config=SimpleNamespace(motion_max_seq_length=reach)))
+    own = getattr(pipe.unet, "set_free_noise", None)
+    try:
+        pipe.enable_free_noise(**settings)
+        if own is not None:
+            own(settings["context_length"], settings["context_stride"], settings["weighting_scheme"])
+        yield pipe
+    finally:
+        if own is not None:
+            own(None)
+            pipe._free_noise_context_length = None
+        else:
+            pipe.disable_free_noise()
+        object.__setattr__(pipe, "motion_adapter", adapter)
 
 
 def identify(spec: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,181 @@
+"""Quality side by side: independent, codenoise (1 and 2 actors) and freenoise on the
+exact reference denoiser and on the small trained model.
+
+Everything runs through framefold's own paths: items come from a manifest
+(``manifests.load_manifest``), plans from ``tasks.plan``, windows from the diffusers
+backend and ``tasks.stitch`` (independent, freenoise), the windowed denoiser of
+``tasks.codenoise`` (in this process for one actor; an ``ActorPool`` of two Ray actors
+for two). Frames are the 8-bit frames framefold encodes.
+
+On the reference denoiser (``tasks.backends.components.GaussianProcessDenoiser``) the
+truth is known: the correlation of frames t and t+k is ``autocovariance(k)/sigma²``
+wherever t sits. ``reference_stats`` measures, per seed, how far the correlation of
+frame pairs that straddle a window boundary is from it (and, as the sampler's own
+floor, pairs inside one window).
+
+    python -m bench.quality reference --seeds 8 --frames 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MODES = ("independent", "codenoise", "freenoise")
+
+
+def items_for(model: Path, *, mode: str, seeds, frames: int, length: int, overlap: int, size: int,
+              steps: int, prompt: str = "waves", guidance: float = 1.0, weighting: str = "linear",
+              loop: bool = False):  # fmt: skip
+    """Resolved items (one per seed) of a manifest written beside ``model``."""
+    from manifests import load_manifest
+
+    doc = {"version": 1, "name": f"q-{mode}", "output": "out",
+           "defaults": {"backend": "diffusers", "fps": 8, "steps": steps, "guidance": guidance, "size": [size, size],
+                        "loop": loop, "prompt": prompt, "frames": frames,
+                        "model": {"family": "animatediff", "path": model.name},
+                        "window": {"length": length, "overlap": overlap, "mode": mode, "weighting": weighting}},
+           "items": [{"id": f"s{seed}", "seed": int(seed)} for seed in seeds]}  # fmt: skip
+    path = model.parent / f"q-{model.name}-{mode}-{loop}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_manifest(path).items
+
+
+def render(item, *, pool=None) -> torch.Tensor:
+    """The item's frames (T, H, W, 3) uint8, as framefold would encode them."""
+    from kernels.pixels import to_uint8
+    from tasks.backends import Conditioning, load, spec_of
+    from tasks.plan import plan_item
+    from tasks.stitch import stitch
+
+    spec, params = spec_of(item), item.params()
+    cond = Conditioning(item.id, item.seed, None, None, params)
+    plan = plan_item(item)
+    if item.window.mode == "codenoise":
+        from tasks.codenoise import codenoise_frames
+
+        if pool is None:
+            model = load(spec).pipe.unet
+
+            def submit(key, x, shared, own):
+                with torch.inference_mode():
+                    return model(**{key: x}, **shared, **own, return_dict=False)[0]
+
+            video, _ = codenoise_frames(spec, params, cond, submit=submit, local=True)
+        else:
+            video, _ = codenoise_frames(spec, params, cond, submit=pool.denoise)
+        return to_uint8(video)
+    backend = load(spec)
+    windows = ((i, to_uint8(backend.generate(r, cond))) for i, r in enumerate(plan.requests(item.fps)))
+    return torch.cat(list(stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)))
+
+
+def boundaries(item) -> list[int]:
+    """Frames where a window of the item's mode starts or ends (inside the clip)."""
+    from kernels.windows import plan_windows
+
+    t, length, overlap = item.frames, item.window.length, item.window.overlap
+    if item.window.mode == "freenoise":  # diffusers' FreeNoise windows, with its extra tail window
+        stride = length - overlap
+        wins = [(s, s + length) for s in range(0, t - length + 1, stride)]
+        if wins[-1][1] != t:
+            wins.append((t - length, t))
+    else:
+        wins = [(w.start, w.start + w.length) for w in plan_windows(t, length=length, overlap=overlap,
+                                                                    circular=item.loop)]  # fmt: skip
+    return sorted({e % t for w in wins for e in w} - {0} if item.loop else {e for w in wins for e in w} - {0, t})
+
+
+def reference_stats(frames_by_seed: list[torch.Tensor], bounds: list[int], autocovariance: np.ndarray, *,
+                    lags=(1, 2, 4), circular: bool = False) -> dict:  # fmt: skip
+    """Per lag: mean |ρ̂(t, t+k) − ρ(k)| over boundary-straddling pairs and over the
+    other pairs, per seed (mean and std over seeds), and the per-frame variance ratio."""
+    from kernels.metrics import crossing, lag_correlation
+
+    truth = autocovariance / autocovariance[0]
+    out: dict = {}
+    for k in lags:
+        cross, inner = [], []
+        for frames in frames_by_seed:
+            x = frames.to(torch.float64).div(255).mul(2).sub(1).reshape(len(frames), -1)
+            if circular:
+                x = torch.cat([x, x[:k]])
+            rho = lag_correlation(x, k)
+            mask = crossing(bounds, len(frames), k, circular=circular)
+            dev = (rho - truth[k]).abs()
+            cross.append(float(dev[mask].mean()))
+            inner.append(float(dev[~mask].mean()))
+        out[f"lag{k}"] = {"truth": float(truth[k]), "cross_mean": float(np.mean(cross)),
+                          "cross_std": float(np.std(cross)), "inner_mean": float(np.mean(inner)),
+                          "inner_std": float(np.std(inner)), "cross_per_seed": cross}  # fmt: skip
+    var = torch.stack([f.to(torch.float64).div(255).mul(2).sub(1).reshape(len(f), -1).pow(2).mean(1)
+                       for f in frames_by_seed]).mean(0) / autocovariance[0]  # fmt: skip
+    out["variance_ratio"] = {"min": float(var.min()), "median": float(var.median())}
+    return out
+
+
+def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: int = 4, size: int = 16,
+              steps: int = 50, modes=MODES, pool_actors: int = 0, loop: bool = False, work: Path | None = None) -> dict:  # fmt: skip
+    """The side-by-side statistics on the exact reference denoiser."""
+    from tasks.backends.components import build_reference_pipeline
+
+    work = Path(work or tempfile.mkdtemp(prefix="ff-quality-"))
+    model = work / "reference"
+    if not (model / "model_index.json").exists():
+        build_reference_pipeline(model, window=length, size=size)
+    from tasks.backends import load, spec_of
+
+    results: dict = {}
+    for mode in modes:
+        if loop and mode == "freenoise":
+            continue
+        items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=length,
+                          overlap=overlap, size=size, steps=steps, loop=loop)  # fmt: skip
+        unet = load(spec_of(items[0])).pipe.unet
+        autocovariance = unet.autocovariance.numpy()
+        t0 = time.perf_counter()
+        clips = [render(item) for item in items]
+        seconds = (time.perf_counter() - t0) / len(items)
+        stats = reference_stats(clips, boundaries(items[0]), autocovariance, circular=loop)
+        stats["seconds_per_clip"] = round(seconds, 3)
+        results[mode] = stats
+    return {"seeds": seeds, "frames": frames, "window": [length, overlap], "size": size, "steps": steps,
+            "loop": loop, "modes": results}  # fmt: skip
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="quality side by side")
+    ap.add_argument("what", choices=["reference"])
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--loop", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        a.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
