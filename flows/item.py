@@ -316,7 +316,8 @@ def _record(item: ItemSpec, ctx: RunContext, keyed: _Keyed, infos: dict, plan, w
             "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
             "frames_sha256": encoded.frames_sha256,
         },
-        "metrics": _metrics(encoded.stats, item.loop, plan.windows, before_upscale),
+        "metrics": {**_metrics(encoded.stats, item.loop, plan.windows, before_upscale),
+                    **_file_metrics(writer, item.loop, plan.windows)},
         "device": {
             "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
@@ -425,6 +426,18 @@ def _upscale_record(item: ItemSpec, ctx: RunContext, backend: dict, size: tuple[
         out["model"] = {"path": _rel(item.upscale.path, ctx.root), **backend["upscaler"],
                         "tile": item.upscale.tile, "tile_overlap": item.upscale.tile_overlap}
     return out
+
+
+def _file_metrics(writer: RenditionWriter, loop: bool, windows) -> dict:
+    """The metrics of the delivered video decoded back (codec noise included): ``{"file": …}``."""
+    from tasks.quality import measure_file
+
+    encoded = writer.encoded()
+    if encoded is None:
+        return {}
+    path, width, height = encoded
+    spans = [(w.start, w.length) for w in windows] if len(windows) > 1 else []
+    return {"file": measure_file(path, width=width, height=height, windows=spans, loop=loop)}
 
 
 def _metrics(stats: StreamingClipStats, loop: bool, windows, before_upscale: StreamingClipStats | None) -> dict:

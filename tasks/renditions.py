@@ -212,6 +212,14 @@ class RenditionWriter:
                 self.samples[index] = pixels[index - self.frames].copy()
         self.frames += len(pixels)
 
+    def encoded(self) -> tuple[Path, int, int] | None:
+        """(path, width, height) of the first full-frame video encoded so far (mp4 or webm):
+        what the delivered file's metrics are measured on."""
+        for r in self.renditions:
+            if r.format in ("mp4", "webm") and self.parts[r] and r.aspect == "native":
+                return self.parts[r][-1], r.width, r.height
+        return None
+
     @property
     def sample_frames(self) -> list[np.ndarray]:
         return [self.samples[i] for i in self.sample_at if i in self.samples]

@@ -117,6 +117,7 @@ def test_cli_runs_freenoise_end_to_end_deterministically(project):
     assert record["plan"]["mode"] == "freenoise"
     assert record["plan"]["freenoise"]["context_length"] == 8 and record["plan"]["windows"] == [[0, 22]]
     assert record["video"]["frames"] == 22
+    assert record["metrics"]["file"]["frames"] == 22  # measured on the decoded mp4
     again = project / "again.yaml"
     again.write_text(path.read_text().replace("output: out", "output: out2"))
     assert main(["run", str(again)]) == 0
