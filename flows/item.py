@@ -46,10 +46,10 @@ class RunContext:
 
     run_id: str
     job: str
-    manifest_path: Path
+    manifest_path: Path | str  # a local path, or a store URL
     manifest_sha256: str
-    root: Path
-    output: Path
+    root: Path | str
+    output: Path | str  # a folder, or a store URL: finished files are uploaded whole, each in one request
     force: bool
     cluster: Cluster
     windows_in_flight: int
@@ -81,7 +81,7 @@ def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | 
     retried lost workers)."""
     t0 = time.perf_counter()
     try:
-        with _item_lock(ctx.output, item.id), pools.lease(item) as lease:
+        with _item_lock(store.staging(ctx.output), item.id), pools.lease(item) as lease:
             result = _produce(item, ctx, lease)
     except Exception as e:  # one bad item never sinks the batch
         if isinstance(e, ItemError):
@@ -91,7 +91,10 @@ def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | 
             reason = f"internal error: {type(e).__name__}: {e}"
             get_run_logger().exception("item %s failed", item.id)
         result = ItemResult(item.id, "failed", reason, seconds=time.perf_counter() - t0)
-        provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result))
+        try:
+            provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result))
+        except store.StoreError as error:  # the store is down: the run's summary still carries the reason
+            get_run_logger().error("item %s: no ledger row: %s", item.id, error)
         reporter().item_finished(item.id, "failed")
         return Failed(message=reason, data=result)
     reporter().item_finished(item.id, result.status)
@@ -103,8 +106,9 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
     started_at = provenance.now()
     timings: dict[str, float] = {}
     width, height = item.output_size
-    writer = RenditionWriter(ctx.output, item.id, size=(width, height), fps=item.fps, frames=item.frames,
-                             aspects=item.aspects, formats=item.formats)  # starts nothing until entered
+    # files are made in the output folder, or (output in a store) a local staging folder they are uploaded from
+    writer = RenditionWriter(store.staging(ctx.output), item.id, size=(width, height), fps=item.fps,
+                             frames=item.frames, aspects=item.aspects, formats=item.formats)  # starts nothing until entered
 
     # 1. Check the output: the content key; skip when an output made from the same inputs,
     #    parameters and model is intact.
@@ -117,7 +121,7 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
 
     # 2. Prepare the inputs: the still (and mask) fitted to the generation size.
     tick = time.perf_counter()
-    conditioning, infos = _prepare_inputs(item, ctx, keyed.params)
+    conditioning, infos = _prepare_inputs(item, ctx, keyed)
     timings["inputs"] = time.perf_counter() - tick
 
     # 3. Plan the windows.
@@ -183,19 +187,20 @@ class _Keyed:
     key: str
     why: str | None
     inputs: dict  # input name → sha256 (None: no such input)
+    data: dict  # input name → its bytes, read once (hashed while streaming, decoded from memory)
     params: dict
     backend: dict
     previous: dict | None  # the sidecar record of the output there now
 
 
 def _check_output(item: ItemSpec, ctx: RunContext, writer: RenditionWriter) -> _Keyed:
-    sidecar = ctx.output / f"{item.id}.json"
+    sidecar = store.join(ctx.output, f"{item.id}.json")
     previous = provenance.read_sidecar(sidecar)
     # a killed run's temporaries (the item lock is ours: no live writer)
-    for name in {*(p.name for p in writer.finals.values()), *_output_names(previous), sidecar.name}:
-        store.remove_stale_parts(ctx.output / name)
-    fresh = freshness.check(item, ctx.output, force=ctx.force, signing=ctx.signer is not None)
-    return _Keyed(fresh.key, fresh.why, fresh.inputs, fresh.params, fresh.backend, fresh.previous)
+    for name in {*(p.name for p in writer.finals.values()), *_output_names(previous), store.name_of(sidecar)}:
+        store.remove_stale_parts(writer.output / name)
+    fresh = freshness.check(item, ctx.output, force=ctx.force, signing=ctx.signer is not None, keep_inputs=True)
+    return _Keyed(fresh.key, fresh.why, fresh.inputs, fresh.data, fresh.params, fresh.backend, fresh.previous)
 
 
 def _skipped(item: ItemSpec, ctx: RunContext, keyed: _Keyed) -> ItemResult:
@@ -205,20 +210,23 @@ def _skipped(item: ItemSpec, ctx: RunContext, keyed: _Keyed) -> ItemResult:
     return ItemResult(item.id, "skipped", "unchanged", fresh.outputs, content_key=keyed.key)
 
 
-def _prepare_inputs(item: ItemSpec, ctx: RunContext, params: dict) -> tuple[Conditioning, dict]:
-    """The conditioning of every window, and what was read (input name → image info or None)."""
+def _prepare_inputs(item: ItemSpec, ctx: RunContext, keyed: _Keyed) -> tuple[Conditioning, dict]:
+    """The conditioning of every window, and what was read (input name → image info or None),
+    decoded from the bytes read (and hashed) when the item was keyed."""
     image = mask = None
     infos = {"image": None, "mask": None}
     if item.image is not None:
         image, infos["image"] = load_image(
-            item.image, size=item.size, fit=item.fit, background=item.background, max_pixels=ctx.max_image_pixels
+            item.image, size=item.size, fit=item.fit, background=item.background, max_pixels=ctx.max_image_pixels,
+            data=keyed.data["image"],
         )
     if item.mask is not None:
         mask, infos["mask"] = load_image(
-            item.mask, size=item.size, fit=item.fit, max_pixels=ctx.max_image_pixels, grayscale=True
+            item.mask, size=item.size, fit=item.fit, max_pixels=ctx.max_image_pixels, grayscale=True,
+            data=keyed.data["mask"],
         )
         mask = mask[0]
-    return Conditioning(item_id=item.id, seed=item.seed, image=image, mask=mask, params=params), infos
+    return Conditioning(item_id=item.id, seed=item.seed, image=image, mask=mask, params=keyed.params), infos
 
 
 def _generate(item: ItemSpec, ctx: RunContext, key: str, plan, conditioning: Conditioning, pool: ActorPool | None,
@@ -337,14 +345,29 @@ def _write(item: ItemSpec, ctx: RunContext, keyed: _Keyed, writer: RenditionWrit
     outputs = writer.finish(provenance.embed_tag(record), _signing(ctx, item, record))
     record["outputs"] = outputs
     record["output"] = outputs[0]
-    sidecar = ctx.output / f"{item.id}.json"
+    sidecar = store.join(ctx.output, f"{item.id}.json")
     store.write_bytes(thumb_path(ctx.output, item.id), thumb_strip(writer.sample_frames), durable=False)
-    sidecar.unlink(missing_ok=True)  # killed before the new one is written: no sidecar describes another video
-    writer.commit()
-    store.write_json(sidecar, record)
+    store.delete(sidecar)  # killed before the new one is written: no sidecar describes another video
+    writer.commit()  # renamed into place (in the output folder, or the staging folder of a store)
+    _publish(ctx.output, writer, outputs, keyed.key)
+    store.write_json(sidecar, record, metadata={"framefold-content-key": keyed.key})
     for name in set(_output_names(keyed.previous)) - {o["path"] for o in outputs}:  # renditions no longer asked for
-        (ctx.output / name).unlink(missing_ok=True)
+        store.delete(store.join(ctx.output, name))
     return outputs
+
+
+def _publish(output: Path | str, writer: RenditionWriter, outputs: list[dict], key: str) -> None:
+    """Outputs in a store: upload each finished file whole under its final key, with its content key and
+    sha256 as object metadata (a re-run checks them without downloading the video); the staging copies go."""
+    if not store.is_url(output):
+        return
+    try:
+        for o in outputs:
+            store.put_file(writer.output / o["path"], store.join(output, o["path"]),
+                           metadata={"framefold-content-key": key, "framefold-sha256": o["sha256"]})
+    finally:
+        for o in outputs:
+            (writer.output / o["path"]).unlink(missing_ok=True)
 
 
 @dataclass
@@ -406,7 +429,7 @@ def _signing(ctx: RunContext, item: ItemSpec, record: dict) -> Callable[[Path, s
             return "unsupported"  # webm: the sidecar and the embedded tag remain its provenance
         try:
             credentials.sign(part, signer=ctx.signer, title=name, source_type=record["digital_source_type"],
-                             record=provenance.embedded(record), ingredient=item.image, suffix=suffix)
+                             record=provenance.embedded(record), ingredient=_local(item.image), suffix=suffix)
         except credentials.CredentialError as error:
             raise ItemError(f"signing {name}: {error}") from None
         return "signed"
@@ -476,8 +499,16 @@ def _item_lock(output: Path, item_id: str) -> Iterator[None]:
         yield
 
 
-def _rel(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+def _local(path: Path | str | None) -> Path | None:
+    """A local input as is; None for one in a store (C2PA names no ingredient it cannot read here)."""
+    return path if isinstance(path, Path) else None
+
+
+def _rel(path: Path | str, root: Path | str) -> str:
+    if isinstance(path, Path) and isinstance(root, Path):
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    prefix = str(root).rstrip("/") + "/"
+    return str(path)[len(prefix):] if str(path).startswith(prefix) else str(path)
 
 
 class _StageClock:

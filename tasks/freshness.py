@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Freshness:
     inputs: dict[str, str | None]
     backend: dict[str, Any]
     params: dict[str, Any]
+    data: dict[str, bytes | None] = field(default_factory=dict, repr=False, compare=False)  # with keep_inputs
 
     @property
     def current(self) -> bool:
@@ -51,12 +52,17 @@ class Freshness:
         return [Path(o["path"]).name for o in provenance.outputs_of(self.previous)]
 
 
-def check(item: ItemSpec, output: store.Location, *, force: bool = False, signing: bool = False) -> Freshness:
+def check(item: ItemSpec, output: store.Location, *, force: bool = False, signing: bool = False,
+          keep_inputs: bool = False) -> Freshness:
     """The item's content key and why a run would make it (None: current). Raises ItemError
-    when an input or the model cannot be read (the item then fails with that reason)."""
+    when an input or the model cannot be read (the item then fails with that reason).
+    ``keep_inputs``: keep the inputs' bytes (``data``), read once and hashed while streaming, for
+    the item to decode (a store is then not asked twice)."""
     from tasks.backends import identify, spec_of  # imports torch: not at module import
 
-    inputs = {name: _digest(path) for name, path in (("image", item.image), ("mask", item.mask))}
+    read = {name: _read(path, keep_inputs) for name, path in (("image", item.image), ("mask", item.mask))}
+    inputs = {name: None if r is None else r[1] for name, r in read.items()}
+    data = {name: None if r is None else r[0] for name, r in read.items()}
     backend = identify(spec_of(item))
     if item.upscale.method == "model":  # the upscaler's weights decide pixels as much as the generator's
         from tasks.superres import UpscalerError, describe
@@ -71,9 +77,9 @@ def check(item: ItemSpec, output: store.Location, *, force: bool = False, signin
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=force)
     if why is None and signing and not all(o.get("c2pa") for o in provenance.outputs_of(previous)):
         why = "content credentials missing"  # signing was turned on since: make the outputs again, signed
-    if why is None and not _intact(previous, output):
+    if why is None and not _intact(previous, output, key):
         why = "output missing or damaged"
-    return Freshness(key, why, previous, inputs, backend, params)
+    return Freshness(key, why, previous, inputs, backend, params, data)
 
 
 @contextlib.contextmanager
@@ -163,23 +169,31 @@ def estimate_gpu_seconds(item: ItemSpec, fresh: Freshness | None, history: Histo
     return rate * item.frames * width * height
 
 
-def _digest(path: store.Location | None) -> str | None:
+def _read(path: store.Location | None, keep: bool) -> tuple[bytes | None, str] | None:
+    """(bytes or None, sha256) of an input, streamed once; None without one."""
     if path is None:
         return None
     try:
-        return store.sha256_file(path)
+        if keep:
+            return store.read_hashed(path)
+        return None, store.sha256_file(path)
+    except FileNotFoundError:
+        raise ItemError(f"cannot read {path}: not found; restore it or fix the manifest") from None
     except OSError as e:
         raise ItemError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def _intact(record: dict | None, output: store.Location) -> bool:
-    """Every output the sidecar describes exists with its recorded size."""
+def _intact(record: dict | None, output: store.Location, key: str) -> bool:
+    """Every output the sidecar describes exists with its recorded size (and, in a store that keeps
+    object metadata, the content key): one HEAD request per object, never a download."""
     outputs = provenance.outputs_of(record)
     if not outputs:
         return False
     for o in outputs:
         info = store.stat(store.join(output, Path(o["path"]).name))
         if info is None or info.size != o.get("bytes"):
+            return False
+        if info.metadata.get("framefold-content-key", key) != key:
             return False
     return True
 

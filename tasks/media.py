@@ -7,6 +7,7 @@ GIF or multi-page TIFF the first frame is used (and said so in provenance).
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,25 +36,28 @@ class ImageInfo:
 
 
 def load_image(
-    path: Path,
+    path: Path | str,
     *,
     size: tuple[int, int],
     fit: str = "cover",
     background: str = "#ffffff",
     max_pixels: int,
     grayscale: bool = False,
+    data: bytes | None = None,
 ) -> tuple[torch.Tensor, ImageInfo]:
     """Decode ``path`` and fit it to ``size`` = (width, height).
 
     Returns a float32 tensor in [0, 1], (3, H, W) (or (1, H, W) with ``grayscale``),
     and an :class:`ImageInfo`. ``fit``: ``cover`` scales to fill and centre-crops,
     ``contain`` scales to fit and pads with ``background``, ``stretch`` ignores aspect.
-    Raises :class:`ItemError` for unreadable, truncated or oversized images.
+    ``path`` is a local path or a store URL; ``data``: its bytes, already read (then the
+    file is not opened again). Raises :class:`ItemError` for unreadable, truncated or oversized images.
     """
     width, height = size
-    with image_errors(path.name):
-        with Image.open(path) as im:
-            refuse_oversized(im, path.name, max_pixels)
+    name = path.name if isinstance(path, Path) else str(path).rstrip("/").rsplit("/", 1)[-1]
+    with image_errors(name):
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            refuse_oversized(im, name, max_pixels)
             n_frames = getattr(im, "n_frames", 1)
             im.seek(0)
             exif_rotated = im.getexif().get(0x0112, 1) not in (1, None)

@@ -10,7 +10,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import logging
+
 from werkzeug.serving import make_server
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
 
 
 @dataclass
