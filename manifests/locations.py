@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import re
 import threading
 import time
