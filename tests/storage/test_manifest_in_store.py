@@ -82,3 +82,7 @@ def test_a_store_that_is_down_exits_2_naming_the_manifest(s3, s3_server, capsys)
     assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert f"cannot read manifest {s3}/jobs/spring.yaml" in err and "connection refused" in err
+    for command in ("serve", "deploy"):  # deployments of a manifest in a store name it as a URL too
+        assert main([command, f"{s3}/jobs/spring.yaml", "--name", "nightly", "--out", f"{s3}/out"]) == 2
+        err = capsys.readouterr().err.replace("\n", "")
+        assert f"cannot read manifest {s3}/jobs/spring.yaml" in err, err
