@@ -261,13 +261,13 @@ def _run(args) -> int:
             error(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
             return EXIT_BAD_INPUT
     total = len(args.only) if args.only else len(job.items)
-    say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
     if not args.force and not _prefect_api_configured():
         # every item current: recorded in the ledger and report.html, without starting Prefect or Ray
         from tasks.freshness import settle_if_current
 
         summary = settle_if_current(job, [i for i in job.items if not args.only or i.id in set(args.only)])
         if summary is not None:
+            say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}: every item is current")
             if args.json:
                 print(json.dumps(summary, indent=2, default=str))
             else:
@@ -283,6 +283,7 @@ def _run(args) -> int:
     except ClusterError as e:
         error(str(e))
         return EXIT_FAILED
+    say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
     with RichReporter(total) as rep:
         install(rep)
         try:
