@@ -113,3 +113,24 @@ def test_gpu_nodes_that_never_come_give_up_after_the_setting(small_job, monkeypa
     assert reason.startswith("no node with 1 GPU(s) joined the Ray cluster") and "within 3 s (FRAMEFOLD_GPU_WAIT_S)" in reason
     assert "waiting for GPU nodes" in captured.err
     assert time.monotonic() - t0 < 120
+
+
+def test_submit_streams_the_job_logs_and_keeps_the_summary_apart():
+    """The job's log as Ray's tail_job_logs hands it over (chunks cut anywhere): every line
+    but the closing `run --json` summary is echoed; the summary is parsed."""
+    from flows.submit import follow
+
+    summary = {"run_id": "r1", "counts": {"done": 3, "skipped": 0, "failed": 1}, "items": [{"id": "a"}]}
+    log = ("Running entrypoint for job j: framefold run /m.yaml --json\nframefold: running 'm'\n"
+           + json.dumps(summary, indent=2) + "\n")
+
+    class Jobs:  # the one method of ray.job_submission.JobSubmissionClient that follow() uses
+        async def tail_job_logs(self, job_id):
+            assert job_id == "j"
+            for at in range(0, len(log), 7):
+                yield log[at : at + 7]
+
+    echoed: list[str] = []
+    text, got = follow(Jobs(), "j", echoed.append)
+    assert got == summary and text == log
+    assert echoed == ["Running entrypoint for job j: framefold run /m.yaml --json", "framefold: running 'm'"]
