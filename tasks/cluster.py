@@ -252,10 +252,10 @@ def _capacity(declared: float | None) -> tuple[float, float | None, str]:
         types = None
     launchable = [t for t in types or [] if float(t["resources"].get("GPU", 0)) > 0 and t["max"] != 0]
     if launchable:
-        total = sum(now)
-        for t in launchable:
-            per = float(t["resources"]["GPU"])
-            total += per * (t["max"] if t["max"] > 0 else MAX_SLOTS)
+        # nodes up now are of these types (or the head): count the larger, never both, so that
+        # no actor is planned that can never be placed (windows sent to it would wait forever)
+        grown = sum(float(t["resources"]["GPU"]) * (t["max"] if t["max"] > 0 else MAX_SLOTS) for t in launchable)
+        total = max(sum(now), grown)
         per_node = max([*now, *(float(t["resources"]["GPU"]) for t in launchable)])
         return total, per_node, "autoscaler"
     if sum(now) > 0:
