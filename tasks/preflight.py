@@ -36,7 +36,7 @@ def preflight(job: Job, *, settings: Settings | None = None) -> Job:
     if job.signer is not None:
         problems += _signer_problems(job)
     if problems:
-        raise ManifestError(job.manifest_path, sorted(problems, key=file_order))
+        raise ManifestError(job.manifest_path, sorted(dict.fromkeys(problems), key=file_order))
     return dataclasses.replace(job, items=tuple(items))
 
 
@@ -58,7 +58,7 @@ def _settle_upscalers(job: Job, items: list[ItemSpec], settings: Settings) -> li
                 scales[path] = str(error)
         scale = scales[path]
         if isinstance(scale, str):
-            problems.append(Problem(use.path_at, scale, use.item_id))
+            problems.append(Problem(use.path_at, scale, _item_of(use.path_at, use.item_id)))
         elif use.factor_at is None:  # a ×4 model makes ×4 output unless told otherwise
             data = item.model_dump()
             data["upscale"]["factor"] = float(scale)
@@ -70,8 +70,14 @@ def _settle_upscalers(job: Job, items: list[ItemSpec], settings: Settings) -> li
             factor = item.upscale.factor
             problems.append(Problem(use.factor_at, (
                 f"factor {factor:g} is more than the ×{scale} upscaler makes; the rest would be plain "
-                f"resampling — use a model of scale {factor:g} or more, or factor ≤ {scale}"), use.item_id))
+                f"resampling — use a model of scale {factor:g} or more, or factor ≤ {scale}"),
+                _item_of(use.factor_at, use.item_id)))
     return problems
+
+
+def _item_of(location: str, item_id: str) -> str | None:
+    """The item a problem names: none when it is located in defaults (reported once, as the loader does)."""
+    return None if location.startswith("defaults.") else item_id
 
 
 # --- 2. Signer -----------------------------------------------------------------------------

@@ -147,15 +147,16 @@ def test_manifest_rules_for_a_model_upscaler(tmp_path, capsys):
         "escape": ({"method": "model", "path": "../sr.safetensors"}, "upscale.path", "escapes"),
         "not sr": ({"method": "model", "path": "denoise.safetensors"}, "upscale.path", "super-resolution model"),
         "truncated": ({"method": "model", "path": "cut.safetensors"}, "upscale.path", "damaged"),
-        "overlap": ({"method": "model", "path": "sr.safetensors", "tile": 16, "tile_overlap": 16}, "tile_overlap", "< tile"),
-        "path without model": ({"path": "sr.safetensors"}, "defaults.upscale.path", "method: model"),
+        "overlap": ({"method": "model", "path": "sr.safetensors", "tile": 16, "tile_overlap": 16}, "upscale.tile_overlap", "< tile"),
+        "path without model": ({"path": "sr.safetensors"}, "upscale.path", "method: model"),
         "factor above scale": ({"method": "model", "path": "sr.safetensors", "factor": 8}, "upscale.factor", "×4"),
     }
     for name, (upscale, field, words) in cases.items():
         manifest = write_manifest(tmp_path, _doc(upscale), f"{name.replace(' ', '-')}.yaml")
         assert main(["validate", str(manifest)]) == 2, name
         err = capsys.readouterr().err
-        assert field in err and words in err and manifest.name in err, (name, err)
+        # set in defaults: reported once, at defaults, whether the loader or the preflight finds it
+        assert f"(1 problem):\n{manifest}: defaults.{field}: " in err and words in err, (name, err)
     # the factor defaults to the model's scale
     manifest = write_manifest(tmp_path, _doc({"method": "model", "path": "sr.safetensors"}), "ok.yaml")
     assert main(["plan", str(manifest), "--json"]) == 0
