@@ -155,13 +155,81 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
             "loop": loop, "modes": results}  # fmt: skip
 
 
+def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: int = 10, actors: int = 1,
+            prompt: str = "a red square moving right", loop: bool = False, strip: Path | None = None) -> dict:  # fmt: skip
+    """One mode on the trained model: seam and drift metrics measured on each seed's
+    mp4 (decoded back), coherence against the training clips, seconds per clip and this
+    process's peak memory (run one mode per process to compare peaks)."""
+    from bench.train_tiny import captions_of, render_clips, sample_params  # noqa: F401
+    from tasks.encode import VideoEncoder
+    from tasks.quality import measure_file, measure_frames
+
+    items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=8, overlap=4, size=32,
+                      steps=steps, prompt=prompt, guidance=3.0, weighting="linear", loop=loop)  # fmt: skip
+    pool = None
+    if actors > 1:
+        import ray
+
+        from tasks.backends import spec_of
+        from tasks.pool import ActorPool
+
+        ray.init(address="local", num_cpus=actors, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        pool = ActorPool(spec_of(items[0]), size=actors, gpus=0, cpus=1)
+    spans = [(w.start, w.length) for w in __import__("tasks.plan", fromlist=["plan_item"]).plan_item(items[0]).windows]
+    if mode == "freenoise":
+        spans = [(b - 4, 8) for b in boundaries(items[0])[::2]] or spans
+    t0 = time.perf_counter()
+    per_seed, clips = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in items:
+            video = render(item, pool=pool).numpy()
+            clips.append(video)
+            path = Path(tmp) / f"{item.id}.mp4"
+            with VideoEncoder(path, width=32, height=32, fps=8) as enc:
+                enc.write(video)
+            per_seed.append(measure_file(path, width=32, height=32, windows=spans, loop=loop))
+    seconds = (time.perf_counter() - t0) / seeds
+    if pool is not None:
+        pool.close()
+    # the training data's own frame-to-frame change, for the same caption
+    params = sample_params(np.random.default_rng(0), 64)
+    params = [p for p in params if p["motion"] == prompt.split(" ", 3)[-1]][:8] or params[:8]
+    truth = [measure_frames([(render_clips([p], range(frames))[0] * 255).round().byte().permute(0, 2, 3, 1).numpy()])
+             for p in params]  # fmt: skip
+    if strip is not None:
+        save_strip(clips[0], strip, first=max(0, (boundaries(items[0]) or [8])[0] - 4), count=12)
+
+    def agg(key):
+        vals = [m[key] for m in per_seed if m.get(key) is not None]
+        return {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if vals else None
+
+    return {"mode": mode, "actors": actors, "seeds": seeds, "frames": frames, "steps": steps, "loop": loop,
+            "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
+            "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
+            "colour_drift": agg("colour_drift"),
+            "training_median_step": float(np.median([m["median_step"] for m in truth])),
+            "seconds_per_clip": round(seconds, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}  # fmt: skip
+
+
+def save_strip(frames: np.ndarray, path: Path, *, first: int, count: int, scale: int = 4) -> None:
+    """Frames ``first .. first+count`` side by side, enlarged ×``scale`` (nearest)."""
+    from PIL import Image
+
+    row = np.concatenate(list(frames[first : first + count]), axis=1)
+    Image.fromarray(row).resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST).save(path)
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="quality side by side")
-    ap.add_argument("what", choices=["reference"])
+    ap.add_argument("what", choices=["reference", "trained"])
+    ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/models/shapes")
+    ap.add_argument("--mode", default="codenoise")
+    ap.add_argument("--actors", type=int, default=1)
+    ap.add_argument("--strip", type=Path, default=None)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50)
@@ -169,7 +237,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop)
+    if a.what == "trained":
+        res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
+                      loop=a.loop, strip=a.strip)  # fmt: skip
+    else:
+        res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop)
     text = json.dumps(res, indent=1)
     if a.out:
         a.out.write_text(text)

@@ -330,14 +330,70 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
     print(f"done: {step} steps in {time.time() - start:.0f} s", flush=True)
 
 
+def training_dir(model: Path) -> Path:
+    """Where a published model's recipe, loss curve and figures live (beside it)."""
+    return model.with_name(model.name + "-training")
+
+
+def finalize(work: Path, dest: Path) -> dict:
+    """Copy the last checkpoint of a training run (``work``: the ``--out`` directory) to
+    ``dest`` (the diffusers model alone) and, beside it in ``dest-training/``,
+    ``recipe.json`` (hyper-parameters, data recipe, seed, steps, elapsed time, the
+    weights digest of ``dest``) and the loss curve (``loss.jsonl``, ``loss.png``)."""
+    from tasks.backends.weights import weights_digest
+
+    ckpt = work / "work" / "checkpoint"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(ckpt, dest)
+    digest = weights_digest(dest)
+    steps = int((work / "work" / "checkpoint_step.txt").read_text())
+    lines = [line for line in (work / "work" / "loss.jsonl").read_text().splitlines()
+             if json.loads(line)["step"] <= steps]  # the log runs on past the last checkpoint if stopped early
+    losses = [json.loads(line) for line in lines]
+    info = training_dir(dest)
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "loss.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = {**RECIPE, "steps": steps, "elapsed_s": losses[-1]["elapsed_s"] if losses else 0,
+              "final_loss": losses[-1]["loss"] if losses else None, "weights_digest": digest,
+              "command": "python -m bench.train_tiny --out DIR --minutes 60; python -m bench.train_tiny --finalize DIR "
+                         "--dest manifests/examples/models/shapes",
+              "architecture": {"unet": "UNet2DConditionModel (48, 96) + MotionAdapter -> UNetMotionModel",
+                               "text_encoder": "CLIPTextModel hidden 64, 2 layers, word-level tokenizer",
+                               "vae": "PixelShuffleVAE factor 4 (latents 48 x 8 x 8 for 32 x 32 frames)",
+                               "scheduler": "DDIMScheduler v_prediction, squaredcos_cap_v2, trailing"}}  # fmt: skip
+    (info / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], lw=1)
+        ax.set_xlabel("step"), ax.set_ylabel("v-prediction MSE (mean of 10 steps)"), ax.set_yscale("log")
+        ax.set_title(f"shapes: {steps} steps, {recipe['elapsed_s'] / 60:.0f} min on one CPU thread")
+        fig.tight_layout()
+        fig.savefig(info / "loss.png", dpi=80)
+    except ImportError:
+        pass
+    return recipe
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="training directory (checkpoints, loss log)")
+    ap.add_argument("--finalize", type=Path, default=None, help="a finished training directory to publish")
+    ap.add_argument("--dest", type=Path, default=Path("manifests/examples/models/shapes"))
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--steps", type=int, default=10**9)
     ap.add_argument("--save-every", type=float, default=300, help="seconds between checkpoints")
     ap.add_argument("--resume", type=Path, default=None)
     a = ap.parse_args(argv)
+    if a.finalize is not None:
+        print(json.dumps(finalize(a.finalize, a.dest), indent=1))
+        return 0
+    if a.out is None:
+        ap.error("--out is required to train")
     train(a.out, a.minutes, a.steps, a.save_every, a.resume)
     return 0
 

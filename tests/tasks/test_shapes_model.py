@@ -1,0 +1,81 @@
+"""The small model trained here (manifests/examples/models/shapes): its weights are the
+ones its recipe records, and training from them still works (CI never retrains)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench import train_tiny as T
+
+MODEL = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "models" / "shapes"
+RECIPE = json.loads((T.training_dir(MODEL) / "recipe.json").read_text()) if MODEL.exists() else None
+
+pytestmark = pytest.mark.skipif(RECIPE is None, reason="the shapes model is not in this checkout")
+
+
+def test_weights_match_the_recipe_digest_and_size_budget(tmp_path, monkeypatch):
+    from tasks.backends.weights import weights_digest
+
+    monkeypatch.setenv("FRAMEFOLD_DIGEST_CACHE", str(tmp_path))  # hash the files, not a cached answer
+    assert weights_digest(MODEL) == RECIPE["weights_digest"]
+    size = sum(p.stat().st_size for p in MODEL.rglob("*.safetensors"))
+    assert size <= 20 * 2**20, size
+    assert RECIPE["seed"] == T.RECIPE["seed"] and RECIPE["data"] == json.loads(json.dumps(T.RECIPE["data"]))
+
+
+def test_a_few_more_training_steps_lower_the_loss():
+    import diffusers
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = diffusers.UNetMotionModel.from_pretrained(MODEL / "unet").train()
+    text = CLIPTextModel.from_pretrained(MODEL / "text_encoder").train()
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(MODEL / "tokenizer")
+    scheduler = diffusers.DDIMScheduler.from_pretrained(MODEL / "scheduler")
+    rng = np.random.default_rng(7)
+    params = T.sample_params(rng, 4)
+    clips = T.render_clips(params, range(3, 3 + T.FRAMES))
+    caps = T.captions_of(params)
+    weights = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(weights, lr=2e-4)
+
+    def loss():
+        return T.loss_on(unet, text, tok, scheduler, clips, caps, torch.Generator().manual_seed(0))
+
+    with torch.no_grad():
+        before = float(loss())
+    for _ in range(3):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(loss())
+    assert after < before, (before, after)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster", "prefect_server")
+def test_the_example_manifest_runs_the_trained_model(tmp_path):
+    """manifests/examples/shapes.yaml as written (fewer frames and steps): every mode it uses."""
+    import shutil
+
+    import yaml
+
+    from flows.cli import main
+
+    doc = yaml.safe_load((MODEL.parents[1] / "shapes.yaml").read_text())
+    shutil.copytree(MODEL, tmp_path / "models" / "shapes")
+    doc["defaults"].update(frames=16, steps=2)
+    (tmp_path / "shapes.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["run", str(tmp_path / "shapes.yaml")]) == 0
+    for item in doc["items"]:
+        record = json.loads((tmp_path / "out" / "shapes" / f"{item['id']}.json").read_text())
+        assert record["backend"]["weights_digest"] == RECIPE["weights_digest"]
+        assert record["video"]["width"] == 128 and record["metrics"]["file"]["frames"] == 16
