@@ -127,7 +127,8 @@ def reference_stats(frames_by_seed: list[torch.Tensor], bounds: list[int], autoc
 
 
 def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: int = 4, size: int = 16,
-              steps: int = 50, modes=MODES, pool_actors: int = 0, loop: bool = False, work: Path | None = None) -> dict:  # fmt: skip
+              steps: int = 50, modes=MODES, loop: bool = False, weighting: str = "linear",
+              work: Path | None = None) -> dict:  # fmt: skip
     """The side-by-side statistics on the exact reference denoiser."""
     from tasks.backends.components import build_reference_pipeline
 
@@ -142,7 +143,7 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
         if loop and mode == "freenoise":
             continue
         items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=length,
-                          overlap=overlap, size=size, steps=steps, loop=loop)  # fmt: skip
+                          overlap=overlap, size=size, steps=steps, loop=loop, weighting=weighting)  # fmt: skip
         unet = load(spec_of(items[0])).pipe.unet
         autocovariance = unet.autocovariance.numpy()
         t0 = time.perf_counter()
@@ -152,7 +153,7 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
         stats["seconds_per_clip"] = round(seconds, 3)
         results[mode] = stats
     return {"seeds": seeds, "frames": frames, "window": [length, overlap], "size": size, "steps": steps,
-            "loop": loop, "modes": results}  # fmt: skip
+            "loop": loop, "weighting": weighting, "modes": results}  # fmt: skip
 
 
 def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: int = 10, actors: int = 1,
@@ -228,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("what", choices=["reference", "trained"])
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/models/shapes")
     ap.add_argument("--mode", default="codenoise")
+    ap.add_argument("--modes", default=",".join(MODES), help="reference: modes to compare")
+    ap.add_argument("--weighting", default="linear")
+    ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--strip", type=Path, default=None)
     ap.add_argument("--seeds", type=int, default=8)
@@ -241,7 +245,8 @@ def main(argv=None) -> int:
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
                       loop=a.loop, strip=a.strip)  # fmt: skip
     else:
-        res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop)
+        res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop, modes=a.modes.split(","),
+                        weighting=a.weighting, overlap=a.overlap)  # fmt: skip
     text = json.dumps(res, indent=1)
     if a.out:
         a.out.write_text(text)
