@@ -165,6 +165,11 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     from tasks.encode import VideoEncoder
     from tasks.quality import measure_file, measure_frames
 
+    import shutil
+
+    work = Path(tempfile.mkdtemp(prefix="ff-quality-"))  # the manifest lives beside the model: use a copy
+    shutil.copytree(model, work / model.name)
+    model = work / model.name
     items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=8, overlap=4, size=32,
                       steps=steps, prompt=prompt, guidance=3.0, weighting="linear", loop=loop)  # fmt: skip
     pool = None
