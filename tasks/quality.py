@@ -30,7 +30,7 @@ def measure_frames(frames, *, windows: Sequence[tuple[int, int]] = (), loop: boo
     """The metrics of uint8 frames (an iterable of (H, W, 3) or (k, H, W, 3) arrays)."""
     stats = StreamingClipStats()
     for chunk in frames:
-        chunk = torch.from_numpy(np.asarray(chunk))
+        chunk = torch.from_numpy(np.array(chunk))  # a copy: decoded frames are read-only buffers
         stats.update(chunk[None] if chunk.ndim == 3 else chunk)
     summary = stats.summary(windows if len(windows) > 1 else ())
     if summary["median_step"] is None:
