@@ -25,6 +25,7 @@ def _recipe_manifest() -> dict:
     return yaml.safe_load(block)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_cluster", "prefect_server")
 def test_real_weights_recipe(tmp_path, monkeypatch, capsys):
     doc = _recipe_manifest()
