@@ -103,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     total = time.perf_counter() - started
     plots = _plots(results, args.out)
+    # sections measured by other scripts (bench/quality.py: "## Quality…") are kept at the end
+    previous = (args.out / "RESULTS.md").read_text() if (args.out / "RESULTS.md").exists() else ""
+    kept = previous[previous.find("\n## Quality"):] if "\n## Quality" in previous else ""
     (args.out / "RESULTS.md").write_text(
-        _markdown(args.quick, facts, results, errors, seconds, load, total, plots, figures))
+        _markdown(args.quick, facts, results, errors, seconds, load, total, plots, figures).rstrip("\n") + "\n" + kept)
     (args.out / "results.json").write_text(json.dumps(
         {"quick": args.quick, "machine": facts, "seconds": seconds, "load": load, "total_s": total, "errors": errors,
          "figures": results}, indent=1, default=str))
