@@ -87,6 +87,25 @@ def _drive(plan: ItemPlan, submit, conditioning, in_flight: int) -> dict:
     }
 
 
+@ray.remote(num_cpus=0)
+def _finish_remote(plan: ItemPlan, spec: dict, gpus: float, actors: list | None, conditioning, in_flight: int) -> dict:
+    """The thin driver's path: the item's windows consumed and stitched by a task on a worker
+    (as ``tasks.finish.finish`` does), fed by window results in the object store."""
+    if actors:
+        turn = iter(range(1 << 62))
+        submit = lambda window, cond_ref: actors[next(turn) % len(actors)].render.remote(window, cond_ref)  # noqa: E731
+    else:
+        submit = fake_submitter(spec, gpus=gpus)
+    return _drive(plan, submit, conditioning, in_flight)
+
+
+def _drive_thin(plan: ItemPlan, spec: dict, gpus: float, actors: list | None, conditioning, in_flight: int) -> dict:
+    """Run :func:`_finish_remote` and time this process: its CPU seconds while the item runs."""
+    cpu, tick = time.process_time(), time.perf_counter()
+    r = ray.get(_finish_remote.remote(plan, spec, gpus, actors, conditioning, in_flight))
+    return {**r, "wall_s": time.perf_counter() - tick, "driver_cpu_s": time.process_time() - cpu}
+
+
 def _worker_side(since: float) -> dict:
     """Sums over the fake_render tasks that started after ``since`` (epoch s), from Ray's timeline."""
     time.sleep(2.0)  # task events reach the GCS about once a second
@@ -123,23 +142,39 @@ def _measure(n: int, windows: int, cost: float, *, one_thread_variant: bool) -> 
         cond_ref = ray.put(conditioning)
         warm = fake_render.options(num_gpus=gpus, num_cpus=1)
         ray.get([warm.remote({**spec, "cost_s": 0.5}, r, cond_ref) for r in plan.requests(24.0)[: 2 * slots]])
+        pool: list = []
+
         def actor_pool():  # made after the task runs: the actors hold every GPU while they live
             actors, submit = fake_pool(spec, size=slots, gpus=gpus)
             ray.get([a.render.remote(r, cond_ref) for a, r in zip(actors, plan.requests(24.0))])  # started, warm
+            pool[:] = actors
             return submit
 
         rows = []
         variants = [("tasks", torch.get_num_threads(), lambda: fake_submitter(spec, gpus=gpus))]
         variants += [("tasks, 1 thread", 1, lambda: fake_submitter(spec, gpus=gpus))] if one_thread_variant else []
+        variants += [("tasks, thin driver", 1, None)]
         variants += [("actors", torch.get_num_threads(), actor_pool)]
+        variants += [("actors, thin driver", 1, None)]
         for label, threads, make_submit in variants:
+            if make_submit is None:  # stitched by a task on a worker, as framefold runs an item now
+                r = _drive_thin(plan, spec, gpus, pool if label.startswith("actors") else None, conditioning, in_flight)
+                ideal = windows * cost / slots
+                rows.append({
+                    "gpus": n, "slots": slots, "in_flight": in_flight, "windows": windows, "cost_s": cost,
+                    "stitch_threads": threads, "variant": label, "ideal_s": ideal, "ratio": r["wall_s"] / ideal,
+                    **r, "workers": _worker_side(time.time() - r["wall_s"] - 0.5),
+                })
+                continue
             submit = make_submit()
             before = torch.get_num_threads()
             torch.set_num_threads(threads)
+            cpu = time.process_time()
             try:
                 r = _drive(plan, submit, conditioning, in_flight)
             finally:
                 torch.set_num_threads(before)
+            r["driver_cpu_s"] = time.process_time() - cpu
             ideal = windows * cost / slots
             rows.append({
                 "gpus": n, "slots": slots, "in_flight": in_flight, "windows": windows, "cost_s": cost,
@@ -160,11 +195,11 @@ def _warm_stitch() -> None:
         pass
 
 
-def run(quick: bool, workdir) -> dict:
-    gpus = (2,) if quick else (1, 2, 4, 8, 16)
+def run(quick: bool, workdir, *, gpus: tuple[int, ...] | None = None, windows: int | None = None) -> dict:
+    gpus = gpus or ((2,) if quick else (1, 2, 4, 8, 16))
     # 100 ms per window: well below a real video-diffusion window on a GPU (seconds), so the
     # fixed per-window cost shows; the table also gives it in ms, which sets the ratio at any cost
-    windows, cost = (32, 0.1) if quick else (512, 0.1)
+    windows, cost = (windows or (32 if quick else 512)), 0.1
     _warm_stitch()
     rows = []
     for n in gpus:
@@ -185,7 +220,7 @@ def section(data: dict) -> str:
             f"{overhead:+.2f}", f"{1e3 * overhead * r['slots'] / n:.1f}",
             f"{r['stitch_s']:.2f} ({r['stitch_s'] / r['wall_s']:.0%})", f"{r['submit_s']:.2f}",
             f"{r['generate_s']:.2f}", per(w["execute"] - n * r["cost_s"]) if w["tasks"] else "—",
-            per(w["store_outputs"]), f"{busy:.0%}",
+            per(w["store_outputs"]), f"{busy:.0%}", f"{1e3 * r.get('driver_cpu_s', float('nan')) / n:.2f}",
         ])
     default = [r for r in data["rows"] if r["variant"] == "tasks"]
     bound = [r for r in default if r["stitch_s"] > 0.5 * r["wall_s"]]
@@ -216,11 +251,22 @@ def section(data: dict) -> str:
             "processes that each copy 3 MiB per window into the object store (the store-result column): the cores, "
             "not the scheduling, set the limit — N fake GPUs share two real cores."
         )
+    thin = [r for r in data["rows"] if r["variant"].endswith("thin driver")]
+    if thin:
+        note += (
+            " Thin driver (framefold's path now): the item's windows are consumed and stitched by a task on a worker "
+            "(``tasks.finish``), the driver only waits — its own CPU per window: "
+            + ", ".join(f"N={r['gpus']} {r['variant'].split(',')[0]}: {1e3 * r['driver_cpu_s'] / r['windows']:.2f} ms"
+                        for r in thin)
+            + "; wall ÷ ideal " + ", ".join(f"N={r['gpus']} {r['variant'].split(',')[0]}: {r['ratio']:.2f}" for r in thin)
+            + ". The stitch columns of these rows are the finishing task's, on its worker."
+        )
     return note + "\n\n" + table(
         ["GPUs (N)", "stitch threads", "ideal s", "wall s", "wall ÷ ideal", "goal ≤ 1.10", "overhead s",
          "overhead per window per GPU, ms",
          "driver: stitch s (share of wall)", "driver: submit s", "driver: wait+get s",
-         "worker: execute beyond sleep, ms/window", "worker: store result, ms/window", "GPU slots busy"],
+         "worker: execute beyond sleep, ms/window", "worker: store result, ms/window", "GPU slots busy",
+         "driver CPU ms/window"],
         rows,
     )
 

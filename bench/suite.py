@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import memory, orchestration, peer, redundancy, resample, stitch_kernel, throughput
+from bench import memory, orchestration, peer, redundancy, resample, stitch_kernel, thin_driver, throughput
 from bench.common import ROOT, PrefectServer, child_env, machine_facts, table
 
 TITLES = {
@@ -34,6 +34,7 @@ TITLES = {
     "5": "Figure 5: framefold codenoise vs diffusers FreeNoise — measured by bench/peer.py",
     "6": "Figure 6: redundancy (frames generated ÷ frames delivered)",
     "7": "Figure 7: uint8 Lanczos resampling, kernel vs Pillow",
+    "8": "Figure 8: the thin driver (driver cost per item over many items; finishing on 1 vs 2 worker nodes)",
 }
 
 
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 step("4", throughput.run, work, served)
             if peer_thread:
                 peer_thread.join()
+            step("8", thin_driver.run, work, env)
         if not args.quick:  # with the Prefect server stopped
             step("5", peer.run, work, env)
     facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -128,6 +130,7 @@ def _plots(results: dict, out: Path) -> dict[str, list[str]]:
         "5": lambda d: peer.plot(d, out),
         "6": lambda d: redundancy.plot(d, out),
         "7": lambda d: resample.plot(d, out),
+        "8": lambda d: thin_driver.plot(d, out),
     }
     return {k: makers[k](d) for k, d in results.items()}
 
@@ -145,6 +148,8 @@ def _section(key: str, data: dict, results: dict) -> str:
         return peer.section(data)
     if key == "7":
         return resample.section(data)
+    if key == "8":
+        return thin_driver.section(data)
     return redundancy.section(data)
 
 
@@ -183,7 +188,7 @@ def _markdown(quick, facts, results, errors, seconds, load, total, plots, figure
             continue
         lines += [f"## {TITLES[key]}", ""]
         module = {"1": stitch_kernel, "2": memory, "3": orchestration, "4": throughput, "5": peer, "6": redundancy,
-                  "7": resample}[key]
+                  "7": resample, "8": thin_driver}[key]
         lines += [module.__doc__.strip().split("\n\n", 1)[-1].strip(), ""]
         if key in errors:
             lines += ["**Not measured: the figure failed:**", "", "```", errors[key], "```", ""]

@@ -567,10 +567,11 @@ def _serve(args) -> int:
     api_url, dep = setup
     from prefect import serve
 
+    from flows.run import item_threads
     from manifests import Settings
 
     # Served runs use the flow's default thread pool: bound it like `framefold run` does.
-    os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", str(Settings().items_in_flight))
+    os.environ.setdefault("PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS", str(item_threads(Settings())))
     _print_deployments([dep], api_url, "serving")
     say(err, "stop with Ctrl-C (the schedule is paused while nothing serves it)")
     serve(dep, print_starting_message=False)
@@ -601,10 +602,11 @@ def _deploy(args) -> int:
         error(f"--pool: work pool {pool_name!r} is of type {pool.type!r}; framefold deployments carry no image or "
               "code storage and need a 'process' pool on a machine with framefold installed")
         return EXIT_BAD_INPUT
+    from flows.run import item_threads
     from manifests import Settings
 
     # A deployed run uses the flow's default thread pool: bound it like `framefold run` does.
-    dep.job_variables = {"env": {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": str(Settings().items_in_flight)}}
+    dep.job_variables = {"env": {"PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS": str(item_threads(Settings()))}}
     deploy(dep, work_pool_name=pool_name, build=False, push=False, print_next_steps_message=False, ignore_warnings=True)
     _print_deployments([dep], api_url, f"deployed to work pool {pool_name!r}")
     say(out, f"runs start when a worker polls the pool: prefect worker start --pool {pool_name}")

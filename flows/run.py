@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed, State
@@ -29,7 +30,7 @@ from tasks.preflight import preflight
 def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, settings: Settings | None = None) -> dict:
     """Run a loaded manifest; returns the run summary (see :func:`run_manifest`)."""
     settings = settings or Settings()
-    runner = ThreadPoolTaskRunner(max_workers=settings.items_in_flight)
+    runner = ThreadPoolTaskRunner(max_workers=item_threads(settings))
     state = run_manifest.with_options(flow_run_name=f"{job.name}", task_runner=runner)(
         str(job.manifest_path), output=str(job.output), force=force, only=only, return_state=True
     )
@@ -39,14 +40,33 @@ def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, set
     return result
 
 
+# Threads for items in flight when their number follows the cluster (each mostly waits on its
+# finishing task; the run submits no more items than the cluster has slots for).
+ITEM_THREADS = 256
+
+
+def item_threads(settings: Settings) -> int:
+    """Threads of a run's task runner: FRAMEFOLD_ITEMS_IN_FLIGHT, or enough for any cluster (0 = auto)."""
+    return settings.items_in_flight or ITEM_THREADS
+
+
+def items_in_flight(settings: Settings, cluster) -> int:
+    """Items produced at once: FRAMEFOLD_ITEMS_IN_FLIGHT, or (auto) one per window slot of the
+    cluster — its GPUs, or its CPUs on a cluster without GPUs — plus one, at least 2: finishing
+    runs on the workers, so the driver keeps every slot fed whatever the cluster's size."""
+    if settings.items_in_flight:
+        return settings.items_in_flight
+    return max(2, cluster.slots(1.0 if cluster.gpus >= 1 else 0.0) + 1)
+
+
 def _items_in_flight() -> int:
-    """FRAMEFOLD_ITEMS_IN_FLIGHT for runs started by a deployment (read when the flow
-    module is imported by the serving or worker process); a bad value falls back to 2
-    here and is reported by the run's own settings check."""
+    """Task-runner threads for runs started by a deployment (read when the flow module is
+    imported by the serving or worker process); a bad FRAMEFOLD_ITEMS_IN_FLIGHT falls back to
+    auto here and is reported by the run's own settings check."""
     try:
-        return Settings().items_in_flight
+        return item_threads(Settings())
     except ValueError:
-        return 2
+        return ITEM_THREADS
 
 
 @flow(name="framefold-run", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=_items_in_flight()))
@@ -163,11 +183,18 @@ def _make(job: Job, items: list[ItemSpec], *, run_id: str, force: bool,
     # a spec's items on a pool run before those sent as Ray tasks (motion items without a model upscaler):
     # tasks waiting for resources a pool holds would otherwise sit between the pool and its last user
     order = sorted(range(len(items)), key=lambda n: (json.dumps(spec_of(items[n]), sort_keys=True), not uses_pool(items[n])))
-    submitted = {n: produce_item.submit(items[n], ctx, pools) for n in order}
-
-    # Gather: a failed item's state carries its result. Then release the model actors.
+    limit = items_in_flight(settings, cluster)
+    logger.info("items in flight: %d", limit)
     results: dict[str, ItemResult] = {}
     try:
+        submitted, running = {}, []
+        for n in order:  # no more items at once than the cluster has slots for
+            while len(running) >= limit:
+                running.remove(next(as_completed(running)))
+            submitted[n] = running_item = produce_item.submit(items[n], ctx, pools)
+            running.append(running_item)
+
+        # Gather: a failed item's state carries its result. Then release the model actors.
         for n, item in enumerate(items):
             value = submitted[n].result(raise_on_failure=False)
             if not isinstance(value, ItemResult):

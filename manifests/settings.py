@@ -68,10 +68,11 @@ class Settings(BaseSettings):
         ),
     )
     items_in_flight: int = Field(
-        2,
-        ge=1,
+        0,
+        ge=0,
         le=1024,
-        description="How many items are generated at the same time.",
+        description="How many items are generated at the same time; 0 = auto: one per window slot of the cluster "
+        "(its GPUs, or its CPUs without GPUs) plus one, at least 2.",
     )
     windows_in_flight: int = Field(
         0,

@@ -1,7 +1,9 @@
 """codenoise: synchronized temporal co-denoising (MultiDiffusion in time) over Ray actors.
 
-The item's pipeline runs once, at full length, on the coordinator (this process):
-prompt encoding, the scheduler and the final decode are the pipeline's own. Only its
+The item's pipeline runs once, at full length, on the coordinator — a method of one of
+the model's actors (``ModelActor.codenoise``), which reuses the components it loaded
+once: prompt encoding, the scheduler and the decode are the pipeline's own, the decode
+taken a few latent frames at a time and streamed out as 8-bit chunks. Only its
 denoiser (UNet or transformer) is replaced by :class:`WindowedDenoiser`, which at
 every call cuts the full latent into overlapping windows along the latent frame axis,
 has the model actors of the pool predict each window, and averages the predictions
@@ -17,7 +19,8 @@ two predictions, so fusing before or after guidance gives the same result.
 
 Transport: per denoiser call, each window's latent slice (and the text embeddings,
 put once per call) goes to an actor through Ray's object store and its prediction
-(same shape) comes back; the full latent stays on the coordinator. If an actor dies,
+(same shape) comes back; the full latent stays on the coordinator. The coordinator's
+own actor predicts windows too (its denoiser calls run beside the coordinator's thread). If an actor dies,
 Ray restarts it and re-runs the windows it held (``ModelActor`` max_restarts /
 max_task_retries); the prediction is a pure function of its inputs, so the result is
 identical to an undisturbed run.
@@ -26,14 +29,12 @@ identical to an undisturbed run.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import ray
 import einops
+import ray
 import torch
 
 from kernels.noise import derive_seed, frame_noise
@@ -41,7 +42,7 @@ from kernels.overlap import overlap_add
 from kernels.windows import plan_windows, window_indices, window_weights
 from manifests.families import FAMILIES
 from tasks.backends import Conditioning
-from tasks.backends.diffusers_backend import DTYPES, family_module
+from tasks.backends.diffusers_backend import family_module
 from tasks.errors import ItemError
 
 # Families whose pipeline runs through the windowed denoiser, and the name and frame
@@ -115,11 +116,33 @@ class WindowedDenoiser(ModelMixin):
         return SimpleNamespace(sample=fused) if return_dict else (fused,)
 
 
+# Latent frames the VAE decodes at once (AnimateDiff decodes frame by frame; 16 is its
+# pipeline's own decode_chunk_size, so a chunked decode is the pipeline's decode exactly).
+DECODE_CHUNK = 16
+
+
 def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditioning: Conditioning, *,
                      submit, device: str = "cpu", local: bool = False) -> tuple[torch.Tensor, dict]:
-    """Run one item in codenoise mode; returns frames (T, 3, H, W) in [0, 1] and stats
-    (latent windows, denoiser calls, bytes and seconds exchanged). ``local``: ``submit``
-    returns each window's prediction itself instead of a Ray reference."""
+    """Run one item in codenoise mode in this process (loading its pipeline here); returns
+    frames (T, 3, H, W) in [0, 1] and stats (latent windows, denoiser calls, bytes and
+    seconds exchanged). ``local``: ``submit`` returns each window's prediction itself
+    instead of a Ray reference. The product runs :func:`codenoise_chunks` inside a model actor."""
+    from tasks.backends import load
+
+    stats: dict = {}
+    chunks = list(codenoise_chunks(load(spec, device).pipe, spec, item_params, conditioning, submit=submit,
+                                   stats=stats, local=local))
+    return torch.cat(chunks), stats
+
+
+def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], conditioning: Conditioning, *,
+                     submit, stats: dict, chunk: int = DECODE_CHUNK, local: bool = False):
+    """Co-denoise one item with the components of the ``loaded`` pipeline (text encoder,
+    VAE, … on their device and dtype; its denoiser stays free for window calls), then
+    decode the latent ``chunk`` latent frames at a time: yields frames (k, 3, H, W) in
+    [0, 1] in order, so memory does not grow with the clip beyond its latent (AnimateDiff;
+    Wan's causal VAE decodes the clip in one call). ``stats`` is filled as for
+    :func:`codenoise_frames`."""
     import diffusers
 
     import tasks.backends.components  # noqa: F401 - framefold's own components load by module path
@@ -129,24 +152,21 @@ def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditio
         raise ItemError(f"window.mode codenoise supports {', '.join(DENOISERS)}, not {spec['family']!r}")
     name, frame_dim = DENOISERS[spec["family"]]
     module = family_module(spec["family"])
-    path = Path(spec["path"])
-    dtype = DTYPES[spec["dtype"]] if device != "cpu" else torch.float32
+    own = getattr(loaded, name)
+    device, dtype = own.device, own.dtype
     window = item_params["window"]
     frames = item_params["frames"]
     count, windows = latent_plan(frames, length=window["length"], overlap=window["overlap"],
                                  temporal=family.temporal, circular=item_params["loop"])
-    stats = {"latent_frames": count, "latent_windows": [[w.start, w.length] for w in windows],
-             "calls": 0, "exchange_bytes": 0, "exchange_seconds": 0.0}
-    config = json.loads((path / name / "config.json").read_text())
-    denoiser = WindowedDenoiser(config, dtype=dtype, submit=submit, windows=windows, num_frames=count,
+    stats.update({"latent_frames": count, "latent_windows": [[w.start, w.length] for w in windows],
+                  "calls": 0, "exchange_bytes": 0, "exchange_seconds": 0.0})
+    denoiser = WindowedDenoiser(dict(own.config), dtype=dtype, submit=submit, windows=windows, num_frames=count,
                                 weighting=window["weighting"], frame_dim=frame_dim, stats=stats, local=local)
-    cls = getattr(diffusers, module.PIPELINES[spec["task"]])
-    pipe = cls.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True, **{name: denoiser})
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            component.eval()
+    # the loaded pipeline's components, a scheduler of its own (schedulers keep state per call)
+    components = {**loaded.components, name: denoiser.to(device),
+                  "scheduler": type(loaded.scheduler).from_config(loaded.scheduler.config)}
+    pipe = getattr(diffusers, module.PIPELINES[spec["task"]])(**components)
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
 
     height, width = conditioning.image_size
     vae = pipe.vae
@@ -155,12 +175,24 @@ def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditio
     noise = frame_noise(conditioning.seed, conditioning.item_id, range(count), (channels, height // scale, width // scale))
     latents = einops.repeat(noise, f"F C H W -> {family.layout}", B=1)  # the family's latent layout, batch 1
     generator = torch.Generator(device="cpu").manual_seed(derive_seed(conditioning.seed, conditioning.item_id, "pipeline"))
+    chunked = spec["family"] == "animatediff"
     kwargs = dict(height=height, width=width, num_frames=frames, num_inference_steps=item_params["steps"],
-                  latents=latents.to(device, dtype), generator=generator, output_type="pt")
+                  latents=latents.to(device, dtype), generator=generator,
+                  output_type="latent" if chunked else "pt")
     kwargs.update(module.call_kwargs(pipe, item_params, conditioning, None))
+    made = 0
     with torch.inference_mode():
         out = pipe(**kwargs).frames
-    video = torch.as_tensor(out)[0].to("cpu", torch.float32)
-    if video.shape[0] != frames:
-        raise ItemError(f"codenoise produced {video.shape[0]} frames, expected {frames}")
-    return video, stats
+        if chunked:  # (1, C, F, h, w): the pipeline's decode_latents and postprocess, a chunk at a time
+            latent = out[0].movedim(1, 0) / vae.config.scaling_factor  # (F, C, h, w)
+            for start in range(0, latent.shape[0], chunk):
+                video = vae.decode(latent[start:start + chunk]).sample.float()
+                video = (video / 2 + 0.5).clamp(0, 1).to("cpu")
+                made += len(video)
+                yield video
+        else:
+            video = torch.as_tensor(out)[0].to("cpu", torch.float32)
+            made = len(video)
+            yield video
+    if made != frames:
+        raise ItemError(f"codenoise produced {made} frames, expected {frames}")

@@ -27,7 +27,9 @@ from tasks.generate import Cluster, Rendered, render, worker_device
 ACTOR_RESTARTS = 2
 
 
-@ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+# "coordinator": a codenoise item's pipeline runs in its own thread of the actor, so the
+# window predictions it sends to the pool (this actor included) run beside it.
+@ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS, concurrency_groups={"coordinator": 1})
 class ModelActor:
     """Holds one loaded backend; renders windows as 8-bit pixels (L, H, W, 3)."""
 
@@ -63,6 +65,25 @@ class ModelActor:
             out = model(**{key: x.to(model.device, model.dtype)}, **shared, **own, return_dict=False)[0]
         return out.to("cpu")
 
+    @ray.method(concurrency_group="coordinator", num_returns="streaming")
+    def codenoise(self, params: dict, conditioning: Conditioning, peers: list):
+        """Coordinate one codenoise item (``tasks.codenoise.codenoise_chunks``) with this actor's
+        loaded components, the window predictions spread over ``peers`` (the pool's actors) in
+        turn: yields the clip as uint8 chunks (k, H, W, 3) in order, then the stats (a dict)."""
+        from kernels.pixels import to_uint8
+        from tasks.codenoise import codenoise_chunks
+
+        turn = iter(range(1 << 62))
+
+        def submit(key, x, shared, own):
+            return peers[next(turn) % len(peers)].denoise.remote(key, x, shared, own)
+
+        stats: dict = {}
+        for chunk in codenoise_chunks(self.backend.pipe, self.backend.spec, params, conditioning, submit=submit,
+                                      stats=stats):
+            yield to_uint8(chunk).numpy()
+        yield stats
+
     def loads(self) -> int:
         """Pipelines loaded by this actor's process (1 unless it was restarted)."""
         from tasks.backends import diffusers_backend
@@ -95,6 +116,11 @@ class ActorPool:
         """Super-resolution of a chunk of frames on the next actor in turn."""
         return self._take().upscale.remote(sr, frames)
 
+    def codenoise(self, params: dict, conditioning: Conditioning):
+        """A codenoise item coordinated by the next actor in turn: a stream of refs of uint8
+        chunks (k, H, W, 3), then of the stats."""
+        return self._take().codenoise.remote(params, conditioning, self.actors)
+
     def _take(self):
         with self._lock:
             actor = self.actors[self._next % len(self.actors)]
@@ -105,6 +131,13 @@ class ActorPool:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+    def __getstate__(self) -> dict:  # sent to an item's finishing task: the handles, not the lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def uses_pool(item) -> bool:
