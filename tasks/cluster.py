@@ -56,6 +56,13 @@ class Cluster:
     _waits: dict = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
+    def __getstate__(self) -> dict:  # sent to items' finishing tasks: the facts, not the lock and waits
+        return {k: v for k, v in self.__dict__.items() if k not in ("_waits", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in {**state, "_waits": {}, "_lock": threading.Lock()}.items():
+            object.__setattr__(self, k, v)
+
     @property
     def largest_node_gpus(self) -> float:
         return self.gpus if self.gpus_per_node is None else self.gpus_per_node

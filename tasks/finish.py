@@ -79,15 +79,21 @@ class Finishing:
     pool: ActorPool | None  # the item's model pool, or None (windows as Ray tasks)
     timings: dict  # seconds of the stages before finishing
     started_at: str
-    env: dict = field(default_factory=dict)  # the driver's FRAMEFOLD_* settings
+    env: dict = field(default_factory=dict)  # the driver's settings (FORWARDED)
     fsize: int | None = None  # the driver's file-size limit (ulimit -f), None: unlimited
 
 
+# The driver's environment that follows its items to the workers that finish them: framefold's
+# settings (FRAMEFOLD_FFMPEG, store retries, …) and the stores' standard ones (endpoint, credentials),
+# so a worker encodes and writes as the driver would.
+FORWARDED = ("FRAMEFOLD_", "AWS_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
 def driver_limits() -> dict:
-    """What of the driver's process follows its items to the workers that finish them: its
-    FRAMEFOLD_* settings (e.g. FRAMEFOLD_FFMPEG) and its file-size limit."""
+    """What of the driver's process follows its items to the workers that finish them: the
+    settings in ``FORWARDED`` and its file-size limit (ulimit -f)."""
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return {"env": {k: v for k, v in os.environ.items() if k.startswith("FRAMEFOLD_")},
+    return {"env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)},
             "fsize": None if soft == resource.RLIM_INFINITY else soft}
 
 
@@ -95,7 +101,7 @@ def driver_limits() -> dict:
 def _as_driver(job: Finishing) -> Iterator[None]:
     """This worker process with the driver's settings and file-size limit, while the item is finished
     (a worker runs one task at a time; both are restored after)."""
-    saved_env = {k: os.environ.get(k) for k in {*job.env, *(k for k in os.environ if k.startswith("FRAMEFOLD_"))}}
+    saved_env = {k: os.environ.get(k) for k in {*job.env, *(k for k in os.environ if k.startswith(FORWARDED))}}
     saved_fsize = resource.getrlimit(resource.RLIMIT_FSIZE)
     os.environ.update(job.env)
     for k in saved_env:
