@@ -29,8 +29,8 @@ from manifests import ItemSpec
 from tasks import freshness, provenance, store
 from tasks.backends import Conditioning
 from tasks.errors import ItemError
-from tasks.finish import (FINISH_RETRIES, Finished, Finishing, Keyed, output_names, driver_limits, finish, placement,
-                          record_outputs)
+from tasks.finish import (FINISH_RETRIES, Finished, Finishing, Keyed, driver_limits, finish, finish_whole, output_names,
+                          placement, record_outputs)
 from tasks.generate import Cluster
 from tasks.media import load_image
 from tasks.plan import plan_item
@@ -130,7 +130,11 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
     #      window results in Ray's object store; this process only follows the frames encoded.
     job = Finishing(item, ctx, dataclasses.replace(keyed, data={}), infos, plan, gpus, pool, timings, started_at,
                     **driver_limits())
-    finished = _follow(item, finish.options(scheduling_strategy=placement(item.id)).remote(job, conditioning))
+    if ray.util.client.ray.is_connected():  # Ray Client takes no streaming task: progress at the end
+        stream = [finish_whole.options(scheduling_strategy=placement(item.id)).remote(job, conditioning)]
+    else:
+        stream = finish.options(scheduling_strategy=placement(item.id)).remote(job, conditioning)
+    finished = _follow(item, stream)
 
     # 9. Record the run: the sidecar beside the committed outputs, then one ledger row per output.
     record_outputs(item, ctx, keyed, finished)

@@ -137,6 +137,16 @@ def finish(job: Finishing, conditioning: Conditioning):
         yield from _finish(job, conditioning)
 
 
+@ray.remote(num_cpus=0, max_retries=FINISH_RETRIES, retry_exceptions=False)
+def finish_whole(job: Finishing, conditioning: Conditioning) -> Finished:
+    """:func:`finish` as one result, for a driver on Ray Client (which cannot take a streaming task)."""
+    with _as_driver(job):
+        for value in _finish(job, conditioning):
+            if isinstance(value, Finished):
+                return value
+    raise RuntimeError("finishing ended without a result")
+
+
 def _finish(job: Finishing, conditioning: Conditioning):
     item, ctx, keyed, plan = job.item, job.ctx, job.keyed, job.plan
     # files are made in the output folder, or (output in a store) a local staging folder they are uploaded from
