@@ -156,6 +156,8 @@ def _measure(n: int, windows: int, cost: float, *, one_thread_variant: bool) -> 
         variants += [("tasks, thin driver", 1, None)]
         variants += [("actors", torch.get_num_threads(), actor_pool)]
         variants += [("actors, thin driver", 1, None)]
+        small = _plan(4)  # warm: a worker stitches once (kernel compilation) before the timed thin-driver rows
+        ray.get(_finish_remote.remote(small, {**spec, "cost_s": 0.0}, gpus, None, conditioning, in_flight))
         for label, threads, make_submit in variants:
             if make_submit is None:  # stitched by a task on a worker, as framefold runs an item now
                 r = _drive_thin(plan, spec, gpus, pool if label.startswith("actors") else None, conditioning, in_flight)
