@@ -32,10 +32,10 @@ PROBE = r"""
 import json, os, resource, sys, time
 from flows import progress
 
-marks = []
+marks, starts = [], []
 
 class Probe:
-    def item_started(self, item_id, frames): pass
+    def item_started(self, item_id, frames): starts.append(time.perf_counter())
     def frames_done(self, item_id, n): pass
     def item_finished(self, item_id, status):
         rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -46,7 +46,7 @@ real_install = progress.install
 progress.install = lambda r: real_install(Probe())  # the CLI's rich display replaced by the probe
 tick = time.perf_counter()
 code = main(["run", sys.argv[1], "--json"])
-print("PROBE " + json.dumps({"exit": code, "start": tick, "marks": marks,
+print("PROBE " + json.dumps({"exit": code, "start": tick, "marks": marks, "first_start": min(starts, default=tick),
                              "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
@@ -110,10 +110,8 @@ def _throughput(workdir: Path, nodes: int, items: int, env: dict, frames: int, s
         tick = time.perf_counter()
         out = _probe(manifest, {**env, "FRAMEFOLD_RAY_ADDRESS": cluster.address})
         wall = time.perf_counter() - tick
-        marks = out["marks"]
-        span = marks[-1][0] - marks[0][0] if len(marks) > 1 else wall
-        return {"nodes": nodes, "items": items, "wall_s": wall,
-                "items_per_s": (len(marks) - 1) / span if span > 0 else float("nan")}
+        span = out["marks"][-1][0] - out["first_start"]  # first item started → last item finished
+        return {"nodes": nodes, "items": items, "wall_s": wall, "items_per_s": len(out["marks"]) / span}
     finally:
         if ray.is_initialized():
             ray.shutdown()
