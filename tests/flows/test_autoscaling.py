@@ -13,17 +13,15 @@ so they are in the head's session: the test kills that session (never `ray stop`
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import draw_image, write_manifest
-from tests.flows.test_two_node import RAY, Owned, _base_env, _free_ports, _kill, _live, _names, _survivors, _wait_started
+from tests.raynodes import RAY, Owned, base_env, free_ports, teardown, wait_started
 from tests.tasks.test_superres import save_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -85,10 +83,10 @@ def _job(folder: Path) -> Path:
 def test_gpu_demand_scales_gpu_nodes_up_from_zero(tmp_path: Path) -> None:
     manifest = _job(tmp_path / "job")
     temp_dir = Path(tempfile.mkdtemp(prefix="ffas-", dir="/tmp"))
-    gcs, client, dashboard, *p = _free_ports(3 + 6)
+    gcs, client, dashboard, *p = free_ports(3 + 6)
     config = tmp_path / "autoscaling.json"
     config.write_text(json.dumps(_autoscaling_config(gcs)))
-    env = {**_base_env(tmp_path), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    env = {**base_env(tmp_path), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     owned: list[Owned] = []
     try:
         head = Owned(
@@ -102,7 +100,7 @@ def test_gpu_demand_scales_gpu_nodes_up_from_zero(tmp_path: Path) -> None:
             env=env, log=tmp_path / "head.log",
         )
         owned.append(head)
-        _wait_started(head, "the autoscaling head")
+        wait_started(head, "the autoscaling head")
 
         run_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}", "FRAMEFOLD_ACTORS": "1", "FRAMEFOLD_GPU_WAIT_S": "240"}
         t0 = time.monotonic()
@@ -142,11 +140,5 @@ def test_gpu_demand_scales_gpu_nodes_up_from_zero(tmp_path: Path) -> None:
         assert len(errors) == 1 and "gpus: 2 per window" in errors[0] and "more than 1 GPU" in errors[0], errors
         assert not (tmp_path / "job" / "out-never").exists() or not any((tmp_path / "job" / "out-never").glob("*.mp4"))
     finally:
-        for process in reversed(owned):
-            process.stop()
-        strays = _live(p for p in psutil.process_iter() if _names(p, str(temp_dir)))
-        for process in strays:
-            _kill(process)
-        survivors = _survivors(owned, str(temp_dir))
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    assert not strays and not survivors, f"processes survived the teardown: {strays + survivors}"
+        leftover = teardown(owned, temp_dir)
+    assert not leftover, f"processes survived the teardown: {leftover}"

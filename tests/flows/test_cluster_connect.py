@@ -14,11 +14,11 @@ from flows.cli import main
 from flows.submit import SubmitError, job_for, job_server
 from tasks.cluster import Cluster, precheck
 from tasks.errors import ClusterError, ItemError
-from tests.flows.test_two_node import _free_ports
+from tests.raynodes import free_ports
 
 
 def test_nothing_listening_is_named_in_seconds_for_both_address_kinds():
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         t0 = time.monotonic()
         with pytest.raises(ClusterError, match=rf"connection refused — nothing answers on 127.0.0.1:{port}; "
@@ -34,7 +34,7 @@ def test_ray_client_without_its_extra_names_the_install(monkeypatch):
 
 
 def test_run_against_a_dead_address_exits_1_with_one_line(small_job, monkeypatch, capsys):
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
     t0 = time.monotonic()
     assert main(["run", str(small_job)]) == 1
@@ -44,7 +44,7 @@ def test_run_against_a_dead_address_exits_1_with_one_line(small_job, monkeypatch
 
 
 def test_submit_to_a_dead_job_server_exits_1(small_job, capsys):
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     assert main(["submit", str(small_job), "--address", f"http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert f"cannot reach the Ray job server at http://127.0.0.1:{port}: connection refused" in err, err

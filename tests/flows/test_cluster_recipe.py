@@ -15,16 +15,14 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.flows.test_two_node import Owned, _free_ports, _kill, _live, _names, _survivors
+from tests.raynodes import Owned, free_ports, teardown
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -74,7 +72,7 @@ def test_cluster_recipe_runs_a_job_both_ways(tmp_path: Path) -> None:
                     ignore=shutil.ignore_patterns("out", "*.parquet"))
     env = _environment(tmp_path)
     temp_dir = Path(tempfile.mkdtemp(prefix="ffrc-", dir="/tmp"))  # short: Ray's socket paths
-    gcs, client, dashboard, *spare = _free_ports(3 + 2 * 6)
+    gcs, client, dashboard, *spare = free_ports(3 + 2 * 6)
     ports = {"6379": gcs, "10001": client, "8265": dashboard}
     owned: list[Owned] = []
     nodes = 0
@@ -130,12 +128,6 @@ def test_cluster_recipe_runs_a_job_both_ways(tmp_path: Path) -> None:
             assert "refused this client's token" in error and "ray get-auth-token" in error, error
         assert not (work / "out" / "never").exists()
     finally:
-        for process in reversed(owned):
-            process.stop()
-        strays = _live(p for p in psutil.process_iter() if _names(p, str(temp_dir)))
-        for process in strays:
-            _kill(process)
-        survivors = _survivors(owned, str(temp_dir))
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        leftover = teardown(owned, temp_dir)
         print({c[:60]: round(r[3], 1) for c, r in runs.items()})
-    assert not strays and not survivors, f"processes survived the teardown: {strays + survivors}"
+    assert not leftover, f"processes survived the teardown: {leftover}"

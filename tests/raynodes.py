@@ -1,0 +1,173 @@
+"""Processes a cluster test owns: `ray start` nodes and framefold runs, each started in a
+session of its own so that teardown can kill everything it spawned (never `ray stop`, which
+would stop every Ray on the machine)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).with_name("ray")
+NODE_START_TIMEOUT = 120  # s, per node, on a busy 2-core machine
+
+
+# --- processes a test owns ------------------------------------------------------------
+class Owned:
+    """A child process started in a new session: it and everything it spawns share the
+    session id (Ray workers change their process group, not their session)."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log: Path, cwd: Path = REPO) -> None:
+        self.args = args
+        self.log = log  # stdout; stderr goes to LOG.err
+        self.err = log.with_name(log.name + ".err")
+        self._files = [open(log, "wb"), open(self.err, "wb")]  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._files[0],
+            stderr=self._files[1], start_new_session=True,
+        )
+        self.sid = self.proc.pid  # start_new_session: the child is its session's leader
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of stderr and stdout, for failure messages."""
+        parts = []
+        for path in (self.err, self.log):
+            try:
+                parts.append(path.read_text(errors="replace")[-chars:])
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def wait(self, timeout: float) -> int:
+        """Exit code; on timeout the whole session is killed and the test fails."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"{' '.join(self.args[:4])} … did not finish in {timeout} s:\n{self.tail()}")
+
+    def processes(self) -> list[psutil.Process]:
+        """Live processes of this session (the leader included)."""
+        return live(p for p in psutil.process_iter() if sid(p.pid) == self.sid)
+
+    def stop(self) -> None:
+        """SIGKILL the session: Ray drains for 30 s on SIGTERM, and a test cluster has nothing to save."""
+        deadline = time.monotonic() + 15
+        while (left := self.processes()) and time.monotonic() < deadline:  # a worker may fork meanwhile
+            for process in left:
+                kill(process)
+            time.sleep(0.2)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for file in self._files:
+            file.close()
+
+
+def sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def live(processes) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def kill(process: psutil.Process) -> None:
+    try:
+        process.send_signal(signal.SIGKILL)
+    except psutil.Error:
+        pass
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free right now on 127.0.0.1 (held together, then released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    """The environment of every child: no token auth (consistently), offline Prefect under tmp."""
+    env = dict(os.environ)
+    for name in ("RAY_ADDRESS", "PREFECT_API_URL", "FRAMEFOLD_RAY_ADDRESS", "FRAMEFOLD_RAY_NUM_CPUS",
+                 "FRAMEFOLD_RAY_NUM_GPUS", "FRAMEFOLD_WINDOWS_IN_FLIGHT", "FRAMEFOLD_ITEMS_IN_FLIGHT"):
+        env.pop(name, None)
+    env.update({
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "PYTHONPATH": str(REPO),
+    })
+    return env
+
+
+def wait_started(node: Owned, what: str) -> None:
+    deadline = time.monotonic() + NODE_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if "Ray runtime started" in node.tail(50_000):
+            return
+        if node.proc.poll() is not None:
+            pytest.fail(f"{what} exited with {node.proc.returncode}:\n{node.tail()}")
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not start in {NODE_START_TIMEOUT} s:\n{node.tail()}")
+
+
+def names(process: psutil.Process, text: str) -> bool:
+    try:
+        return any(text in arg for arg in process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def survivors(owned: list[Owned], temp_dir: str, wait: float = 10.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + wait
+    while True:
+        left = [p for o in owned for p in o.processes()]
+        left += live(p for p in psutil.process_iter() if names(p, temp_dir) and p not in left)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def teardown(owned: list[Owned], temp_dir: Path) -> list[psutil.Process]:
+    """Stop every process of ``owned`` (last started first) and any other naming ``temp_dir``,
+    remove ``temp_dir``, and return the processes that still survive (a test asserts none)."""
+    for process in reversed(owned):
+        process.stop()
+    strays = live(p for p in psutil.process_iter() if names(p, str(temp_dir)))
+    for process in strays:
+        kill(process)
+    left = survivors(owned, str(temp_dir))
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    return strays + left
