@@ -42,8 +42,11 @@ def test_every_rendition_decodes_at_its_size_and_the_run_reports_it(tmp_path, ca
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+    from flows.run import run_job
+    from manifests import load_manifest
+
     draw_image(tmp_path / "img" / "a.png", (80, 60), seed=4)
-    (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    draw_image(tmp_path / "img" / "broken.png", (80, 60), seed=5)
     doc = {"version": 1, "name": "renditions", "output": "out",
            "defaults": {"fps": 12, "frames": 12, "size": [64, 48], "seed": 1, "window": {"length": 6, "overlap": 2},
                         "upscale": {"factor": 2}, "motion": {"amplitude": 0.05}},
@@ -52,8 +55,10 @@ def test_every_rendition_decodes_at_its_size_and_the_run_reports_it(tmp_path, ca
                      {"id": "b", "image": "img/broken.png"}]}
     manifest = write_manifest(tmp_path, doc)
     out = tmp_path / "out"
-    assert main(["run", str(manifest), "--json"]) == 1  # b fails: its image cannot be decoded
-    summary = json.loads(capsys.readouterr().out)
+    job = load_manifest(manifest)  # valid now; b's still breaks before the run reads it
+    (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    summary = run_job(job)
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1}  # b fails: its image cannot be decoded
 
     # the documented names and sizes; each file decodes with its codec and every frame
     expected = {"": (128, 96), ".9x16": (54, 96), ".16x9": (128, 72)}
@@ -109,6 +114,7 @@ def test_every_rendition_decodes_at_its_size_and_the_run_reports_it(tmp_path, ca
 
     # unchanged: every rendition skipped (its contact-sheet strip, deleted with the cache, is
     # rebuilt from the video); fewer renditions asked for: the others are removed
+    draw_image(tmp_path / "img" / "broken.png", (80, 60), seed=5)  # repaired: the manifest validates again
     strip = out / ".framefold-cache" / "thumbs" / "a.jpg"
     before = np.asarray(Image.open(strip).convert("RGB")).astype(np.int16)
     strip.unlink()
