@@ -13,18 +13,9 @@ from manifests import load_manifest
 from tasks.backends import Conditioning, spec_of
 from tasks.codenoise import codenoise_frames, latent_plan
 from tasks.pool import ActorPool
-from tests.fixtures.tiny_models import build_tiny_pipeline
 from tests.reference_multidiffusion import multidiffusion_animatediff
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("codenoise")
-    build_tiny_pipeline("animatediff", "t2v", root / "ad")
-    build_tiny_pipeline("wan", "t2v", root / "wan")
-    return root
 
 
 def _item(root, *, family="animatediff", frames=20, length=8, overlap=4, loop=False, seed=3, weighting="cosine"):

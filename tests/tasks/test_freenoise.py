@@ -15,15 +15,6 @@ from manifests import load_manifest
 from tasks.backends import Conditioning, WindowRequest, spec_of
 from tasks.backends.diffusers_backend import DiffusersBackend, shuffle_context
 from tasks.plan import plan_item
-from tests.fixtures.tiny_models import build_tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("freenoise")
-    build_tiny_pipeline("animatediff", "t2v", root / "ad")
-    build_tiny_pipeline("wan", "t2v", root / "wan")
-    return root
 
 
 def _write(root, *, frames=22, family="animatediff", loop=False, weighting="linear", seed=3):
