@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from flows.console import err, error, out, say, text
@@ -364,10 +365,14 @@ def _prefect_api_configured() -> bool:
 
 def _print_summary(summary: dict) -> None:
     """The run as a table (one short row per item), then every failure in full under it."""
-    table = Table(title=text(f"{summary['job']} — run {summary['run_id']}"))
+    table = Table(title=text(f"{summary['job']} — run {summary['run_id']}"), box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)  # no side rules: 80 columns suffice
     flicker = any((r.get("metrics") or {}).get("flicker") for r in summary["items"])  # an item was upscaled
     for col in ("item", "status", "reason", "seconds", "seam", "loop", *(("flicker",) if flicker else ()), "outputs"):
-        table.add_column(col, overflow="fold", no_wrap=col not in ("item", "reason"))
+        # ids stay whole (they are what a reader looks for); reasons and file names fold
+        table.add_column(col, overflow="fold", no_wrap=col not in ("reason", "outputs"),
+                         min_width={"item": max((len(r["id"]) for r in summary["items"]), default=4),
+                                    "reason": 6}.get(col))
     style = {"done": "green", "skipped": "cyan", "failed": "red"}
 
     def ratio(value) -> str:
@@ -376,7 +381,8 @@ def _print_summary(summary: dict) -> None:
     failed = [r for r in summary["items"] if r["status"] == "failed"]
     for r in summary["items"]:
         m = r.get("metrics") or {}
-        outputs = r["outputs"][0] + (f" +{len(r['outputs']) - 1}" if len(r["outputs"]) > 1 else "") if r["outputs"] else ""
+        # file names without the item id they all start with: "mp4, poster.jpg"
+        outputs = ", ".join(o[len(r["id"]) + 1:] if o.startswith(f"{r['id']}.") else o for o in r["outputs"])
         table.add_row(text(r["id"]), text((r["status"], style[r["status"]])),
                       "see below" if r["status"] == "failed" else text(r["reason"]), f"{r['seconds']:.1f}",
                       ratio(m.get("seam_ratio")), ratio(m.get("loop_closure_ratio")),
