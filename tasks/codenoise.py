@@ -42,7 +42,7 @@ from kernels.overlap import overlap_add
 from kernels.windows import plan_windows, window_indices, window_weights
 from manifests.families import FAMILIES
 from tasks.backends import Conditioning
-from tasks.backends.diffusers_backend import family_module
+from tasks.backends.diffusers_backend import family_module, loaded_components
 from tasks.errors import ItemError
 
 # Families whose pipeline runs through the windowed denoiser, and the name and frame
@@ -163,7 +163,7 @@ def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], 
     denoiser = WindowedDenoiser(dict(own.config), dtype=dtype, submit=submit, windows=windows, num_frames=count,
                                 weighting=window["weighting"], frame_dim=frame_dim, stats=stats, local=local)
     # the loaded pipeline's components, a scheduler of its own (schedulers keep state per call)
-    components = {**loaded.components, name: denoiser.to(device),
+    components = {**loaded_components(loaded), name: denoiser.to(device),
                   "scheduler": type(loaded.scheduler).from_config(loaded.scheduler.config)}
     pipe = getattr(diffusers, module.PIPELINES[spec["task"]])(**components)
     pipe.set_progress_bar_config(disable=True)

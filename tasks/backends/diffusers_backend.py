@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ def shuffle_context(latents: torch.Tensor, length: int, stride: int, generator: 
     return latents
 
 
+# FreeNoise switches a loaded pipeline's state for one call (a stand-in motion adapter,
+# FreeNoise blocks in the UNet): a model actor's codenoise thread reads the components of
+# the same pipeline meanwhile, and must see them as loaded.
+PIPE_STATE = threading.RLock()
+
+
+def loaded_components(pipe) -> dict:
+    """``pipe.components`` as loaded, never mid-way through a FreeNoise call on another thread."""
+    with PIPE_STATE:
+        return dict(pipe.components)
+
+
 @contextlib.contextmanager
 def free_noise_enabled(pipe, settings: dict):
     """diffusers' FreeNoise on ``pipe`` for one call (``settings``: the arguments of
@@ -160,23 +173,25 @@ def free_noise_enabled(pipe, settings: dict):
     its own windows (``set_free_noise``, as the reference denoiser) is told too."""
     from types import SimpleNamespace
 
-    adapter = pipe.motion_adapter
-    if adapter is None:
-        reach = getattr(pipe.unet.config, "motion_max_seq_length", None) or settings["context_length"]
-        object.__setattr__(pipe, "motion_adapter", SimpleNamespace(config=SimpleNamespace(motion_max_seq_length=reach)))
-    own = getattr(pipe.unet, "set_free_noise", None)
-    try:
-        pipe.enable_free_noise(**settings)
-        if own is not None:
-            own(settings["context_length"], settings["context_stride"], settings["weighting_scheme"])
-        yield pipe
-    finally:
-        if own is not None:
-            own(None)
-            pipe._free_noise_context_length = None
-        else:
-            pipe.disable_free_noise()
-        object.__setattr__(pipe, "motion_adapter", adapter)
+    with PIPE_STATE:
+        adapter = pipe.motion_adapter
+        if adapter is None:
+            reach = getattr(pipe.unet.config, "motion_max_seq_length", None) or settings["context_length"]
+            stand_in = SimpleNamespace(config=SimpleNamespace(motion_max_seq_length=reach))
+            object.__setattr__(pipe, "motion_adapter", stand_in)
+        own = getattr(pipe.unet, "set_free_noise", None)
+        try:
+            pipe.enable_free_noise(**settings)
+            if own is not None:
+                own(settings["context_length"], settings["context_stride"], settings["weighting_scheme"])
+            yield pipe
+        finally:
+            if own is not None:
+                own(None)
+                pipe._free_noise_context_length = None
+            else:
+                pipe.disable_free_noise()
+            object.__setattr__(pipe, "motion_adapter", adapter)
 
 
 def identify(spec: dict[str, Any]) -> dict[str, Any]:

@@ -114,3 +114,39 @@ def test_cli_runs_freenoise_end_to_end_deterministically(project):
     assert main(["run", str(again)]) == 0
     record2 = json.loads((project / "out2" / "clip.json").read_text())
     assert record2["video"]["frames_sha256"] == record["video"]["frames_sha256"]  # same seed, same frames
+
+
+def test_components_read_meanwhile_are_the_loaded_ones(project):
+    """A model actor renders a FreeNoise window on one thread while its codenoise thread
+    builds a pipeline from the same loaded components: that thread waits for the call to
+    end and gets the components as loaded, never FreeNoise's stand-in adapter."""
+    import threading
+
+    from tasks.backends.diffusers_backend import free_noise_enabled, loaded_components
+
+    backend = DiffusersBackend(spec_of(load_manifest(_write(project)).items[0]))
+    pipe = backend.pipe
+    assert pipe.motion_adapter is None  # saved without one: FreeNoise needs a stand-in
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def freenoise_call():
+        with free_noise_enabled(pipe, {"context_length": 8, "context_stride": 4, "weighting_scheme": "pyramid",
+                                       "noise_type": "shuffle_context"}):  # fmt: skip
+            inside.set()
+            release.wait(10)
+
+    def codenoise_start():
+        seen.update(loaded_components(pipe))
+
+    first = threading.Thread(target=freenoise_call)
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=codenoise_start)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and not seen  # waits while FreeNoise holds the pipeline
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert seen["motion_adapter"] is None and seen["unet"] is pipe.unet
+    assert pipe.motion_adapter is None
