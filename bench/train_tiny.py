@@ -268,18 +268,40 @@ def save_pipeline(out: Path, unet, text_encoder, tokenizer, vae, scheduler) -> N
     tmp.rename(out)
 
 
-def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume: Path | None = None) -> None:
+def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume: Path | None = None,
+          lr: float | None = None, lr_final: float | None = None, ema_decay: float | None = None) -> None:
+    """Train for ``minutes`` (or ``max_steps``). ``resume``: a published model to continue
+    from; its step count, time and loss log carry on. The learning rate warms up over
+    ``warmup_steps``, then follows a cosine from ``lr`` to ``lr_final`` over the run's
+    minutes (both default to the recipe's ``lr``: constant)."""
     torch.set_num_threads(RECIPE["threads"])
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "work" / "tokenizer_src"
     write_tokenizer(tok_dir)
     unet, text_encoder, tokenizer, vae, scheduler = build(tok_dir)
+    lr0 = RECIPE["lr"] if lr is None else lr
+    lr1 = lr0 if lr_final is None else lr_final
+    ema_decay = RECIPE["ema_decay"] if ema_decay is None else ema_decay
+    step0, elapsed0, phases = 0, 0.0, []
+    log_path = out / "work" / "loss.jsonl"
     if resume is not None:
         import diffusers as d
         from transformers import CLIPTextModel
 
         unet = d.UNetMotionModel.from_pretrained(resume / "unet")
         text_encoder = CLIPTextModel.from_pretrained(resume / "text_encoder")
+        prior = training_dir(resume)
+        if (prior / "recipe.json").exists():
+            before = json.loads((prior / "recipe.json").read_text())
+            step0, elapsed0 = before["steps"], before["elapsed_s"]
+            phases = before.get("phases") or [{"steps": step0, "lr": before["lr"], "lr_final": before["lr"],
+                                               "ema_decay": before["ema_decay"]}]  # fmt: skip
+            if not log_path.exists():
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(prior / "loss.jsonl", log_path)
+    (out / "work" / "phases.json").write_text(json.dumps(
+        phases + [{"steps": None, "lr": lr0, "lr_final": lr1, "ema_decay": ema_decay, "from_step": step0,
+                   "argv": ["python", "-m", "bench.train_tiny", *sys.argv[1:]]}]))
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -289,17 +311,19 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     for m in (ema_unet, ema_text):
         m.requires_grad_(False)
-    rng = np.random.default_rng(RECIPE["seed"])
-    gen = torch.Generator().manual_seed(RECIPE["seed"])
-    log = open(out / "work" / "loss.jsonl", "a")
+    rng = np.random.default_rng(RECIPE["seed"] + step0)  # a resumed run draws clips it has not seen
+    gen = torch.Generator().manual_seed(RECIPE["seed"] + step0)
+    log = open(log_path, "a")
     start = last_save = time.time()
-    step, running = 0, []
-    while step < max_steps and time.time() - start < minutes * 60:
+    step, running = step0, []
+    while step - step0 < max_steps and time.time() - start < minutes * 60:
         params_b = sample_params(rng, RECIPE["batch"])
         offset = int(rng.integers(0, 10_000))
         clips = render_clips(params_b, range(offset, offset + FRAMES))
         caps = [c if rng.random() >= RECIPE["caption_dropout"] else "" for c in captions_of(params_b)]
-        lr = RECIPE["lr"] * min(1.0, (step + 1) / RECIPE["warmup_steps"])
+        frac = min(1.0, (time.time() - start) / (minutes * 60))
+        lr = (lr1 + (lr0 - lr1) * 0.5 * (1 + math.cos(math.pi * frac))) * min(
+            1.0, (step - step0 + 1) / RECIPE["warmup_steps"])
         for g in opt.param_groups:
             g["lr"] = lr
         loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen)
@@ -307,7 +331,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, RECIPE["grad_clip"])
         opt.step()
-        decay = min(RECIPE["ema_decay"], (1 + step) / (10 + step))
+        decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for live, ema in ((unet, ema_unet), (text_encoder, ema_text)):
                 for pe, pl in zip(ema.parameters(), live.parameters()):
@@ -315,7 +339,8 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
         step += 1
         running.append(loss.item())
         if step % 10 == 0:
-            rec = {"step": step, "loss": float(np.mean(running)), "lr": lr, "elapsed_s": round(time.time() - start, 1)}
+            rec = {"step": step, "loss": float(np.mean(running)), "lr": lr,
+                   "elapsed_s": round(elapsed0 + time.time() - start, 1)}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             running = []
@@ -353,7 +378,10 @@ def finalize(work: Path, dest: Path) -> dict:
     info = training_dir(dest)
     info.mkdir(parents=True, exist_ok=True)
     (info / "loss.jsonl").write_text("\n".join(lines) + "\n")
-    recipe = {**RECIPE, "steps": steps, "elapsed_s": losses[-1]["elapsed_s"] if losses else 0,
+    phases = json.loads((work / "work" / "phases.json").read_text()) if (work / "work" / "phases.json").exists() else []
+    if phases:
+        phases[-1]["steps"] = steps - phases[-1].pop("from_step", 0)
+    recipe = {**RECIPE, "steps": steps, "phases": phases, "elapsed_s": losses[-1]["elapsed_s"] if losses else 0,
               "final_loss": losses[-1]["loss"] if losses else None, "weights_digest": digest,
               "command": "python -m bench.train_tiny --out DIR --minutes 60; python -m bench.train_tiny --finalize DIR "
                          "--dest manifests/examples/models/shapes",
@@ -387,14 +415,17 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--steps", type=int, default=10**9)
     ap.add_argument("--save-every", type=float, default=300, help="seconds between checkpoints")
-    ap.add_argument("--resume", type=Path, default=None)
+    ap.add_argument("--resume", type=Path, default=None, help="a published model to continue training")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    ap.add_argument("--lr-final", type=float, default=None, help="learning rate at the end of the cosine")
+    ap.add_argument("--ema-decay", type=float, default=None)
     a = ap.parse_args(argv)
     if a.finalize is not None:
         print(json.dumps(finalize(a.finalize, a.dest), indent=1))
         return 0
     if a.out is None:
         ap.error("--out is required to train")
-    train(a.out, a.minutes, a.steps, a.save_every, a.resume)
+    train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay)
     return 0
 
 
