@@ -191,7 +191,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             video = render(item, pool=pool).numpy()
             clips.append(video)
             path = Path(tmp) / f"{item.id}.mp4"
-            with VideoEncoder(path, width=32, height=32, fps=8) as enc:
+            with VideoEncoder(path, width=32, height=32, fps=8, loop_frames=len(video) if loop else None) as enc:
                 enc.write(video)
             per_seed.append(measure_file(path, width=32, height=32, windows=spans, loop=loop))
     seconds = (time.perf_counter() - t0) / seeds

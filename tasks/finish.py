@@ -151,7 +151,7 @@ def _finish(job: Finishing, conditioning: Conditioning):
     item, ctx, keyed, plan = job.item, job.ctx, job.keyed, job.plan
     # files are made in the output folder, or (output in a store) a local staging folder they are uploaded from
     writer = RenditionWriter(store.staging(ctx.output), item.id, size=item.output_size, fps=item.fps,
-                             frames=item.frames, aspects=item.aspects, formats=item.formats)
+                             frames=item.frames, aspects=item.aspects, formats=item.formats, loop=item.loop)
     clock, tally = StageClock(), Tally()
     cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
     timings = dict(job.timings)

@@ -176,8 +176,8 @@ class RenditionWriter:
     """
 
     def __init__(self, output: Path, item_id: str, *, size: tuple[int, int], fps: float, frames: int,
-                 aspects, formats) -> None:
-        self.output, self.item_id, self.fps, self.expected = output, item_id, fps, frames
+                 aspects, formats, loop: bool = False) -> None:
+        self.output, self.item_id, self.fps, self.expected, self.loop = output, item_id, fps, frames, loop
         self.renditions = plan_renditions(size, aspects, formats)
         self.finals = {r: output / r.name(item_id) for r in self.renditions}
         self.parts: dict[Rendition, list[Path]] = {r: [] for r in self.renditions}
@@ -197,7 +197,8 @@ class RenditionWriter:
         for r in self.renditions:
             if r.format in VIDEO_FORMATS:
                 self._encoders[r] = self._stack.enter_context(
-                    VideoEncoder(self._part(r), width=r.width, height=r.height, fps=self.fps, format=r.format))
+                    VideoEncoder(self._part(r), width=r.width, height=r.height, fps=self.fps, format=r.format,
+                                 loop_frames=self.expected if self.loop else None))
         return self
 
     def __exit__(self, *exc) -> None:

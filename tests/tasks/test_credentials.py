@@ -133,6 +133,25 @@ def test_signed_mp4_is_trusted_with_the_root(tmp_path, media, signer, anchors):
     assert {e["use"] for e in entries.values()} == {"notAllowed"}
 
 
+def test_a_signed_loop_still_starts_at_frame_0(tmp_path, signer, anchors):
+    """A loop's mp4 hides its last frame before the start (an edit list); remuxing with the
+    provenance tag and signing keep it hidden: the same N frames, frame 0 first."""
+    from tasks.encode import decode
+
+    y, x = np.mgrid[0:32, 0:32]
+    frames = np.stack([np.stack([(x * 8 + t * 32) % 256, y * 8, np.full_like(x, 20 * t)], -1)
+                       for t in range(12)]).astype(np.uint8)  # fmt: skip
+    with VideoEncoder(tmp_path / "raw.mp4", width=32, height=32, fps=8, loop_frames=12) as enc:
+        enc.write(frames)
+    video = tmp_path / "loop.mp4"
+    remux(tmp_path / "raw.mp4", video, tags={"framefold": json.dumps(RECORD)})
+    sign(video, signer=signer, title="loop.mp4", source_type=GENERATED, record=RECORD)
+    assert read(video, trust_anchors=anchors)["state"] == "trusted"
+    decoded = np.stack(list(decode(video, width=32, height=32))).astype(int)
+    assert len(decoded) == 12
+    assert np.abs(decoded[0] - frames[0]).mean() < np.abs(decoded[0] - frames[-1]).mean() / 4
+
+
 def test_without_anchors_the_manifest_is_valid_not_trusted(tmp_path, media, signer):
     video = copy(media["mp4"], tmp_path)
     sign(video, signer=signer, title="clip.mp4", source_type=GENERATED, record=RECORD)
