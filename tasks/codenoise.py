@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -135,13 +136,54 @@ def codenoise_frames(spec: dict[str, Any], item_params: dict[str, Any], conditio
     return torch.cat(chunks), stats
 
 
+def animatediff_decode_chunks(vae, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """AnimateDiff's ``decode_latents`` and ``postprocess`` on latents (1, C, F, h, w), ``chunk``
+    latent frames at a time (its VAE decodes each frame on its own): frames (k, 3, H, W)."""
+    latent = latents[0].movedim(1, 0) / vae.config.scaling_factor  # (F, C, h, w)
+    for start in range(0, latent.shape[0], chunk):
+        yield (vae.decode(latent[start:start + chunk]).sample.float() / 2 + 0.5).clamp(0, 1)
+
+
+def wan_decode_chunks(vae, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """Wan's decode (``WanPipeline``'s de-normalisation, then ``AutoencoderKLWan``'s causal
+    decoder) on latents (1, C, F, h, w), ``chunk`` latent frames at a time: the decoder runs
+    frame by frame with a cache of its causal convolutions, exactly as ``vae.decode`` does
+    inside, but the frames leave as they are made (latent frame 0 gives 1 frame, each later
+    one 4), so memory does not grow with the clip. A VAE set to tile spatially decodes
+    the clip in one call."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+    z = latents.to(vae.dtype)
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean).view(shape).to(z.device, z.dtype)
+    inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(z.device, z.dtype)
+    z = z / inverse_std + mean  # as WanPipeline, to the last bit
+    if getattr(vae, "use_tiling", False):
+        yield (vae.decode(z).sample[0].movedim(1, 0).float() / 2 + 0.5).clamp(0, 1)
+        return
+    vae.clear_cache()
+    try:
+        x = vae.post_quant_conv(z)  # pointwise in time
+        for start in range(0, x.shape[2], chunk):
+            parts = []
+            for i in range(start, min(start + chunk, x.shape[2])):
+                vae._conv_idx = [0]
+                parts.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                         first_chunk=i == 0))  # fmt: skip
+            out = torch.cat(parts, 2)
+            if vae.config.patch_size is not None:
+                out = unpatchify(out, patch_size=vae.config.patch_size)
+            yield (out.clamp(-1, 1)[0].movedim(1, 0).float() / 2 + 0.5).clamp(0, 1)
+    finally:
+        vae.clear_cache()
+
+
 def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], conditioning: Conditioning, *,
                      submit, stats: dict, chunk: int = DECODE_CHUNK, local: bool = False):
     """Co-denoise one item with the components of the ``loaded`` pipeline (text encoder,
     VAE, … on their device and dtype; its denoiser stays free for window calls), then
     decode the latent ``chunk`` latent frames at a time: yields frames (k, 3, H, W) in
-    [0, 1] in order, so memory does not grow with the clip beyond its latent (AnimateDiff;
-    Wan's causal VAE decodes the clip in one call). ``stats`` is filled as for
+    [0, 1] in order, so memory does not grow with the clip beyond its latent. ``stats`` is filled as for
     :func:`codenoise_frames`."""
     import diffusers
 
@@ -175,24 +217,17 @@ def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], 
     noise = frame_noise(conditioning.seed, conditioning.item_id, range(count), (channels, height // scale, width // scale))
     latents = einops.repeat(noise, f"F C H W -> {family.layout}", B=1)  # the family's latent layout, batch 1
     generator = torch.Generator(device="cpu").manual_seed(derive_seed(conditioning.seed, conditioning.item_id, "pipeline"))
-    chunked = spec["family"] == "animatediff"
     kwargs = dict(height=height, width=width, num_frames=frames, num_inference_steps=item_params["steps"],
-                  latents=latents.to(device, dtype), generator=generator,
-                  output_type="latent" if chunked else "pt")
+                  latents=latents.to(device, dtype), generator=generator, output_type="latent")
     kwargs.update(module.call_kwargs(pipe, item_params, conditioning, None))
     made = 0
     with torch.inference_mode():
         out = pipe(**kwargs).frames
-        if chunked:  # (1, C, F, h, w): the pipeline's decode_latents and postprocess, a chunk at a time
-            latent = out[0].movedim(1, 0) / vae.config.scaling_factor  # (F, C, h, w)
-            for start in range(0, latent.shape[0], chunk):
-                video = vae.decode(latent[start:start + chunk]).sample.float()
-                video = (video / 2 + 0.5).clamp(0, 1).to("cpu")
-                made += len(video)
-                yield video
-        else:
-            video = torch.as_tensor(out)[0].to("cpu", torch.float32)
-            made = len(video)
+        decoded = wan_decode_chunks(vae, out, chunk) if spec["family"] == "wan" else animatediff_decode_chunks(
+            vae, out, chunk)
+        for video in decoded:  # (k, 3, H, W) in [0, 1]
+            video = video.to("cpu", torch.float32)
+            made += len(video)
             yield video
     if made != frames:
         raise ItemError(f"codenoise produced {made} frames, expected {frames}")

@@ -122,3 +122,26 @@ def test_flow_runs_a_looped_codenoise_item(project):
     assert any(start + length > 24 for start, length in stats["latent_windows"])
     assert record["video"]["frames"] == 24
     assert 0 < record["metrics"]["loop_closure_ratio"] <= 1.2  # the latent wraps: no crossfade needed
+
+
+def test_wan_decode_in_chunks_equals_the_pipeline_decode(project):
+    """Wan's latent decoded a few latent frames at a time (the causal cache carried between
+    chunks) is WanPipeline's own decode, to the last bit, whatever the chunk size."""
+    import diffusers
+
+    from tasks.codenoise import wan_decode_chunks
+
+    pipe = diffusers.WanPipeline.from_pretrained(project / "wan", local_files_only=True)
+    vae = pipe.vae
+    latents = torch.randn(1, vae.config.z_dim, 5, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        z = latents / (1.0 / torch.tensor(vae.config.latents_std).view(shape)) + torch.tensor(
+            vae.config.latents_mean).view(shape)
+        whole = pipe.video_processor.postprocess_video(vae.decode(z, return_dict=False)[0], output_type="pt")[0]
+        assert whole.shape == (17, 3, 32, 32)
+        for chunk in (1, 2, 5):
+            parts = list(wan_decode_chunks(vae, latents, chunk))
+            latent_counts = [min(chunk, 5 - start) for start in range(0, 5, chunk)]
+            assert [len(p) for p in parts] == [4 * n - 3 * (i == 0) for i, n in enumerate(latent_counts)]
+            torch.testing.assert_close(torch.cat(parts), whole.float(), rtol=0, atol=0)
