@@ -29,8 +29,8 @@ from manifests import ItemSpec
 from tasks import freshness, provenance, store
 from tasks.backends import Conditioning
 from tasks.errors import ItemError
-from tasks.finish import (FINISH_RETRIES, Finished, Finishing, Keyed, driver_limits, finish, finish_whole, output_names,
-                          placement, record_outputs)
+from tasks.finish import (FINISH_RETRIES, Finished, Finishing, Keyed, driver_limits, finish, finish_whole, follow_whole,
+                          output_names, placement, record_outputs)
 from tasks.generate import Cluster
 from tasks.media import load_image
 from tasks.plan import plan_item
@@ -130,11 +130,17 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
     #      window results in Ray's object store; this process only follows the frames encoded.
     job = Finishing(item, ctx, dataclasses.replace(keyed, data={}), infos, plan, gpus, pool, timings, started_at,
                     **driver_limits())
-    if ray.util.client.ray.is_connected():  # Ray Client takes no streaming task: progress at the end
-        stream = [finish_whole.options(scheduling_strategy=placement(item.id)).remote(job, conditioning)]
+    if ray.util.client.ray.is_connected():  # Ray Client takes no streaming task: progress through a queue
+        from ray.util.queue import Queue
+
+        progress = Queue(actor_options={"num_cpus": 0})
+        try:
+            ref = finish_whole.options(scheduling_strategy=placement(item.id)).remote(job, conditioning, progress)
+            finished = _follow(item, follow_whole(ref, progress))
+        finally:
+            progress.shutdown()
     else:
-        stream = finish.options(scheduling_strategy=placement(item.id)).remote(job, conditioning)
-    finished = _follow(item, stream)
+        finished = _follow(item, finish.options(scheduling_strategy=placement(item.id)).remote(job, conditioning))
 
     # 9. Record the run: the sidecar beside the committed outputs, then one ledger row per output.
     record_outputs(item, ctx, keyed, finished)
@@ -154,6 +160,9 @@ def _follow(item: ItemSpec, stream) -> Finished:
     """Report the frames a finishing task encodes as it goes; return its :class:`Finished`
     (its error is raised here, an ItemError where the item's inputs or model are at fault)."""
     for ref in stream:
+        if isinstance(ref, int):  # a frame count already fetched (Ray Client's progress queue)
+            reporter().frames_done(item.id, ref)
+            continue
         try:
             value = ray.get(ref)
         except ray.exceptions.RayTaskError as e:

@@ -138,13 +138,30 @@ def finish(job: Finishing, conditioning: Conditioning):
 
 
 @ray.remote(num_cpus=0, max_retries=FINISH_RETRIES, retry_exceptions=False)
-def finish_whole(job: Finishing, conditioning: Conditioning) -> Finished:
-    """:func:`finish` as one result, for a driver on Ray Client (which cannot take a streaming task)."""
+def finish_whole(job: Finishing, conditioning: Conditioning, progress=None) -> Finished:
+    """:func:`finish` as one result, for a driver on Ray Client (which cannot take a
+    streaming task); the frames encoded go to ``progress`` (a ``ray.util.queue.Queue``)
+    as they are made, for the driver to poll."""
     with _as_driver(job):
         for value in _finish(job, conditioning):
             if isinstance(value, Finished):
                 return value
+            if progress is not None:
+                progress.put(value)
     raise RuntimeError("finishing ended without a result")
+
+
+def follow_whole(ref, progress, *, every: float = 0.5) -> Iterator:
+    """What :func:`finish` streams, for a :func:`finish_whole` task ``ref`` reporting to
+    ``progress``: the frame counts as the queue has them (polled every ``every`` seconds),
+    then ``ref`` itself (its value is the :class:`Finished`)."""
+    while True:
+        done, _ = ray.wait([ref], timeout=every)
+        while not progress.empty():
+            yield progress.get_nowait()
+        if done:
+            yield ref
+            return
 
 
 def _finish(job: Finishing, conditioning: Conditioning):

@@ -1,0 +1,74 @@
+"""Over Ray Client (``ray://``) a finishing task cannot stream, yet the driver still shows
+each item's frames as they are encoded: they come through a queue the driver polls."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.raynodes import RAY, Owned, base_env, free_ports, teardown, wait_started
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+RUN_TIMEOUT = 300  # s, on a busy 2-core machine
+
+# framefold's CLI with a reporter in place of the display, noting what it is told
+PROBE = r"""
+import json, sys
+from flows import progress
+
+events = []
+
+class Probe:
+    def item_started(self, item_id, frames): events.append(["start", item_id, frames])
+    def frames_done(self, item_id, n): events.append(["frames", item_id, n])
+    def item_finished(self, item_id, status): events.append(["end", item_id, status])
+    def note(self, text): pass
+
+real_install = progress.install
+progress.install = lambda r: real_install(Probe())
+from flows.cli import main
+code = main(["run", sys.argv[1]])
+import ray
+print("EVENTS " + json.dumps({"exit": code, "client": ray.util.client.ray.is_connected(), "events": events}))
+"""
+
+
+def test_progress_reaches_a_ray_client_driver_as_frames_are_encoded(small_job, tmp_path):
+    temp_dir = Path(tempfile.mkdtemp(prefix="ffcp-", dir="/tmp"))  # Ray's socket paths must stay short
+    gcs, client, dashboard, *p = free_ports(3 + 6)
+    env = base_env(tmp_path)
+    owned: list[Owned] = []
+    try:
+        head = Owned(
+            [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+             f"--ray-client-server-port={client}", f"--dashboard-port={dashboard}", "--include-dashboard=false",
+             "--num-cpus=2", "--num-gpus=0", "--memory=2000000000", "--object-store-memory=200000000",
+             f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block",
+             f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--metrics-export-port={p[2]}",
+             f"--dashboard-agent-listen-port={p[3]}", f"--dashboard-agent-grpc-port={p[4]}",
+             f"--runtime-env-agent-port={p[5]}"],
+            env=env, log=tmp_path / "head.log",
+        )  # fmt: skip
+        owned.append(head)
+        wait_started(head, "the head node")
+        run = Owned([sys.executable, "-c", PROBE, str(small_job)],
+                    env={**env, "RAY_ADDRESS": f"ray://127.0.0.1:{client}"}, log=tmp_path / "run.log")  # fmt: skip
+        owned.append(run)
+        assert run.wait(timeout=RUN_TIMEOUT) == 0, run.tail()
+        lines = [x for x in run.output().splitlines() if x.startswith("EVENTS ")]
+        assert lines, run.tail()
+        out = json.loads(lines[-1][len("EVENTS "):])
+    finally:
+        left = teardown(owned, temp_dir)
+    assert not left, f"processes survived the cluster's teardown: {left}"
+    assert out["exit"] == 0 and out["client"], run.tail()
+    for item_id in ("a", "b", "c"):
+        mine = [e for e in out["events"] if e[1] == item_id]
+        frames = [e[2] for e in mine if e[0] == "frames"]
+        assert mine[0][0] == "start" and mine[-1] == ["end", item_id, "done"]
+        assert len(frames) >= 2 and sum(frames) == mine[0][2], mine  # in steps, adding up to the clip
