@@ -154,12 +154,12 @@ def _schedule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=str, help="output root (default: the manifest's `output`)")
 
 
-def _load(path: str | Path, out_dir: str | Path | None = None):
+def _load(path: str | Path, out_dir: str | Path | None = None, only: list[str] | None = None):
     from manifests import ManifestError, load_manifest
     from tasks.preflight import preflight  # imports a model library only for a job that needs it
 
     try:
-        return preflight(load_manifest(path, output=out_dir, check_input=_input_checker()))
+        return preflight(load_manifest(path, output=out_dir, check_input=_input_checker(), only=only))
     except ManifestError as e:
         say(err, ("invalid manifest", "bold red"), f" ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
         say(err, str(e))
@@ -253,7 +253,7 @@ def _run(args) -> int:
     if not args.verbose:  # the summary table reports every failure; -v shows the logs
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         _quiet_third_parties()
-    job = _load(args.manifest, args.out)
+    job = _load(args.manifest, args.out, args.only or None)
     if job is None:
         return EXIT_BAD_INPUT
     if args.only:

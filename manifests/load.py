@@ -27,7 +27,7 @@ File-level problems (unreadable file, YAML syntax) have the location ``""``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -53,6 +53,7 @@ def load_manifest(
     output: str | Path | None = None,
     settings: Settings | None = None,
     check_input: Callable[[Path | str], str | None] | None = None,
+    only: Collection[str] | None = None,
 ) -> Job:
     """Read, validate and resolve the manifest at `path`.
 
@@ -60,7 +61,9 @@ def load_manifest(
     manifest folder, but must not be an existing file). `check_input(location)` -> problem or
     None is called once per distinct input still (``tasks.inputs.checker`` opens and decodes
     it; this package imports no image library). Raises ManifestError listing every problem
-    found; never writes anything.
+    found; never writes anything. ``only``: the ids of the items wanted (``run --only``): the
+    job holds those, and the problems of other items (a missing or broken still, …) do
+    not refuse it; problems of the manifest itself still do.
     """
     manifest_path = _manifest_location(path)
     problems: list[Problem] = []
@@ -157,6 +160,11 @@ def load_manifest(
         (None, None, []) if "provenance" in failed else _signer(document.get("provenance"), settings, root)
     )
     problems += signer_problems
+
+    if only is not None:
+        wanted = set(only)
+        problems = [p for p in problems if p.item_id is None or p.item_id in wanted]
+        items = [i for i in items if i.id in wanted]
 
     if problems or output_path is None:
         problems.sort(key=file_order)  # stable: within one item, stages keep their order

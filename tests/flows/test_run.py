@@ -196,3 +196,18 @@ def test_grayscale_palette_rgba_and_exif_inputs(tmp_path):
     assert main(["run", str(tmp_path / "job.yaml")]) == 0
     record = json.loads((tmp_path / "out" / "r.json").read_text())
     assert record["inputs"]["image"]["image"]["exif_rotated"] is True
+
+
+def test_only_runs_despite_a_broken_still_of_another_item(small_job, capsys):
+    """--only asks for some items: a missing or corrupt still of an item not asked for does
+    not refuse the run (a plain run still does, exit 2 naming that item)."""
+    (small_job.parent / "img" / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (small_job.parent / "img" / "c.png").unlink()
+    assert main(["run", str(small_job)]) == 2
+    err = capsys.readouterr().err
+    assert "item 'b'" in err and "item 'c'" in err
+    assert main(["run", str(small_job), "--only", "a", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(i["id"], i["status"]) for i in summary["items"]] == [("a", "done")]
+    assert main(["run", str(small_job), "--only", "a", "b"]) == 2  # asked for b: its still is the problem
+    assert "item 'b'" in capsys.readouterr().err
