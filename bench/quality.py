@@ -126,6 +126,26 @@ def reference_stats(frames_by_seed: list[torch.Tensor], bounds: list[int], autoc
     return out
 
 
+def loop_closure(clips: list[torch.Tensor], folder: Path) -> dict:
+    """Wrap step ÷ median step of looping clips (T, H, W, 3) uint8: on the frames, and on
+    each clip's mp4 decoded back (mean and std over clips)."""
+    from tasks.encode import VideoEncoder
+    from tasks.quality import measure_file, measure_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, files = [], []
+    for n, clip in enumerate(clips):
+        video = np.ascontiguousarray(clip.numpy())
+        height, width = video.shape[1:3]
+        frames.append(measure_frames([video], loop=True)["loop_closure_ratio"])
+        path = folder / f"{n}.mp4"
+        with VideoEncoder(path, width=width, height=height, fps=8, loop_frames=len(video)) as enc:
+            enc.write(video)
+        files.append(measure_file(path, width=width, height=height, loop=True)["loop_closure_ratio"])
+    return {"frames": {"mean": float(np.mean(frames)), "std": float(np.std(frames))},
+            "mp4": {"mean": float(np.mean(files)), "std": float(np.std(files))}}
+
+
 def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: int = 4, size: int = 16,
               steps: int = 50, modes=MODES, loop: bool = False, weighting: str = "linear",
               work: Path | None = None) -> dict:  # fmt: skip
@@ -151,6 +171,8 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
         seconds = (time.perf_counter() - t0) / len(items)
         stats = reference_stats(clips, boundaries(items[0]), autocovariance, circular=loop)
         stats["seconds_per_clip"] = round(seconds, 3)
+        if loop:  # the wrap in the frames and in each clip's mp4 (encoded as framefold encodes loops)
+            stats["loop_closure"] = loop_closure(clips, work / f"loops-{mode}")
         results[mode] = stats
     return {"seeds": seeds, "frames": frames, "window": [length, overlap], "size": size, "steps": steps,
             "loop": loop, "weighting": weighting, "modes": results}  # fmt: skip
