@@ -8,7 +8,8 @@ the driver's RSS should stay flat in N and its CPU seconds per item constant.
 
 (b) Finishing throughput with 1 and 2 worker nodes: a local Ray cluster
 (``ray.cluster_utils.Cluster``: a head with no CPUs for work, then worker nodes of one
-CPU each, all in their own temporary folder and stopped by the bench), and the same
+CPU each, each node's processes pinned to a core of its own, all in their own temporary
+folder and stopped by the bench), and the same
 batch of items (64 frames of 128², ×2 Lanczos upscale, mp4 + webm) run against it with
 ``FRAMEFOLD_RAY_ADDRESS``: windows and finishing tasks land on the worker nodes, so
 items per second should grow with the nodes (on this 2-core machine, up to the second
@@ -102,8 +103,8 @@ def _throughput(workdir: Path, nodes: int, items: int, env: dict, frames: int, s
                       head_node_args={"num_cpus": 0, "temp_dir": str(temp), "include_dashboard": False,
                                       "object_store_memory": 300 << 20})
     try:
-        for _ in range(nodes):
-            cluster.add_node(num_cpus=1, object_store_memory=300 << 20)
+        for core in range(nodes):
+            _pin(cluster.add_node(num_cpus=1, object_store_memory=300 << 20), core)
         cluster.wait_for_nodes()
         folder = workdir / f"finishing-{nodes}"
         manifest = _manifest(folder, items, frames=frames, side=side, factor=2, formats=["mp4", "webm"])
@@ -116,6 +117,21 @@ def _throughput(workdir: Path, nodes: int, items: int, env: dict, frames: int, s
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+def _pin(node, core: int) -> None:
+    """Keep a worker node on one core: its raylet and everything it starts (the workers
+    that render windows and finish items inherit the affinity). Finishing tasks reserve no
+    CPU slot, so without this a "1-CPU" node would spread its work over every core."""
+    import psutil
+    from ray._private import ray_constants
+
+    cores = os.sched_getaffinity(0)
+    core = sorted(cores)[core % len(cores)]
+    for info in node.all_processes[ray_constants.PROCESS_TYPE_RAYLET]:
+        raylet = psutil.Process(info.process.pid)
+        for process in [raylet, *raylet.children(recursive=True)]:
+            process.cpu_affinity([core])
 
 
 def run(quick: bool, workdir: Path, env: dict) -> dict:

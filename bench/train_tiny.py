@@ -269,7 +269,8 @@ def save_pipeline(out: Path, unet, text_encoder, tokenizer, vae, scheduler) -> N
 
 
 def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume: Path | None = None,
-          lr: float | None = None, lr_final: float | None = None, ema_decay: float | None = None) -> None:
+          lr: float | None = None, lr_final: float | None = None, ema_decay: float | None = None,
+          argv: list[str] | None = None) -> None:
     """Train for ``minutes`` (or ``max_steps``). ``resume``: a published model to continue
     from; its step count, time and loss log carry on. The learning rate warms up over
     ``warmup_steps``, then follows a cosine from ``lr`` to ``lr_final`` over the run's
@@ -301,7 +302,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
                 shutil.copy(prior / "loss.jsonl", log_path)
     (out / "work" / "phases.json").write_text(json.dumps(
         phases + [{"steps": None, "lr": lr0, "lr_final": lr1, "ema_decay": ema_decay, "from_step": step0,
-                   "argv": ["python", "-m", "bench.train_tiny", *sys.argv[1:]]}]))
+                   "argv": ["python", "-m", "bench.train_tiny", *(sys.argv[1:] if argv is None else argv)]}]))
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -322,10 +323,10 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
         clips = render_clips(params_b, range(offset, offset + FRAMES))
         caps = [c if rng.random() >= RECIPE["caption_dropout"] else "" for c in captions_of(params_b)]
         frac = min(1.0, (time.time() - start) / (minutes * 60))
-        lr = (lr1 + (lr0 - lr1) * 0.5 * (1 + math.cos(math.pi * frac))) * min(
+        rate = (lr1 + (lr0 - lr1) * 0.5 * (1 + math.cos(math.pi * frac))) * min(
             1.0, (step - step0 + 1) / RECIPE["warmup_steps"])
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = rate
         loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -339,7 +340,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
         step += 1
         running.append(loss.item())
         if step % 10 == 0:
-            rec = {"step": step, "loss": float(np.mean(running)), "lr": lr,
+            rec = {"step": step, "loss": float(np.mean(running)), "lr": rate,
                    "elapsed_s": round(elapsed0 + time.time() - start, 1)}
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -425,7 +426,7 @@ def main(argv=None) -> int:
         return 0
     if a.out is None:
         ap.error("--out is required to train")
-    train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay)
+    train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay, argv)
     return 0
 
 

@@ -304,7 +304,7 @@ def _run(args) -> int:
 def _submit(args) -> int:
     from flows.submit import SubmitError, client, follow, job_for, job_server
 
-    job = _load(args.manifest, args.out)  # bad input stops here, before anything reaches the cluster
+    job = _load(args.manifest, args.out, args.only or None)  # bad input stops here, before anything reaches the cluster
     if job is None:
         return EXIT_BAD_INPUT
     url = job_server(args.address)

@@ -138,7 +138,8 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
             ref = finish_whole.options(scheduling_strategy=placement(item.id)).remote(job, conditioning, progress)
             finished = _follow(item, follow_whole(ref, progress))
         finally:
-            progress.shutdown()
+            with contextlib.suppress(Exception):  # the queue is only for progress: never hide the item's own error
+                progress.shutdown(force=True)
     else:
         finished = _follow(item, finish.options(scheduling_strategy=placement(item.id)).remote(job, conditioning))
 

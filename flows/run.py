@@ -84,7 +84,7 @@ def run_manifest(
     settings = Settings()
 
     # 1. Validate (again: a scheduled run reads the manifest as it is now).
-    job = load_manifest(manifest, output=output or None, settings=settings, only=only)
+    job = load_manifest(manifest, output=output or None, settings=settings, only=only or None)
     job = preflight(job, settings=settings)  # the checks that load a model or a key
     items = [i for i in job.items if not only or i.id in set(only)]
 

@@ -147,8 +147,8 @@ def animatediff_decode_chunks(vae, latents: torch.Tensor, chunk: int) -> Iterato
 def wan_decode_chunks(vae, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
     """Wan's decode (``WanPipeline``'s de-normalisation, then ``AutoencoderKLWan``'s causal
     decoder) on latents (1, C, F, h, w), ``chunk`` latent frames at a time: the decoder runs
-    frame by frame with a cache of its causal convolutions, exactly as ``vae.decode`` does
-    inside, but the frames leave as they are made (latent frame 0 gives 1 frame, each later
+    frame by frame with a cache of its causal convolutions (a cache of its own: the VAE
+    stays free for other callers), exactly as ``vae.decode`` does inside, but the frames leave as they are made (latent frame 0 gives 1 frame, each later
     one 4), so memory does not grow with the clip. A VAE set to tile spatially decodes
     the clip in one call."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
@@ -161,21 +161,16 @@ def wan_decode_chunks(vae, latents: torch.Tensor, chunk: int) -> Iterator[torch.
     if getattr(vae, "use_tiling", False):
         yield (vae.decode(z).sample[0].movedim(1, 0).float() / 2 + 0.5).clamp(0, 1)
         return
-    vae.clear_cache()
-    try:
-        x = vae.post_quant_conv(z)  # pointwise in time
-        for start in range(0, x.shape[2], chunk):
-            parts = []
-            for i in range(start, min(start + chunk, x.shape[2])):
-                vae._conv_idx = [0]
-                parts.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
-                                         first_chunk=i == 0))  # fmt: skip
-            out = torch.cat(parts, 2)
-            if vae.config.patch_size is not None:
-                out = unpatchify(out, patch_size=vae.config.patch_size)
-            yield (out.clamp(-1, 1)[0].movedim(1, 0).float() / 2 + 0.5).clamp(0, 1)
-    finally:
-        vae.clear_cache()
+    # a cache of our own, not the VAE's (vae.decode on the actor's other thread resets that one)
+    cache = [None] * vae._cached_conv_counts["decoder"]
+    x = vae.post_quant_conv(z)  # pointwise in time
+    for start in range(0, x.shape[2], chunk):
+        parts = [vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0)
+                 for i in range(start, min(start + chunk, x.shape[2]))]  # fmt: skip
+        out = torch.cat(parts, 2)
+        if vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=vae.config.patch_size)
+        yield (out.clamp(-1, 1)[0].movedim(1, 0).float() / 2 + 0.5).clamp(0, 1)
 
 
 def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], conditioning: Conditioning, *,

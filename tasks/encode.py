@@ -41,7 +41,8 @@ def ffmpeg_exe() -> str:
 
 
 def rate(fps: float) -> str:
-    """ffmpeg frame rate as an exact fraction (29.97 -> 30000/1001)."""
+    """ffmpeg frame rate as a fraction with a denominator of at most 1001 (24 -> 24/1,
+    29.97 -> 2997/100, 30000/1001 -> 30000/1001)."""
     f = Fraction(fps).limit_denominator(1001)
     return f"{f.numerator}/{f.denominator}"
 
@@ -54,7 +55,8 @@ class VideoEncoder:
     ``with VideoEncoder(path, width=…, height=…, fps=…) as enc: enc.write(frames)``;
     leaving the block waits for ffmpeg and raises :class:`EncodeError` if it failed.
     ``loop_frames``: the clip is a loop of that many frames (mp4: see :func:`loop_coding`;
-    its frames are spooled beside ``path`` and encoded when the block ends).
+    its frames are spooled beside ``path`` and encoded when the block ends; a loop of
+    fewer than 3 frames is encoded plainly).
     """
 
     def __init__(self, path: Path, *, width: int, height: int, fps: float, format: str = "mp4",
@@ -66,6 +68,7 @@ class VideoEncoder:
         # a loop in an mp4 starts with its own last frame, hidden (see loop_coding): the frames
         # are spooled raw beside the output until that frame has arrived
         self._loop = format == "mp4" and loop_frames is not None and loop_frames >= 3
+        self._loop_frames = loop_frames
         stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=rate(fps))
         if format == "mp4":
             coding = loop_coding(loop_frames, fps) if self._loop else {}
@@ -135,7 +138,16 @@ class VideoEncoder:
 
     def _finish(self) -> None:
         if self._spool is not None:
-            self._feed_loop()
+            if self.frames != self._loop_frames:  # the zones name the last frame: it must be the one written
+                self._close_files()
+                raise EncodeError(f"{Path(self.path).name}: a loop of {self._loop_frames} frames got {self.frames}")
+            try:
+                self._feed_loop()
+            except BaseException:  # a full disk, a cancelled task: no ffmpeg left waiting on its input
+                self._proc.kill()
+                self._proc.wait()
+                self._close_files()
+                raise
         try:
             self._proc.stdin.close()
         except BrokenPipeError:

@@ -140,25 +140,35 @@ def finish(job: Finishing, conditioning: Conditioning):
 @ray.remote(num_cpus=0, max_retries=FINISH_RETRIES, retry_exceptions=False)
 def finish_whole(job: Finishing, conditioning: Conditioning, progress=None) -> Finished:
     """:func:`finish` as one result, for a driver on Ray Client (which cannot take a
-    streaming task); the frames encoded go to ``progress`` (a ``ray.util.queue.Queue``)
-    as they are made, for the driver to poll."""
+    streaming task); the running total of frames encoded goes to ``progress`` (a
+    ``ray.util.queue.Queue``) as they are made, for the driver to poll. Progress is
+    best effort: a queue that is gone never fails the item."""
+    total = 0
     with _as_driver(job):
         for value in _finish(job, conditioning):
             if isinstance(value, Finished):
                 return value
+            total += value
             if progress is not None:
-                progress.put(value)
+                with contextlib.suppress(ray.exceptions.RayError):
+                    progress.put_nowait(total)
     raise RuntimeError("finishing ended without a result")
 
 
 def follow_whole(ref, progress, *, every: float = 0.5) -> Iterator:
     """What :func:`finish` streams, for a :func:`finish_whole` task ``ref`` reporting to
-    ``progress``: the frame counts as the queue has them (polled every ``every`` seconds),
-    then ``ref`` itself (its value is the :class:`Finished`)."""
+    ``progress``: the frames encoded since the last poll (every ``every`` seconds; a
+    retried task's totals start again from 0 and count once it passes the old one), then
+    ``ref`` itself (its value is the :class:`Finished`)."""
+    shown = 0
     while True:
         done, _ = ray.wait([ref], timeout=every)
-        while not progress.empty():
-            yield progress.get_nowait()
+        with contextlib.suppress(ray.exceptions.RayError):
+            while not progress.empty():
+                total = progress.get_nowait()
+                if total > shown:
+                    yield total - shown
+                    shown = total
         if done:
             yield ref
             return

@@ -214,11 +214,12 @@ class RenditionWriter:
         self.frames += len(pixels)
 
     def encoded(self) -> tuple[Path, int, int] | None:
-        """(path, width, height) of the first full-frame video encoded so far (mp4 or webm):
-        what the delivered file's metrics are measured on."""
-        for r in self.renditions:
-            if r.format in ("mp4", "webm") and self.parts[r] and r.aspect == "native":
-                return self.parts[r][-1], r.width, r.height
+        """(path, width, height) of the full-frame video encoded so far that the delivered
+        file's metrics are measured on: the mp4, else the webm."""
+        for format in ("mp4", "webm"):
+            for r in self.renditions:
+                if r.format == format and self.parts[r] and r.aspect == "native":
+                    return self.parts[r][-1], r.width, r.height
         return None
 
     @property

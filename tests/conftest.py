@@ -91,3 +91,23 @@ def small_job(tmp_path):
         ],
     }
     return write_manifest(tmp_path, doc)
+
+
+def bar_loop(frames=48, size=32):
+    """A bright bar circling the frame once per clip: every step alike, the wrap too."""
+    t = np.arange(frames)[:, None, None]
+    x = np.arange(size)[None, None, :]
+    bar = (np.abs(((x - t * size / frames) + size / 2) % size - size / 2) < 4) * 200 + 30
+    return np.repeat(np.broadcast_to(bar, (frames, size, size))[..., None], 3, axis=3).astype(np.uint8)
+
+
+def encode_clip(path, frames, *, loop):
+    """``frames`` (T, H, W, 3) uint8 as an mp4 at 24 fps, written in five chunks (``loop``:
+    encoded as framefold encodes loops)."""
+    from tasks.encode import VideoEncoder
+
+    height, width = frames.shape[1:3]
+    with VideoEncoder(path, width=width, height=height, fps=24, loop_frames=len(frames) if loop else None) as enc:
+        for chunk in np.array_split(frames, 5):
+            enc.write(chunk)
+    return path

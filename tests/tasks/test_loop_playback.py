@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.tasks.test_quality_metrics import _encode, _loop
+from tests.conftest import bar_loop, encode_clip
 from tests.tasks.test_report import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs /usr/bin/chromium (`make test` installs it)")
@@ -27,8 +27,8 @@ FIRST_FRAME = """() => new Promise(done => {
 def test_chromium_starts_a_loop_at_frame_0_and_plays_it_for_its_length(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    frames = np.repeat(np.repeat(_loop(48), 2, axis=1), 2, axis=2)  # a bar moving 1.3 px per frame, 2 s at 24 fps
-    _encode(tmp_path / "loop.mp4", frames, loop=True)
+    frames = np.repeat(np.repeat(bar_loop(48), 2, axis=1), 2, axis=2)  # a bar moving 1.3 px per frame, 2 s at 24 fps
+    encode_clip(tmp_path / "loop.mp4", frames, loop=True)
     (tmp_path / "index.html").write_text(PAGE)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # same origin: the canvas stays readable
