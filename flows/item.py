@@ -56,6 +56,7 @@ class RunContext:
     cache_dir: Path
     cache_bytes: int
     signer: Any = None  # tasks.credentials.SignerConfig: sign outputs with C2PA content credentials
+    leftovers: dict = field(default_factory=dict)  # store.stale_parts of the output's staging folder at the start
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _check_output(item: ItemSpec, ctx: RunContext) -> Keyed:
     # a killed run's temporaries (the item lock is ours: no live writer)
     finals = [r.name(item.id) for r in plan_renditions(item.output_size, item.aspects, item.formats)]
     for name in {*finals, *output_names(previous), store.name_of(sidecar)}:
-        store.remove_stale_parts(store.staging(ctx.output) / name)
+        store.remove_stale_parts(store.staging(ctx.output) / name, ctx.leftovers)
     fresh = freshness.check(item, ctx.output, force=ctx.force, signing=ctx.signer is not None, keep_inputs=True)
     return Keyed(fresh.key, fresh.why, fresh.inputs, fresh.data, fresh.params, fresh.backend, fresh.previous)
 

@@ -174,6 +174,7 @@ def _make(job: Job, items: list[ItemSpec], *, run_id: str, force: bool,
         cache_dir=settings.cache_dir or store.local_cache(job.output) / "windows",
         cache_bytes=settings.window_cache_bytes,
         signer=job.signer,
+        leftovers=store.stale_parts(store.staging(job.output)),  # one listing, not one per item
     )
     store.ensure_folder(job.output)
     # Items sharing a model run back to back, and each model's actors are released

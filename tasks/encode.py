@@ -229,9 +229,10 @@ class VideoInfo:
 
 
 def probe(path: Path) -> VideoInfo:
-    """Stream facts from ffmpeg's report, and the exact frame count from a stream copy."""
+    """Stream facts from ffmpeg's report, and the exact count of the frames shown (decoded,
+    after the container's edit list: a loop's mp4 codes one frame more, hidden before its start)."""
     proc = subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
         capture_output=True,
     )
     report = proc.stderr.decode(errors="replace")

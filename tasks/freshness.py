@@ -104,13 +104,20 @@ def unless_busy(output: store.Location, item_id: str) -> Iterator[bool]:
         yield True
 
 
-def remove_leftovers(output: store.Location, item: ItemSpec, fresh: Freshness) -> None:
+def remove_leftovers(output: store.Location, item: ItemSpec, fresh: Freshness,
+                     index: dict[str, list[Path]] | None = None) -> None:
     """Delete what a killed run left of the item (``.part`` files of its outputs and sidecar);
-    call it holding the item's lock."""
+    call it holding the item's lock. ``index``: :func:`store.stale_parts` of the output
+    folder, listed once for all items."""
     local = store.local_or_url(output)
     if isinstance(local, Path):
         for name in {*fresh.outputs, f"{item.id}.json"}:
-            store.remove_stale_parts(local / name)
+            store.remove_stale_parts(local / name, index)
+
+
+def _leftovers_index(output: store.Location) -> dict[str, list[Path]] | None:
+    local = store.local_or_url(output)
+    return store.stale_parts(local) if isinstance(local, Path) else None
 
 
 def record_skip(output: store.Location, fresh: Freshness, *, run_id: str, job: str, item: ItemSpec,
@@ -205,6 +212,7 @@ def skip_current(job, items: list[ItemSpec], *, run_id: str, force: bool) -> tup
     to make: its own task fails it with the reason."""
     skipped: dict[str, dict] = {}
     todo: list[ItemSpec] = []
+    index = _leftovers_index(job.output)
     for item in items:
         try:
             fresh = check(item, job.output, force=force, signing=job.signer is not None)
@@ -217,7 +225,7 @@ def skip_current(job, items: list[ItemSpec], *, run_id: str, force: bool) -> tup
             if not free:  # another run is making it now: its task waits, then decides
                 todo.append(item)
                 continue
-            remove_leftovers(job.output, item, fresh)
+            remove_leftovers(job.output, item, fresh, index)
             record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
                         manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
         skipped[item.id] = {"id": item.id, "status": "skipped", "reason": "unchanged", "outputs": fresh.outputs,
@@ -246,8 +254,9 @@ def settle_if_current(job, items: list[ItemSpec]) -> dict | None:
     with contextlib.ExitStack() as locks:
         if not all(locks.enter_context(unless_busy(job.output, item.id)) for item, _ in checked):
             return None  # another run is making one of them: a full run waits for it
+        index = _leftovers_index(job.output)
         for item, fresh in checked:
-            remove_leftovers(job.output, item, fresh)
+            remove_leftovers(job.output, item, fresh, index)
             record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
                         manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
     provenance.compact(job.output, run_id)

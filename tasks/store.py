@@ -18,7 +18,6 @@ Credentials and endpoints come from each store's standard environment (for S3 th
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import io
 import json
@@ -125,22 +124,32 @@ def sha256_file(path: Location, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def remove_stale_parts(final: Path) -> int:
-    """Delete temporary files a killed run left for ``final``; returns how many."""
-    if not final.parent.is_dir():
-        return 0
-    removed = 0
-    for p in final.parent.glob(f".{glob.escape(final.name)}.*{PART_SUFFIX}"):
-        if _PART_RE.fullmatch(p.name[len(final.name) + 2 :]):
-            p.unlink(missing_ok=True)
-            removed += 1
-    for p in final.parent.glob(f"..{glob.escape(final.name)}.*{PART_SUFFIX}.*.signing"):  # a signing copy of a part
+def stale_parts(folder: Path) -> dict[str, list[Path]]:
+    """Temporary files a killed run left in ``folder`` (``.NAME.XXXXXXXX.part`` and their
+    signing copies ``..NAME.XXXXXXXX.part.*.signing``), by the final NAME they were for: one
+    listing of the folder, however many names are then looked up."""
+    found: dict[str, list[Path]] = {}
+    if not folder.is_dir():
+        return found
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _SIGNING_RE.fullmatch(entry.name) or _STALE_RE.fullmatch(entry.name)
+            if match:
+                found.setdefault(match["final"], []).append(Path(entry.path))
+    return found
+
+
+def remove_stale_parts(final: Path, index: dict[str, list[Path]] | None = None) -> int:
+    """Delete the temporary files a killed run left for ``final``; returns how many.
+    ``index``: :func:`stale_parts` of ``final``'s folder, listed once for many names."""
+    paths = (stale_parts(final.parent) if index is None else index).get(final.name, [])
+    for p in paths:
         p.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return len(paths)
 
 
-_PART_RE = re.compile(r"[0-9a-f]{8}\.part")
+_STALE_RE = re.compile(r"\.(?P<final>[^.].*)\.[0-9a-f]{8}\.part")
+_SIGNING_RE = re.compile(r"\.\.(?P<final>[^.].*)\.[0-9a-f]{8}\.part\..+\.signing")
 
 
 def fsync_dir(folder: Path) -> None:
