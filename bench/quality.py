@@ -247,13 +247,32 @@ def save_strip(frames: np.ndarray, path: Path, *, first: int, count: int, scale:
     Image.fromarray(row).resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST).save(path)
 
 
+def combine_strips(rows: list[tuple[str, Path]], out: Path) -> None:
+    """Frame strips (from ``--strip``) stacked into one figure, each row labelled."""
+    from PIL import Image, ImageDraw
+
+    strips = [(label, Image.open(path).convert("RGB")) for label, path in rows]
+    label_w, gap = 150, 6
+    width = label_w + max(im.width for _, im in strips)
+    height = sum(im.height + gap for _, im in strips)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw, y = ImageDraw.Draw(sheet), 0
+    for label, im in strips:
+        sheet.paste(im, (label_w, y))
+        draw.text((6, y + im.height // 2 - 6), label, fill="black")
+        y += im.height + gap
+    sheet.save(out)
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="quality side by side")
-    ap.add_argument("what", choices=["reference", "trained"])
+    ap.add_argument("what", choices=["reference", "trained", "strips"],
+                    help="strips: stack LABEL=PNG strips (the rest of the line) into --out")
+    ap.add_argument("strips", nargs="*", metavar="LABEL=PNG")
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/models/shapes")
     ap.add_argument("--mode", default="codenoise")
     ap.add_argument("--modes", default=",".join(MODES), help="reference: modes to compare")
@@ -268,6 +287,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.what == "strips":
+        combine_strips([tuple(x.split("=", 1)) for x in a.strips], a.out)
+        return 0
     if a.what == "trained":
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
                       loop=a.loop, strip=a.strip)  # fmt: skip

@@ -382,6 +382,8 @@ def finalize(work: Path, dest: Path) -> dict:
     phases = json.loads((work / "work" / "phases.json").read_text()) if (work / "work" / "phases.json").exists() else []
     if phases:
         phases[-1]["steps"] = steps - phases[-1].pop("from_step", 0)
+        if losses:  # a run stopped before its minutes were up ends short of lr_final
+            phases[-1]["lr_reached"] = losses[-1]["lr"]
     recipe = {**RECIPE, "steps": steps, "phases": phases, "elapsed_s": losses[-1]["elapsed_s"] if losses else 0,
               "final_loss": losses[-1]["loss"] if losses else None, "weights_digest": digest,
               "command": "python -m bench.train_tiny --out DIR --minutes 60; python -m bench.train_tiny --finalize DIR "

@@ -144,8 +144,9 @@ class VideoEncoder:
             try:
                 self._feed_loop()
             except BaseException:  # a full disk, a cancelled task: no ffmpeg left waiting on its input
-                self._proc.kill()
-                self._proc.wait()
+                if self._proc is not None:
+                    self._proc.kill()
+                    self._proc.wait()
                 self._close_files()
                 raise
         try:
