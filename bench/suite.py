@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="every figure at tiny sizes (under 2 minutes)")
     parser.add_argument("--out", type=Path, help="where RESULTS.md and the plots go (default: bench/, or with "
                         "--quick a folder in the temporary directory)")
-    parser.add_argument("--only", nargs="+", choices=sorted(TITLES), metavar="N", help="only these figures")
+    parser.add_argument("--only", nargs="+", choices=sorted(TITLES), metavar="N",
+                        help="only these figures; the others are kept from the last full run's results.json")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args(argv)
     figures = set(args.only or TITLES)
@@ -104,12 +105,31 @@ def main(argv: list[str] | None = None) -> int:
             step("5", peer.run, work, env)
     facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     total = time.perf_counter() - started
+    remeasured = ""
+    previous_json = args.out / "results.json"
+    if args.only and not args.quick and previous_json.exists():  # the other figures as the last full run measured them
+        before = json.loads(previous_json.read_text())
+        if not before.get("quick"):
+            for key, value in before.get("figures", {}).items():
+                if key not in figures:
+                    results[key] = value
+                    seconds.setdefault(key, before.get("seconds", {}).get(key, 0.0))
+                    if key in before.get("load", {}):
+                        load.setdefault(key, before["load"][key])
+            figures = figures | set(before.get("figures", {}))
+            remeasured = (f" Figure(s) {', '.join(sorted(set(args.only)))} re-measured on {facts['date_utc']} at commit "
+                          f"{facts['git']} (`python -m bench --only {' '.join(sorted(set(args.only)))}`); the others "
+                          f"are from the run of {before['machine']['date_utc']} at commit {before['machine']['git']}.")
+            facts = {**before["machine"], "load_average_at_end": before["machine"].get("load_average_at_end")}
+            total = before.get("total_s", total)
     plots = _plots(results, args.out)
     # sections measured by other scripts (bench/quality.py: "## Quality…") are kept at the end
     previous = (args.out / "RESULTS.md").read_text() if (args.out / "RESULTS.md").exists() else ""
     kept = previous[previous.find("\n## Quality"):] if "\n## Quality" in previous else ""
-    (args.out / "RESULTS.md").write_text(
-        _markdown(args.quick, facts, results, errors, seconds, load, total, plots, figures).rstrip("\n") + "\n" + kept)
+    text = _markdown(args.quick, facts, results, errors, seconds, load, total, plots, figures)
+    if remeasured:
+        text = text.replace(" Regenerate rather than edit.", f" Regenerate rather than edit.{remeasured}", 1)
+    (args.out / "RESULTS.md").write_text(text.rstrip("\n") + "\n" + kept)
     (args.out / "results.json").write_text(json.dumps(
         {"quick": args.quick, "machine": facts, "seconds": seconds, "load": load, "total_s": total, "errors": errors,
          "figures": results}, indent=1, default=str))

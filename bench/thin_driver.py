@@ -30,7 +30,7 @@ import yaml
 from bench.common import ROOT, draw_still, pyplot, table
 
 PROBE = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 from flows import progress
 
 marks, starts = [], []
@@ -47,8 +47,10 @@ real_install = progress.install
 progress.install = lambda r: real_install(Probe())  # the CLI's rich display replaced by the probe
 tick = time.perf_counter()
 code = main(["run", sys.argv[1], "--json"])
+# VmHWM: this process's own high-water mark (ru_maxrss would also carry the forking parent's)
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print("PROBE " + json.dumps({"exit": code, "start": tick, "marks": marks, "first_start": min(starts, default=tick),
-                             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                             "peak_rss": peak}))
 """
 
 

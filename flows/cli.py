@@ -16,29 +16,12 @@ from rich import box
 from rich.table import Table
 
 from flows.console import err, error, out, say, text
+from tasks.malloc import return_large_buffers
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-def _return_large_buffers() -> None:
-    """Have glibc map every allocation of 128 KiB or more on its own and unmap it on free.
-
-    The driver streams frames through short-lived buffers of a few hundred KiB; with
-    glibc's adaptive threshold these come from the heap, where a few small long-lived
-    tensors (per-frame statistics) pin the freed space, and a long clip's process grows
-    with its length though it holds only the windows in flight (bench Figure 2).
-    """
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (musl, …): its allocator already behaves
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    _return_large_buffers()
+    return_large_buffers()
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

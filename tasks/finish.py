@@ -43,6 +43,7 @@ from tasks.backends import Conditioning, spec_of
 from tasks.cache import WindowCache
 from tasks.errors import ItemError
 from tasks.generate import Rendered, generate_windows, outpaint_windows, task_submitter
+from tasks.malloc import return_large_buffers
 from tasks.plan import ItemPlan
 from tasks.pool import ActorPool
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
@@ -100,7 +101,9 @@ def driver_limits() -> dict:
 @contextlib.contextmanager
 def _as_driver(job: Finishing) -> Iterator[None]:
     """This worker process with the driver's settings and file-size limit, while the item is finished
-    (a worker runs one task at a time; both are restored after)."""
+    (a worker runs one task at a time; both are restored after), and glibc returning large
+    buffers as they are freed (:func:`tasks.malloc.return_large_buffers`)."""
+    return_large_buffers()
     saved_env = {k: os.environ.get(k) for k in {*job.env, *(k for k in os.environ if k.startswith(FORWARDED))}}
     saved_fsize = resource.getrlimit(resource.RLIMIT_FSIZE)
     os.environ.update(job.env)
