@@ -125,8 +125,8 @@ def sha256_file(path: Location, *, chunk: int = 1 << 20) -> str:
 
 
 def stale_parts(folder: Path) -> dict[str, list[Path]]:
-    """Temporary files a killed run left in ``folder`` (``.NAME.XXXXXXXX.part`` and their
-    signing copies ``..NAME.XXXXXXXX.part.*.signing``), by the final NAME they were for: one
+    """Temporary files a killed run left in ``folder`` (``.NAME.<8 hex digits>.part`` and their
+    signing copies ``..NAME.<8 hex digits>.part.*.signing``), by the final NAME they were for: one
     listing of the folder, however many names are then looked up."""
     found: dict[str, list[Path]] = {}
     if not folder.is_dir():

@@ -116,6 +116,19 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def head_command(temp_dir: Path, *, gcs: int, client: int, dashboard: int, ports: list[int],
+                 resources: list[str]) -> list[str]:
+    """`ray start --head` on 127.0.0.1 with every port it opens chosen (``ports``: six free
+    ones), its own ``temp_dir``, no dashboard, blocking; ``resources``: --num-cpus and the like."""
+    p = ports
+    return [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+            f"--ray-client-server-port={client}", f"--dashboard-port={dashboard}", "--include-dashboard=false",
+            *resources, f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block",
+            f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--metrics-export-port={p[2]}",
+            f"--dashboard-agent-listen-port={p[3]}", f"--dashboard-agent-grpc-port={p[4]}",
+            f"--runtime-env-agent-port={p[5]}"]  # fmt: skip
+
+
 def base_env(tmp: Path) -> dict[str, str]:
     """The environment of every child: no token auth (consistently), offline Prefect under tmp."""
     env = dict(os.environ)

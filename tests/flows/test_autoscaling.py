@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import draw_image, write_manifest
-from tests.raynodes import RAY, Owned, base_env, free_ports, teardown, wait_started
+from tests.raynodes import Owned, base_env, free_ports, head_command, teardown, wait_started
 from tests.tasks.test_superres import save_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -90,13 +90,9 @@ def test_gpu_demand_scales_gpu_nodes_up_from_zero(tmp_path: Path) -> None:
     owned: list[Owned] = []
     try:
         head = Owned(
-            [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-             f"--ray-client-server-port={client}", f"--dashboard-port={dashboard}", "--include-dashboard=false",
-             "--num-cpus=0", "--num-gpus=0", "--memory=1000000000", "--object-store-memory=100000000",
-             f"--autoscaling-config={config}", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block",
-             f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--metrics-export-port={p[2]}",
-             f"--dashboard-agent-listen-port={p[3]}", f"--dashboard-agent-grpc-port={p[4]}",
-             f"--runtime-env-agent-port={p[5]}"],
+            head_command(temp_dir, gcs=gcs, client=client, dashboard=dashboard, ports=p,
+                         resources=["--num-cpus=0", "--num-gpus=0", "--memory=1000000000",
+                                    "--object-store-memory=100000000", f"--autoscaling-config={config}"]),
             env=env, log=tmp_path / "head.log",
         )
         owned.append(head)

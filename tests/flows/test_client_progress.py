@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.raynodes import RAY, Owned, base_env, free_ports, teardown, wait_started
+from tests.raynodes import Owned, base_env, free_ports, head_command, teardown, wait_started
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -52,13 +52,9 @@ def test_progress_reaches_a_ray_client_driver_as_frames_are_encoded(small_job, t
     owned: list[Owned] = []
     try:
         head = Owned(
-            [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-             f"--ray-client-server-port={client}", f"--dashboard-port={dashboard}", "--include-dashboard=false",
-             "--num-cpus=2", "--num-gpus=0", "--memory=2000000000", "--object-store-memory=200000000",
-             f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block",
-             f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--metrics-export-port={p[2]}",
-             f"--dashboard-agent-listen-port={p[3]}", f"--dashboard-agent-grpc-port={p[4]}",
-             f"--runtime-env-agent-port={p[5]}"],
+            head_command(temp_dir, gcs=gcs, client=client, dashboard=dashboard, ports=p,
+                         resources=["--num-cpus=2", "--num-gpus=0", "--memory=2000000000",
+                                    "--object-store-memory=200000000"]),
             env=env, log=tmp_path / "head.log",
         )  # fmt: skip
         owned.append(head)
