@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,6 +30,8 @@ from flows.deploy import DEFAULT_TIMEZONE, deployment
 from tests.conftest import draw_image, write_manifest
 
 FLOW = "framefold-run"
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_PORT = "4200"  # the recipe's port; the tests substitute a free one
 SERVER_START_TIMEOUT = 120  # healthy after ~18 s on an idle 2-core machine
 SERVE_START_TIMEOUT = 120  # imports Prefect, Ray, torch; registers the deployment
 RUN_TIMEOUT = 240
@@ -114,12 +118,14 @@ def server(tmp_path_factory):
         PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         PREFECT_UI_ENABLED="false",
     )
+    # the README's command (Schedules), on a free port
+    (start, *_) = _readme_schedules_commands()
+    assert start[start.index("--port") + 1] == README_PORT
+    start[start.index("--port") + 1] = str(port)
     log = root / "server.log"
     with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=root, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        proc = subprocess.Popen(_command(start, env), env=env, cwd=root, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"
     try:
         _wait(lambda: _get(f"{url}/health") is not None, SERVER_START_TIMEOUT, "Prefect server health", proc, log)
@@ -229,7 +235,7 @@ def test_deploy_registers_one_deployment_per_manifest_with_its_cron(server, tmp_
     # nothing else was scheduled: no example manifests, no implicit deployments
     listed = _post(f"{server}/deployments/filter", {"flows": {"name": {"any_": [FLOW]}}})
     names = {d["name"] for d in listed}
-    assert {"spring-loops", "catalog-nightly"} <= names <= {"spring-loops", "catalog-nightly", "nightly"}  # + serve's
+    assert {"spring-loops", "catalog-nightly"} <= names <= {"spring-loops", "catalog-nightly", "nightly", "catalog"}
 
 
 @pytest.mark.slow
@@ -295,10 +301,68 @@ def test_a_run_with_a_failed_item_ends_failed_on_the_server(server, tmp_path):
     assert "failed" in note["subject"] and "1 of 2 item(s) failed: b" in note["body"]
 
 
+@pytest.mark.slow
+def test_the_readme_schedules_recipe_as_written(server, tmp_path):
+    """README, Schedules: its command lines run as written (the port and the output folder
+    substituted): three deployments, a worker on the `framefold` pool, a run on demand."""
+    port = server.split(":")[2].split("/")[0]
+    start, export, *rest = _readme_schedules_commands()
+    assert start[-4:] == ["--host", "127.0.0.1", "--port", README_PORT]  # the server fixture started this
+    assert export == ["export", f"PREFECT_API_URL=http://127.0.0.1:{README_PORT}/api"]
+    home = tmp_path / "home"
+    env = _env(home, PREFECT_API_URL=server, PREFECT_WORKER_QUERY_SECONDS="2")  # polls every 2 s, not 10
+    deploys = [w for w in rest if w[:2] == ["framefold", "deploy"]]
+    (worker_cmd,) = [w for w in rest if w[:3] == ["prefect", "worker", "start"]]
+    (run_cmd,) = [w for w in rest if w[:3] == ["prefect", "deployment", "run"]]
+    assert len(rest) == len(deploys) + 2 and len(deploys) == 3
+
+    # the manifests the recipe names, and its output folder moved under this test's tmp
+    outputs = {}
+    for words in deploys:
+        _tiny_manifest(tmp_path / Path(words[2]).parent, Path(words[2]).name)
+        if "--out" in words:
+            i = words.index("--out") + 1
+            outputs[words[words.index("--name") + 1]] = words[i] = str(tmp_path / words[i].lstrip("/"))
+        done = subprocess.run(_command(words, env), env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    # as the recipe's comments say: 02:00 UTC, Mondays 05:00 in Berlin, the catalog on demand
+    schedules = {name: [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in
+                        _get(f"{server}/deployments/name/{FLOW}/{name}")["schedules"]]
+                 for name in ("nightly", "spring-loops", "catalog")}  # fmt: skip
+    assert schedules == {"nightly": [("0 2 * * *", "UTC")], "spring-loops": [("0 5 * * 1", "Europe/Berlin")],
+                         "catalog": []}
+
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        worker = subprocess.Popen(_command(worker_cmd, env), env=env, cwd=tmp_path, stdout=sink,
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        asked = subprocess.run(_command(run_cmd, env), env=env, cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120)  # fmt: skip
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        (run_id,) = re.findall(r"UUID:\s*([0-9a-f-]{36})", asked.stdout)
+        state = {}
+
+        def finished() -> bool:
+            state.update(_get(f"{server}/flow_runs/{run_id}")["state"])
+            return state["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+        _wait(finished, RUN_TIMEOUT, "the catalog run on the worker", worker, log)
+        assert state["type"] == "COMPLETED", _tail(log)
+        out = Path(outputs["catalog"])
+        assert sorted(p.name for p in out.glob("*.mp4")) == ["a.mp4", "b.mp4"]
+        assert json.loads((out / "b.json").read_text())["item"]["id"] == "b"
+    finally:
+        outcome, leftovers = _stop(worker, home)
+    assert outcome == "terminated", _tail(log)
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _tiny_manifest(folder: Path) -> Path:
+def _tiny_manifest(folder: Path, name: str = "job.yaml") -> Path:
     """2 items, 32×32, 16 frames (built like conftest's small_job)."""
     draw_image(folder / "img" / "a.png", (48, 40), seed=1)
     draw_image(folder / "img" / "b.jpg", (40, 48), seed=2)
@@ -312,11 +376,32 @@ def _tiny_manifest(folder: Path) -> Path:
         },
         "items": [{"id": "a", "image": "img/a.png"}, {"id": "b", "image": "img/b.jpg", "loop": True}],
     }
-    return write_manifest(folder, doc).resolve()
+    return write_manifest(folder, doc, name).resolve()
 
 
 def _framefold(*args: str) -> list[str]:
     return [sys.executable, "-m", "flows.cli", *args]
+
+
+def _readme_schedules_commands() -> list[list[str]]:
+    """The command lines of the README's Schedules recipe (its first sh block), split as
+    a shell would, comments dropped."""
+    text = README.read_text()
+    section = text[text.index("### 3. Schedules") : text.index("## Reference")]
+    block = re.findall(r"```sh\n(.*?)```", section, re.S)[0]
+    return [words for line in block.splitlines() if (words := shlex.split(line, comments=True))]
+
+
+def _command(words: list[str], env: dict[str, str]) -> list[str]:
+    """A README command line as an argument list for this interpreter: leading
+    ``NAME=value`` words go into ``env``; ``framefold`` and ``prefect`` become
+    ``python -m flows.cli`` / ``python -m prefect``."""
+    words = list(words)
+    while "=" in words[0] and not words[0].startswith("-"):
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    program = {"framefold": "flows.cli", "prefect": "prefect"}[words[0]]
+    return [sys.executable, "-m", program, *words[1:]]
 
 
 def _env(home: Path, **settings: str | None) -> dict[str, str]:
