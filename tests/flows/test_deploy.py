@@ -305,7 +305,6 @@ def test_a_run_with_a_failed_item_ends_failed_on_the_server(server, tmp_path):
 def test_the_readme_schedules_recipe_as_written(server, tmp_path):
     """README, Schedules: its command lines run as written (the port and the output folder
     substituted): three deployments, a worker on the `framefold` pool, a run on demand."""
-    port = server.split(":")[2].split("/")[0]
     start, export, *rest = _readme_schedules_commands()
     assert start[-4:] == ["--host", "127.0.0.1", "--port", README_PORT]  # the server fixture started this
     assert export == ["export", f"PREFECT_API_URL=http://127.0.0.1:{README_PORT}/api"]
