@@ -67,6 +67,7 @@ RECIPE = {
     "caption_dropout": 0.1,
     "grad_clip": 1.0,
     "prediction_type": "v_prediction",
+    "snr_clamp": None,
     "timesteps": 1000,
     "threads": 1,
     "data": {
@@ -85,6 +86,8 @@ RECIPE = {
     },
 }
 
+
+OBJECTIVE = ("prediction_type", "snr_clamp", "batch", "threads")  # per training phase
 
 # --------------------------------------------------------------------------- data
 
@@ -241,17 +244,30 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids.input_ids)[0]
 
 
-def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator) -> torch.Tensor:
-    """v-prediction MSE on one batch (timesteps and noise from ``generator``)."""
+def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator, snr_clamp=None) -> torch.Tensor:
+    """MSE against the scheduler's prediction type (``sample``: x₀, ``v_prediction``: v,
+    ``epsilon``: ε) on one batch, timesteps and noise from ``generator``. ``snr_clamp``
+    ``(low, high)`` weights each clip's x₀ error by its signal-to-noise ratio clamped to
+    that range (min-SNR-γ with a floor: every noise level keeps a weight, none dominates)."""
     x0 = to_latents(clips)
     n, _, t = x0.shape[:3]
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     xt = scheduler.add_noise(x0, noise, steps)
-    target = scheduler.get_velocity(x0, noise, steps)
+    kind = scheduler.config.prediction_type
+    target = {"sample": x0, "epsilon": noise}.get(kind)
+    if target is None:
+        target = scheduler.get_velocity(x0, noise, steps)
     emb = encode_text(tokenizer, text_encoder, captions).repeat_interleave(t, dim=0)  # (N*T, L, D)
     pred = unet(xt, steps, encoder_hidden_states=emb).sample
-    return F.mse_loss(pred, target)
+    per_clip = (pred - target).pow(2).flatten(1).mean(1)
+    if snr_clamp is None:
+        return per_clip.mean()
+    ab = scheduler.alphas_cumprod[steps]
+    snr = ab / (1 - ab)
+    # the clip's error in x₀ units is per_clip × {sample: 1, epsilon: SNR⁻¹, v: (1 + SNR)⁻¹}
+    to_x0 = {"sample": torch.ones_like(snr), "epsilon": 1 / snr}.get(kind, 1 / (1 + snr))
+    return (per_clip * to_x0 * snr.clamp(*snr_clamp)).mean()
 
 
 def save_pipeline(out: Path, unet, text_encoder, tokenizer, vae, scheduler) -> None:
@@ -270,23 +286,28 @@ def save_pipeline(out: Path, unet, text_encoder, tokenizer, vae, scheduler) -> N
 
 def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume: Path | None = None,
           lr: float | None = None, lr_final: float | None = None, ema_decay: float | None = None,
-          argv: list[str] | None = None) -> None:
+          argv: list[str] | None = None, objective: dict | None = None) -> None:
     """Train for ``minutes`` (or ``max_steps``). ``resume``: a published model to continue
     from; its step count, time and loss log carry on. The learning rate warms up over
     ``warmup_steps``, then follows a cosine from ``lr`` to ``lr_final`` over the run's
-    minutes (both default to the recipe's ``lr``: constant)."""
-    torch.set_num_threads(RECIPE["threads"])
+    minutes (both default to the recipe's ``lr``: constant). ``objective``: the recipe's
+    ``prediction_type``, ``snr_clamp``, ``batch`` and ``threads`` for this run (a resumed
+    model may change its prediction type; the scheduler it is saved with follows)."""
+    import diffusers as d
+
+    objective = {k: RECIPE.get(k) for k in OBJECTIVE} | {k: v for k, v in (objective or {}).items() if v is not None}
+    torch.set_num_threads(objective["threads"])
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "work" / "tokenizer_src"
     write_tokenizer(tok_dir)
     unet, text_encoder, tokenizer, vae, scheduler = build(tok_dir)
+    scheduler = d.DDIMScheduler.from_config(scheduler.config, prediction_type=objective["prediction_type"])
     lr0 = RECIPE["lr"] if lr is None else lr
     lr1 = lr0 if lr_final is None else lr_final
     ema_decay = RECIPE["ema_decay"] if ema_decay is None else ema_decay
     step0, elapsed0, phases = 0, 0.0, []
     log_path = out / "work" / "loss.jsonl"
     if resume is not None:
-        import diffusers as d
         from transformers import CLIPTextModel
 
         unet = d.UNetMotionModel.from_pretrained(resume / "unet")
@@ -297,11 +318,12 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
             step0, elapsed0 = before["steps"], before["elapsed_s"]
             phases = before.get("phases") or [{"steps": step0, "lr": before["lr"], "lr_final": before["lr"],
                                                "ema_decay": before["ema_decay"]}]  # fmt: skip
+            phases = [{k: before.get(k) for k in OBJECTIVE} | ph for ph in phases]
             if not log_path.exists():
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(prior / "loss.jsonl", log_path)
     (out / "work" / "phases.json").write_text(json.dumps(
-        phases + [{"steps": None, "lr": lr0, "lr_final": lr1, "ema_decay": ema_decay, "from_step": step0,
+        phases + [{"steps": None, "lr": lr0, "lr_final": lr1, "ema_decay": ema_decay, **objective, "from_step": step0,
                    "argv": ["python", "-m", "bench.train_tiny", *(sys.argv[1:] if argv is None else argv)]}]))
     unet.train()
     text_encoder.train()
@@ -318,7 +340,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
     start = last_save = time.time()
     step, running = step0, []
     while step - step0 < max_steps and time.time() - start < minutes * 60:
-        params_b = sample_params(rng, RECIPE["batch"])
+        params_b = sample_params(rng, objective["batch"])
         offset = int(rng.integers(0, 10_000))
         clips = render_clips(params_b, range(offset, offset + FRAMES))
         caps = [c if rng.random() >= RECIPE["caption_dropout"] else "" for c in captions_of(params_b)]
@@ -327,7 +349,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
             1.0, (step - step0 + 1) / RECIPE["warmup_steps"])
         for g in opt.param_groups:
             g["lr"] = rate
-        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen)
+        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen, objective["snr_clamp"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, RECIPE["grad_clip"])
@@ -384,7 +406,8 @@ def finalize(work: Path, dest: Path) -> dict:
         phases[-1]["steps"] = steps - phases[-1].pop("from_step", 0)
         if losses:  # a run stopped before its minutes were up ends short of lr_final
             phases[-1]["lr_reached"] = losses[-1]["lr"]
-    recipe = {**RECIPE, "steps": steps, "phases": phases, "elapsed_s": losses[-1]["elapsed_s"] if losses else 0,
+    last = {k: phases[-1][k] for k in OBJECTIVE if phases and k in phases[-1]}
+    recipe = {**RECIPE, **last, "steps": steps, "phases": phases, "elapsed_s": losses[-1]["elapsed_s"] if losses else 0,
               "final_loss": losses[-1]["loss"] if losses else None, "weights_digest": digest,
               "command": "python -m bench.train_tiny --out DIR --minutes 60; python -m bench.train_tiny --finalize DIR "
                          "--dest manifests/examples/models/shapes",
@@ -422,13 +445,20 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     ap.add_argument("--lr-final", type=float, default=None, help="learning rate at the end of the cosine")
     ap.add_argument("--ema-decay", type=float, default=None)
+    ap.add_argument("--prediction-type", choices=["v_prediction", "sample", "epsilon"], default=None,
+                    help="what the UNet predicts (default: the recipe's); a resumed model may switch")
+    ap.add_argument("--snr-clamp", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                    help="weight each clip's x0 error by its SNR clamped to [LOW, HIGH]")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
     if a.finalize is not None:
         print(json.dumps(finalize(a.finalize, a.dest), indent=1))
         return 0
     if a.out is None:
         ap.error("--out is required to train")
-    train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay, argv)
+    objective = {"prediction_type": a.prediction_type, "snr_clamp": a.snr_clamp, "batch": a.batch, "threads": a.threads}
+    train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay, argv, objective)
     return 0
 
 
