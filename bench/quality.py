@@ -53,15 +53,16 @@ def items_for(model: Path, *, mode: str, seeds, frames: int, length: int, overla
     return load_manifest(path).items
 
 
-def render(item, *, pool=None) -> torch.Tensor:
-    """The item's frames (T, H, W, 3) uint8, as framefold would encode them."""
+def render(item, *, pool=None, image: torch.Tensor | None = None) -> torch.Tensor:
+    """The item's frames (T, H, W, 3) uint8 at its generation size (``image``: the
+    item's still, fitted, for image-to-video backends)."""
     from kernels.pixels import to_uint8
     from tasks.backends import Conditioning, load, spec_of
     from tasks.plan import plan_item
     from tasks.stitch import stitch
 
     spec, params = spec_of(item), item.params()
-    cond = Conditioning(item.id, item.seed, None, None, params)
+    cond = Conditioning(item.id, item.seed, image, None, params)
     plan = plan_item(item)
     if item.window.mode == "codenoise":
         from tasks.codenoise import codenoise_frames
@@ -183,7 +184,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     """One mode on the trained model: seam and drift metrics measured on each seed's
     mp4 (decoded back), coherence against the training clips, seconds per clip and this
     process's peak memory (run one mode per process to compare peaks)."""
-    from bench.train_tiny import captions_of, render_clips, sample_params  # noqa: F401
+    from bench.train_tiny import render_clips, sample_params
     from tasks.encode import VideoEncoder
     from tasks.quality import measure_file, measure_frames
 
@@ -239,6 +240,45 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             "seconds_per_clip": round(seconds, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}  # fmt: skip
 
 
+def loops(manifest: Path) -> list[dict]:
+    """Every ``loop: true`` item of ``manifest``, generated and upscaled as framefold does:
+    wrap step ÷ median step (``loop_closure_ratio``) of its frames before encoding, of a
+    plain mp4 and of the mp4 framefold writes for a loop (:func:`tasks.encode.loop_coding`),
+    and the loop file's size ÷ the plain one's."""
+    from manifests import load_manifest
+    from manifests.settings import Settings
+    from tasks.encode import VideoEncoder
+    from tasks.media import load_image
+    from tasks.quality import measure_file, measure_frames
+    from tasks.upscale import upscale
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in load_manifest(manifest).items:
+            if not item.loop:
+                continue
+            image = None
+            if item.image is not None:
+                image, _ = load_image(item.image, size=item.size, fit=item.fit, background=item.background,
+                                      max_pixels=Settings().max_image_pixels)
+            video = render(item, image=image)
+            width, height = item.output_size
+            if (width, height) != tuple(item.size):
+                video = torch.cat(list(upscale([video], size=(width, height), method=item.upscale.method)))
+            row = {"id": item.id, "backend": item.backend, "frames": len(video), "size": [width, height],
+                   "frames_ratio": measure_frames([video.numpy()], loop=True)["loop_closure_ratio"]}  # fmt: skip
+            for kind, loop_frames in (("plain", None), ("loop", len(video))):
+                path = Path(tmp) / f"{item.id}-{kind}.mp4"
+                with VideoEncoder(path, width=width, height=height, fps=item.fps, loop_frames=loop_frames) as enc:
+                    enc.write(video.numpy())
+                row[f"{kind}_ratio"] = measure_file(path, width=width, height=height, loop=True)["loop_closure_ratio"]
+                row[f"{kind}_bytes"] = path.stat().st_size
+            row["size_ratio"] = round(row["loop_bytes"] / row["plain_bytes"], 3)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def save_strip(frames: np.ndarray, path: Path, *, first: int, count: int, scale: int = 4) -> None:
     """Frames ``first .. first+count`` side by side, enlarged ×``scale`` (nearest)."""
     from PIL import Image
@@ -270,8 +310,9 @@ def peak_rss_mib() -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="quality side by side")
-    ap.add_argument("what", choices=["reference", "trained", "strips"],
-                    help="strips: stack LABEL=PNG strips (the rest of the line) into --out")
+    ap.add_argument("what", choices=["reference", "trained", "strips", "loops"],
+                    help="strips: stack LABEL=PNG strips (the rest of the line) into --out; "
+                         "loops: the loop items of --manifest, plain vs loop-coded mp4")
     ap.add_argument("strips", nargs="*", metavar="LABEL=PNG")
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/models/shapes")
     ap.add_argument("--mode", default="codenoise")
@@ -285,12 +326,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--loop", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--manifest", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/loops.yaml")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.what == "strips":
         combine_strips([tuple(x.split("=", 1)) for x in a.strips], a.out)
         return 0
-    if a.what == "trained":
+    if a.what == "loops":
+        res = loops(a.manifest)
+    elif a.what == "trained":
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
                       loop=a.loop, strip=a.strip)  # fmt: skip
     else:
