@@ -29,8 +29,8 @@ from manifests import ItemSpec
 from tasks import freshness, provenance, store
 from tasks.backends import Conditioning
 from tasks.errors import ItemError
-from tasks.finish import (FINISH_RETRIES, Finished, Finishing, Keyed, driver_limits, finish, finish_whole, follow_whole,
-                          output_names, placement, record_outputs)
+from tasks.finish import (FINISH_RETRIES, PLACEMENT, Finished, Finishing, Keyed, driver_limits, finish, finish_whole,
+                          follow_whole, output_names, record_outputs)
 from tasks.generate import Cluster
 from tasks.media import load_image
 from tasks.plan import plan_item
@@ -136,13 +136,15 @@ def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:
 
         progress = Queue(actor_options={"num_cpus": 0})
         try:
-            ref = finish_whole.options(scheduling_strategy=placement(item.id)).remote(job, conditioning, progress)
-            finished = _follow(item, follow_whole(ref, progress))
+            with PLACEMENT.strategy(item.id) as where:
+                ref = finish_whole.options(scheduling_strategy=where).remote(job, conditioning, progress)
+                finished = _follow(item, follow_whole(ref, progress))
         finally:
             with contextlib.suppress(Exception):  # the queue is only for progress: never hide the item's own error
                 progress.shutdown(force=True)
     else:
-        finished = _follow(item, finish.options(scheduling_strategy=placement(item.id)).remote(job, conditioning))
+        with PLACEMENT.strategy(item.id) as where:
+            finished = _follow(item, finish.options(scheduling_strategy=where).remote(job, conditioning))
 
     # 9. Record the run: the sidecar beside the committed outputs, then one ledger row per output.
     record_outputs(item, ctx, keyed, finished)

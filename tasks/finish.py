@@ -12,8 +12,9 @@ goes (a Ray streaming generator) and ends with a :class:`Finished`.
 
 Placement: a finishing task asks Ray for no CPU slot, so it can never hold the CPUs
 that windows or model actors wait for (on a CPU-only cluster that is a deadlock); it
-is pinned (softly) to a node that offers CPUs, spread over them item by item, away
-from the driver's node when there is any other. A worker lost mid-item re-runs the
+is pinned (softly) to a node that offers CPUs, the one running the fewest of this
+driver's finishing tasks, away from the driver's node when there is any other
+(:class:`Placement`). A worker lost mid-item re-runs the
 task elsewhere (``max_retries``); temporaries of the lost attempt never reach a final
 name.
 """
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import resource
+import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,18 +238,55 @@ def _finish(job: Finishing, conditioning: Conditioning):
     yield Finished(record, outputs, tally.reused, busy)
 
 
-def placement(item_id: str):
-    """Where an item's finishing task runs: softly pinned to one of the alive nodes that offer
-    CPUs (other than this process's node when there are others), chosen by the item id."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+class Placement:
+    """Where finishing tasks run. They ask Ray for no CPU slot, so Ray's own spreading
+    cannot see them: each is pinned (softly) to one of the alive nodes that offer CPUs,
+    other than this process's node when there are others, the one with the fewest of this
+    process's finishing tasks running (ties broken by the item id). The node list is read
+    at most every ``refresh_s`` seconds (nodes come and go with the autoscaler)."""
 
-    here = ray.get_runtime_context().get_node_id()
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
-    others = [n for n in nodes if n != here]
-    nodes = others or nodes
-    if not nodes:
-        return "DEFAULT"
-    return NodeAffinitySchedulingStrategy(nodes[zlib.crc32(item_id.encode()) % len(nodes)], soft=True)
+    def __init__(self, refresh_s: float = 5.0):
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()
+        self._nodes: list[str] = []
+        self._read_at = -math.inf
+
+    def _candidates(self) -> list[str]:
+        if time.monotonic() - self._read_at > self.refresh_s:
+            here = ray.get_runtime_context().get_node_id()
+            nodes = sorted(n["NodeID"] for n in ray.nodes()
+                           if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)  # fmt: skip
+            self._nodes = [n for n in nodes if n != here] or nodes
+            self._read_at = time.monotonic()
+        return self._nodes
+
+    @contextlib.contextmanager
+    def strategy(self, item_id: str) -> Iterator[Any]:
+        """The scheduling strategy of ``item_id``'s finishing task, held while it runs."""
+        with self._lock:
+            nodes = self._candidates()
+            if not nodes:
+                node = None
+            else:
+                first = zlib.crc32(item_id.encode()) % len(nodes)
+                order = nodes[first:] + nodes[:first]
+                node = min(order, key=lambda n: self._running[n])
+                self._running[node] += 1
+        try:
+            if node is None:
+                yield "DEFAULT"
+            else:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                yield NodeAffinitySchedulingStrategy(node, soft=True)
+        finally:
+            if node is not None:
+                with self._lock:
+                    self._running[node] -= 1
+
+
+PLACEMENT = Placement()
 
 
 def _generate(item: ItemSpec, ctx, key: str, plan, conditioning: Conditioning, pool: ActorPool | None,
