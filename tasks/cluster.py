@@ -14,6 +14,7 @@ can ever satisfy is refused before any work starts (Ray would wait for it foreve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -28,6 +29,9 @@ import ray
 from tasks.errors import ClusterError, ItemError
 
 log = logging.getLogger(__name__)
+
+# Seconds between attempts when a Ray Client server fails to start for this driver.
+CLIENT_INIT_RETRY_S = (5, 15)
 
 # Most window slots one run plans for, however many GPUs an unbounded node type could add.
 MAX_SLOTS = 256
@@ -284,16 +288,28 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
             precheck(address)
         # "local": always a fresh cluster of our own, never whatever else runs here
         kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
-        try:
-            ray.init(
-                address=address or "local",
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                configure_logging=True,
-                **kwargs,
-            )
-        except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
-            raise ClusterError(_explain(e, address)) from e
+        for attempt, delay in enumerate([*CLIENT_INIT_RETRY_S, None]):
+            try:
+                ray.init(
+                    address=address or "local",
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    configure_logging=True,
+                    **kwargs,
+                )
+                break
+            except ConnectionAbortedError as e:
+                # Ray Client: the head could not start this driver's server process (a busy
+                # head, a slow runtime-env agent); a second try usually succeeds
+                if delay is None or not str(address).startswith("ray://"):
+                    raise ClusterError(_explain(e, address)) from e
+                log.warning("the Ray Client server at %s did not start for this driver (%s); trying again in %d s",
+                            address, _server_reason(e), delay)  # fmt: skip
+                with contextlib.suppress(Exception):  # the half-made client connection
+                    ray.shutdown()
+                time.sleep(delay)
+            except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
+                raise ClusterError(_explain(e, address)) from e
     resources = ray.cluster_resources()
     ctx = ray.get_runtime_context()
     remote = bool(address)
@@ -401,8 +417,16 @@ def _token_message(address: str) -> str:
             f"head's token (`ray get-auth-token` on the head) into RAY_AUTH_TOKEN or ~/.ray/auth_token{need_mode}")
 
 
+def _server_reason(e: BaseException) -> str:
+    """The last line of a Ray Client server's traceback (what failed on the head)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
 def _explain(e: BaseException, address: str | None) -> str:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if first.startswith("Initialization failure from server"):
+        first = f"the head could not start this driver's Ray Client server ({_server_reason(e)})"
     chain, cause = [], e
     while cause is not None and len(chain) < 5:  # Ray wraps the real cause ("… from e")
         chain.append(f"{type(cause).__name__}: {cause}")

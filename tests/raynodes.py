@@ -184,3 +184,14 @@ def teardown(owned: list[Owned], temp_dir: Path) -> list[psutil.Process]:
     left = survivors(owned, str(temp_dir))
     shutil.rmtree(temp_dir, ignore_errors=True)
     return strays + left
+
+
+def log_tails(temp_dir: Path, pattern: str = "ray_client_server*", lines: int = 30) -> str:
+    """The last ``lines`` of each of the head's Ray logs matching ``pattern`` (for a failure message)."""
+    out = []
+    for path in sorted((Path(temp_dir) / "session_latest" / "logs").glob(pattern)):
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        if text:
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+    return "\n".join(out)
+

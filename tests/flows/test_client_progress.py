@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.raynodes import Owned, base_env, free_ports, head_command, teardown, wait_started
+from tests.raynodes import Owned, base_env, free_ports, head_command, log_tails, teardown, wait_started
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -62,7 +62,7 @@ def test_progress_reaches_a_ray_client_driver_as_frames_are_encoded(small_job, t
         run = Owned([sys.executable, "-c", PROBE, str(small_job)],
                     env={**env, "RAY_ADDRESS": f"ray://127.0.0.1:{client}"}, log=tmp_path / "run.log")  # fmt: skip
         owned.append(run)
-        assert run.wait(timeout=RUN_TIMEOUT) == 0, run.tail()
+        assert run.wait(timeout=RUN_TIMEOUT) == 0, run.tail() + log_tails(temp_dir)
         lines = [x for x in run.output().splitlines() if x.startswith("EVENTS ")]
         assert lines, run.tail()
         out = json.loads(lines[-1][len("EVENTS "):])

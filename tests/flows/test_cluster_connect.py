@@ -134,3 +134,58 @@ def test_submit_streams_the_job_logs_and_keeps_the_summary_apart():
     text, got = follow(Jobs(), "j", echoed.append)
     assert got == summary and text == log
     assert echoed == ["Running entrypoint for job j: framefold run /m.yaml --json", "framefold: running 'm'"]
+
+
+SERVER_FAILURE = ("Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
+                  "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs.")
+
+
+@pytest.mark.parametrize("failures, ok", [(1, True), (3, False)])
+def test_a_ray_client_server_that_fails_to_start_is_tried_again(monkeypatch, caplog, failures, ok):
+    """Ray Client: the head starts a server process per driver; when that start fails (a
+    busy head) the driver tries twice more, then names what failed on the head."""
+    import ray
+
+    import tasks.cluster as cluster
+
+    calls = []
+
+    def init(address=None, **kwargs):
+        calls.append(address)
+        if len(calls) <= failures:
+            raise ConnectionAbortedError(SERVER_FAILURE)
+        raise RuntimeError("connected")  # stands for the cluster that answers on the next try
+
+    monkeypatch.setattr(cluster, "precheck", lambda address: None)
+    monkeypatch.setattr(cluster, "CLIENT_INIT_RETRY_S", (0, 0))
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # this process's own Ray (other tests') stays up
+    with pytest.raises(ClusterError) as caught:
+        cluster.connect(address="ray://127.0.0.1:10001")
+    if ok:
+        assert len(calls) == 2 and "connected" in str(caught.value)
+        assert "did not start for this driver" in caplog.text and "ray_client_server_23000.err" in caplog.text
+    else:
+        assert len(calls) == 3
+        assert "could not start this driver's Ray Client server" in str(caught.value)
+        assert "ray_client_server_23000.err" in str(caught.value)
+
+
+def test_a_gcs_address_is_not_tried_again(monkeypatch):
+    import ray
+
+    import tasks.cluster as cluster
+
+    calls = []
+
+    def init(address=None, **kwargs):
+        calls.append(address)
+        raise ConnectionAbortedError("refused")
+
+    monkeypatch.setattr(cluster, "precheck", lambda address: None)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(ClusterError):
+        cluster.connect(address="127.0.0.1:6379")
+    assert calls == ["127.0.0.1:6379"]
