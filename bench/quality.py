@@ -185,8 +185,9 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     mp4 (decoded back), coherence against the training clips, seconds per clip and this
     process's peak memory (run one mode per process to compare peaks)."""
     from bench.train_tiny import render_clips, sample_params
+    from bench.train_tiny import COLOURS
     from tasks.encode import VideoEncoder
-    from tasks.quality import measure_file, measure_frames
+    from tasks.quality import decode, measure_file, measure_frames
 
     import shutil
 
@@ -208,7 +209,8 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     if mode == "freenoise":
         spans = [(b - 4, 8) for b in boundaries(items[0])[::2]] or spans
     t0 = time.perf_counter()
-    per_seed, clips = [], []
+    per_seed, clips, shapes = [], [], []
+    colour = COLOURS[prompt.split()[1]]
     with tempfile.TemporaryDirectory() as tmp:
         for item in items:
             video = render(item, pool=pool).numpy()
@@ -217,26 +219,39 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             with VideoEncoder(path, width=32, height=32, fps=8, loop_frames=len(video) if loop else None) as enc:
                 enc.write(video)
             per_seed.append(measure_file(path, width=32, height=32, windows=spans, loop=loop))
+            decoded = np.concatenate([np.asarray(c).reshape(-1, 32, 32, 3) for c in decode(path, width=32, height=32)])
+            shapes.append(shape_stats(decoded, colour))
     seconds = (time.perf_counter() - t0) / seeds
     if pool is not None:
         pool.close()
     # the training data's own frame-to-frame change, for the same caption
     params = sample_params(np.random.default_rng(0), 64)
     params = [p for p in params if p["motion"] == prompt.split(" ", 3)[-1]][:8] or params[:8]
-    truth = [measure_frames([(render_clips([p], range(frames))[0] * 255).round().byte().permute(0, 2, 3, 1).numpy()])
-             for p in params]  # fmt: skip
+    truth_clips = [(render_clips([p], range(frames))[0] * 255).round().byte().permute(0, 2, 3, 1).numpy()
+                   for p in params]  # fmt: skip
+    truth = [measure_frames([clip]) for clip in truth_clips]
+    coverage = float(np.median([shape_stats(clip, COLOURS[p["colour"]])["coverage"]
+                                for clip, p in zip(truth_clips, params)]))  # each clip's shape in its own colour
     if strip is not None:
         save_strip(clips[0], strip, first=max(0, (boundaries(items[0]) or [8])[0] - 4), count=12)
 
     def agg(key):
-        vals = [m[key] for m in per_seed if m.get(key) is not None]
-        return {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if vals else None
+        return agg2([m[key] for m in per_seed if m.get(key) is not None])
+
+    def agg2(vals):
+        return {"mean": round(float(np.mean(vals)), 6), "std": round(float(np.std(vals)), 6)} if vals else None
 
     return {"mode": mode, "actors": actors, "seeds": seeds, "frames": frames, "steps": steps, "loop": loop,
             "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
             "colour_drift": agg("colour_drift"),
             "training_median_step": float(np.median([m["median_step"] for m in truth])),
+            # the prompt's shape: its share of the frame ÷ the training clips', frames where it shows
+            # (share within 0.5–2× theirs), and how far the rest is from the training background
+            "coverage_ratio": agg2([s["coverage"] / coverage for s in shapes]),
+            "frames_with_shape": agg2([float(np.mean((s["per_frame"] >= coverage / 2) & (s["per_frame"] <= 2 * coverage)))
+                                       for s in shapes]),
+            "background_error": agg2([s["background_error"] for s in shapes]),
             "seconds_per_clip": round(seconds, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}  # fmt: skip
 
 
@@ -277,6 +292,23 @@ def loops(manifest: Path) -> list[dict]:
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+def shape_stats(frames: np.ndarray, colour) -> dict:
+    """Frames (T, H, W, 3) uint8 of a one-shape clip of ``colour`` (RGB in 0..1) on the
+    training background: per frame, the share of pixels nearer the colour than the
+    background (``per_frame``, its mean ``coverage``), and the RMS distance (0..1) of the
+    other pixels from the background colour (``background_error``)."""
+    from bench.train_tiny import BACKGROUND
+
+    x = frames.astype(np.float32) / 255
+    to_colour = np.linalg.norm(x - np.asarray(colour, np.float32), axis=-1)
+    to_background = np.linalg.norm(x - np.asarray(BACKGROUND, np.float32), axis=-1)
+    shape = to_colour < to_background
+    per_frame = shape.reshape(len(x), -1).mean(1)
+    rest = to_background[~shape]
+    return {"per_frame": per_frame, "coverage": float(per_frame.mean()),
+            "background_error": float(np.sqrt(np.mean(rest**2))) if rest.size else 0.0}
 
 
 def save_strip(frames: np.ndarray, path: Path, *, first: int, count: int, scale: int = 4) -> None:
