@@ -249,8 +249,8 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             # the prompt's shape: its share of the frame ÷ the training clips', frames where it shows
             # (share within 0.5–2× theirs), and how far the rest is from the training background
             "coverage_ratio": agg2([s["coverage"] / coverage for s in shapes]),
-            "frames_with_shape": agg2([float(np.mean((s["per_frame"] >= coverage / 2) & (s["per_frame"] <= 2 * coverage)))
-                                       for s in shapes]),
+            "frames_with_shape": agg2([float(np.mean((s["per_frame"] >= coverage / 2)
+                                                     & (s["per_frame"] <= 2 * coverage))) for s in shapes]),
             "background_error": agg2([s["background_error"] for s in shapes]),
             "seconds_per_clip": round(seconds, 3), "peak_rss_mib": round(peak_rss_mib(), 1)}  # fmt: skip
 
