@@ -2,7 +2,7 @@
 
 AnimateDiff's layout with diffusers' own classes: a ``UNet2DConditionModel`` plus a
 ``MotionAdapter`` fused into a ``UNetMotionModel``, a tiny ``CLIPTextModel`` with a
-word-level ``CLIPTokenizer`` written here, a DDIM scheduler (v-prediction, cosine
+word-level ``CLIPTokenizer`` written here, a DDIM scheduler (x₀-prediction, cosine
 betas, trailing spacing) and framefold's weight-free ``PixelShuffleVAE`` (latents are
 pixel-unshuffled 32×32 frames: 48 channels at 8×8, decoded exactly).
 
@@ -66,8 +66,8 @@ RECIPE = {
     "ema_decay": 0.995,
     "caption_dropout": 0.1,
     "grad_clip": 1.0,
-    "prediction_type": "v_prediction",
-    "snr_clamp": None,
+    "prediction_type": "sample",  # x0: clean frames at every step (v left per-pixel noise here)
+    "snr_clamp": [1.0, 5.0],
     "timesteps": 1000,
     "threads": 1,
     "data": {
@@ -226,8 +226,9 @@ def build(tok_dir: Path):
     )  # fmt: skip
     vae = PixelShuffleVAE(factor=FACTOR)
     scheduler = d.DDIMScheduler(
-        num_train_timesteps=RECIPE["timesteps"], beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-        clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing", steps_offset=0,
+        num_train_timesteps=RECIPE["timesteps"], beta_schedule="squaredcos_cap_v2",
+        prediction_type=RECIPE["prediction_type"], clip_sample=False, set_alpha_to_one=True,
+        timestep_spacing="trailing", steps_offset=0,
     )  # fmt: skip
     return unet, text_encoder, tokenizer, vae, scheduler
 
@@ -263,11 +264,30 @@ def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator
     per_clip = (pred - target).pow(2).flatten(1).mean(1)
     if snr_clamp is None:
         return per_clip.mean()
+    if kind == "epsilon":
+        raise ValueError("snr_clamp weights x0 errors: use it with prediction_type sample or v_prediction")
     ab = scheduler.alphas_cumprod[steps]
     snr = ab / (1 - ab)
-    # the clip's error in x₀ units is per_clip × {sample: 1, epsilon: SNR⁻¹, v: (1 + SNR)⁻¹}
-    to_x0 = {"sample": torch.ones_like(snr), "epsilon": 1 / snr}.get(kind, 1 / (1 + snr))
+    # the clip's error in x₀ units is per_clip × {sample: 1, v: σ² = (1 + SNR)⁻¹}
+    to_x0 = torch.ones_like(snr) if kind == "sample" else 1 / (1 + snr)
     return (per_clip * to_x0 * snr.clamp(*snr_clamp)).mean()
+
+
+def objective_of(given: dict, before: dict | None) -> dict:
+    """A run's prediction type, SNR clamp, batch and threads: ``given`` (None: not given)
+    over the resumed model's recipe ``before`` (its objective carries on unless told
+    otherwise), over this script's RECIPE for a fresh model."""
+    if before is None:
+        base = {k: RECIPE[k] for k in OBJECTIVE}
+    else:  # a recipe from before snr_clamp existed trained without one
+        base = {k: before.get(k, None if k == "snr_clamp" else RECIPE[k]) for k in OBJECTIVE}
+    out = base | {k: v for k, v in given.items() if v is not None}
+    clamp = out["snr_clamp"]
+    if clamp is not None and (len(clamp) != 2 or not 0 <= clamp[0] <= clamp[1]):
+        raise SystemExit(f"--snr-clamp LOW HIGH needs 0 <= LOW <= HIGH, got {clamp}")
+    if clamp is not None and out["prediction_type"] == "epsilon":
+        raise SystemExit("--snr-clamp weights x0 errors: use it with --prediction-type sample or v_prediction")
+    return out
 
 
 def save_pipeline(out: Path, unet, text_encoder, tokenizer, vae, scheduler) -> None:
@@ -295,7 +315,10 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
     model may change its prediction type; the scheduler it is saved with follows)."""
     import diffusers as d
 
-    objective = {k: RECIPE.get(k) for k in OBJECTIVE} | {k: v for k, v in (objective or {}).items() if v is not None}
+    before = None
+    if resume is not None and (training_dir(resume) / "recipe.json").exists():
+        before = json.loads((training_dir(resume) / "recipe.json").read_text())
+    objective = objective_of(objective or {}, before)
     torch.set_num_threads(objective["threads"])
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "work" / "tokenizer_src"
@@ -313,8 +336,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
         unet = d.UNetMotionModel.from_pretrained(resume / "unet")
         text_encoder = CLIPTextModel.from_pretrained(resume / "text_encoder")
         prior = training_dir(resume)
-        if (prior / "recipe.json").exists():
-            before = json.loads((prior / "recipe.json").read_text())
+        if before is not None:
             step0, elapsed0 = before["steps"], before["elapsed_s"]
             phases = before.get("phases") or [{"steps": step0, "lr": before["lr"], "lr_final": before["lr"],
                                                "ema_decay": before["ema_decay"]}]  # fmt: skip
@@ -414,7 +436,8 @@ def finalize(work: Path, dest: Path) -> dict:
               "architecture": {"unet": "UNet2DConditionModel (48, 96) + MotionAdapter -> UNetMotionModel",
                                "text_encoder": "CLIPTextModel hidden 64, 2 layers, word-level tokenizer",
                                "vae": "PixelShuffleVAE factor 4 (latents 48 x 8 x 8 for 32 x 32 frames)",
-                               "scheduler": "DDIMScheduler v_prediction, squaredcos_cap_v2, trailing"}}  # fmt: skip
+                               "scheduler": f"DDIMScheduler {last.get('prediction_type', RECIPE['prediction_type'])}, "
+                                            "squaredcos_cap_v2, trailing"}}  # fmt: skip
     (info / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
     try:
         import matplotlib
