@@ -288,7 +288,7 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
             precheck(address)
         # "local": always a fresh cluster of our own, never whatever else runs here
         kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
-        for attempt, delay in enumerate([*CLIENT_INIT_RETRY_S, None]):
+        for delay in [*CLIENT_INIT_RETRY_S, None]:
             try:
                 ray.init(
                     address=address or "local",
@@ -300,8 +300,10 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
                 break
             except ConnectionAbortedError as e:
                 # Ray Client: the head could not start this driver's server process (a busy
-                # head, a slow runtime-env agent); a second try usually succeeds
-                if delay is None or not str(address).startswith("ray://"):
+                # head); a second try usually succeeds. A refused token or runtime env would not.
+                reason = _server_reason(e).lower()
+                if delay is None or not str(address).startswith("ray://") or any(
+                        word in reason for word in ("runtime env", "runtime_env", "token", "authentica")):
                     raise ClusterError(_explain(e, address)) from e
                 log.warning("the Ray Client server at %s did not start for this driver (%s); trying again in %d s",
                             address, _server_reason(e), delay)  # fmt: skip
@@ -426,7 +428,9 @@ def _server_reason(e: BaseException) -> str:
 def _explain(e: BaseException, address: str | None) -> str:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if first.startswith("Initialization failure from server"):
-        first = f"the head could not start this driver's Ray Client server ({_server_reason(e)})"
+        return (f"cannot connect to the Ray cluster at {address}: the head could not start this driver's Ray Client "
+                f"server ({_server_reason(e)}); see the ray_client_server*.err logs on the head (its session's "
+                "logs folder)")
     chain, cause = [], e
     while cause is not None and len(chain) < 5:  # Ray wraps the real cause ("… from e")
         chain.append(f"{type(cause).__name__}: {cause}")

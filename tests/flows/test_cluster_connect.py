@@ -140,7 +140,11 @@ SERVER_FAILURE = ("Initialization failure from server:\nTraceback (most recent c
                   "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs.")
 
 
-@pytest.mark.parametrize("failures, ok", [(1, True), (3, False)])
+class _Connected(Exception):
+    """Raised by the first call connect() makes once Ray is up: the test stops there."""
+
+
+@pytest.mark.parametrize("failures, ok", [(1, True), (2, True), (3, False)])
 def test_a_ray_client_server_that_fails_to_start_is_tried_again(monkeypatch, caplog, failures, ok):
     """Ray Client: the head starts a server process per driver; when that start fails (a
     busy head) the driver tries twice more, then names what failed on the head."""
@@ -151,25 +155,50 @@ def test_a_ray_client_server_that_fails_to_start_is_tried_again(monkeypatch, cap
     calls = []
 
     def init(address=None, **kwargs):
-        calls.append(address)
-        if len(calls) <= failures:
+        calls.append(("init", address))
+        if len([c for c in calls if c[0] == "init"]) <= failures:
             raise ConnectionAbortedError(SERVER_FAILURE)
-        raise RuntimeError("connected")  # stands for the cluster that answers on the next try
+
+    def up():
+        raise _Connected
 
     monkeypatch.setattr(cluster, "precheck", lambda address: None)
     monkeypatch.setattr(cluster, "CLIENT_INIT_RETRY_S", (0, 0))
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "shutdown", lambda: None)  # this process's own Ray (other tests') stays up
-    with pytest.raises(ClusterError) as caught:
-        cluster.connect(address="ray://127.0.0.1:10001")
+    monkeypatch.setattr(ray, "cluster_resources", up)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", None)))  # not this process's own Ray
     if ok:
-        assert len(calls) == 2 and "connected" in str(caught.value)
+        with pytest.raises(_Connected):
+            cluster.connect(address="ray://127.0.0.1:10001")
+        # each failed start was cleaned up before the next, and the success ended the loop
+        assert [c[0] for c in calls] == ["init", "shutdown"] * failures + ["init"]
         assert "did not start for this driver" in caplog.text and "ray_client_server_23000.err" in caplog.text
     else:
-        assert len(calls) == 3
+        with pytest.raises(ClusterError) as caught:
+            cluster.connect(address="ray://127.0.0.1:10001")
+        assert [c[0] for c in calls].count("init") == 3
         assert "could not start this driver's Ray Client server" in str(caught.value)
         assert "ray_client_server_23000.err" in str(caught.value)
+
+
+def test_a_refused_runtime_env_is_not_tried_again(monkeypatch):
+    import ray
+
+    import tasks.cluster as cluster
+
+    calls = []
+
+    def init(address=None, **kwargs):
+        calls.append(address)
+        raise ConnectionAbortedError("Initialization failure from server:\nRuntime environment doesn't match request one")
+
+    monkeypatch.setattr(cluster, "precheck", lambda address: None)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(ClusterError, match="Runtime environment doesn't match"):
+        cluster.connect(address="ray://127.0.0.1:10001")
+    assert len(calls) == 1
 
 
 def test_a_gcs_address_is_not_tried_again(monkeypatch):
