@@ -182,10 +182,10 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
 def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: int = 10, actors: int = 1,
             prompt: str = "a red square moving right", loop: bool = False, strip: Path | None = None) -> dict:  # fmt: skip
     """One mode on the trained model: seam and drift metrics measured on each seed's
-    mp4 (decoded back), coherence against the training clips, seconds per clip and this
-    process's peak memory (run one mode per process to compare peaks)."""
-    from bench.train_tiny import render_clips, sample_params
-    from bench.train_tiny import COLOURS
+    mp4 (decoded back), coherence against the training clips (frame-to-frame change; the
+    prompt's shape: :func:`shape_stats`), seconds per clip and this process's peak memory
+    (run one mode per process to compare peaks)."""
+    from bench.train_tiny import COLOURS, render_clips, sample_params
     from tasks.encode import VideoEncoder
     from tasks.quality import decode, measure_file, measure_frames
 
@@ -256,7 +256,8 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
 
 
 def loops(manifest: Path) -> list[dict]:
-    """Every ``loop: true`` item of ``manifest``, generated and upscaled as framefold does:
+    """Every ``loop: true`` item of ``manifest``, generated and upscaled as framefold does
+    (its still, window plan and resampling upscaler; no mask, no learned upscaler):
     wrap step ÷ median step (``loop_closure_ratio``) of its frames before encoding, of a
     plain mp4 and of the mp4 framefold writes for a loop (:func:`tasks.encode.loop_coding`),
     and the loop file's size ÷ the plain one's."""

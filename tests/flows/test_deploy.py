@@ -354,8 +354,8 @@ def test_the_readme_schedules_recipe_as_written(server, tmp_path):
         assert sorted(p.name for p in out.glob("*.mp4")) == ["a.mp4", "b.mp4"]
         assert json.loads((out / "b.json").read_text())["item"]["id"] == "b"
     finally:
-        outcome, leftovers = _stop(worker, home)
-    assert outcome == "terminated", _tail(log)
+        stopped = _stop(worker, home)
+    assert stopped == ("terminated", []), _tail(log)
 
 
 # -- helpers -------------------------------------------------------------------------------
