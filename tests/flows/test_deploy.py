@@ -353,6 +353,8 @@ def test_the_readme_schedules_recipe_as_written(server, tmp_path):
         out = Path(outputs["catalog"])
         assert sorted(p.name for p in out.glob("*.mp4")) == ["a.mp4", "b.mp4"]
         assert json.loads((out / "b.json").read_text())["item"]["id"] == "b"
+        # the flow run's process (and the Ray it started) ends with the run
+        _wait(lambda: not _descendants(worker.pid), 60, "the flow run process to exit", worker, log)
     finally:
         stopped = _stop(worker, home)
     assert stopped == ("terminated", []), _tail(log)
