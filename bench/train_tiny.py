@@ -447,8 +447,14 @@ def finalize(work: Path, dest: Path) -> dict:
 
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], lw=1)
-        ax.set_xlabel("step"), ax.set_ylabel("v-prediction MSE (mean of 10 steps)"), ax.set_yscale("log")
-        ax.set_title(f"shapes: {steps} steps, {recipe['elapsed_s'] / 60:.0f} min on one CPU thread")
+        start = 0
+        for phase in phases:  # each phase's objective: losses of different objectives do not compare
+            ax.axvline(start, color="grey", lw=0.5)
+            ax.annotate(phase.get("prediction_type", RECIPE["prediction_type"]).replace("_prediction", ""),
+                        (start, 1), xycoords=("data", "axes fraction"), va="top", fontsize=7)
+            start += phase["steps"]
+        ax.set_xlabel("step"), ax.set_ylabel("training loss (mean of 10 steps)"), ax.set_yscale("log")
+        ax.set_title(f"shapes: {steps} steps, {recipe['elapsed_s'] / 60:.0f} min of CPU")
         fig.tight_layout()
         fig.savefig(info / "loss.png", dpi=80)
     except ImportError:
