@@ -180,7 +180,8 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
 
 
 def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: int = 10, actors: int = 1,
-            prompt: str = "a red square moving right", loop: bool = False, strip: Path | None = None) -> dict:  # fmt: skip
+            prompt: str = "a red square moving right", loop: bool = False, strip: Path | None = None,
+            overlap: int = 4) -> dict:  # fmt: skip
     """One mode on the trained model: seam and drift metrics measured on each seed's
     mp4 (decoded back), coherence against the training clips (frame-to-frame change; the
     prompt's shape: :func:`shape_stats`), seconds per clip and this process's peak memory
@@ -194,7 +195,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     work = Path(tempfile.mkdtemp(prefix="ff-quality-"))  # the manifest lives beside the model: use a copy
     shutil.copytree(model, work / model.name)
     model = work / model.name
-    items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=8, overlap=4, size=32,
+    items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=8, overlap=overlap, size=32,
                       steps=steps, prompt=prompt, guidance=3.0, weighting="linear", loop=loop)  # fmt: skip
     pool = None
     if actors > 1:
@@ -242,6 +243,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
         return {"mean": round(float(np.mean(vals)), 6), "std": round(float(np.std(vals)), 6)} if vals else None
 
     return {"mode": mode, "actors": actors, "seeds": seeds, "frames": frames, "steps": steps, "loop": loop,
+            "window": [8, overlap],
             "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
             "colour_drift": agg("colour_drift"),
@@ -369,7 +371,7 @@ def main(argv=None) -> int:
         res = loops(a.manifest)
     elif a.what == "trained":
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
-                      loop=a.loop, strip=a.strip)  # fmt: skip
+                      loop=a.loop, strip=a.strip, overlap=a.overlap)  # fmt: skip
     else:
         res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop, modes=a.modes.split(","),
                         weighting=a.weighting, overlap=a.overlap)  # fmt: skip
