@@ -30,14 +30,19 @@ def plan_windows(num_frames: int, *, length: int, overlap: int, circular: bool =
 
     Consecutive windows share at least ``overlap`` frames. Linear: strides of
     ``length - overlap``, the last window aligned to the end. Circular: ``n =
-    ceil(T / (length - overlap))`` evenly spread starts ``i * T // n``; each window
-    wraps modulo T, and the last overlaps the first. A clip no longer than one window
-    is a single window ``Window(0, num_frames)``.
+    ceil(T / (length - overlap))`` evenly spread starts ``i * T // n``, all moved by the
+    shift (less than one spacing) that puts the wrap — the step from the last frame to
+    the first, which a loop repeats every time it plays — farthest from any window edge,
+    so it is made inside windows like any other step; each window wraps modulo T, and
+    the last overlaps the first. A clip no longer than one window is a single window
+    ``Window(0, num_frames)``.
 
     >>> plan_windows(10, length=4, overlap=1)
     [Window(start=0, length=4), Window(start=3, length=4), Window(start=6, length=4)]
     >>> plan_windows(10, length=4, overlap=1, circular=True)
     [Window(start=0, length=4), Window(start=2, length=4), Window(start=5, length=4), Window(start=7, length=4)]
+    >>> [w.start for w in plan_windows(64, length=8, overlap=4, circular=True)][:3]  # the wrap 2 frames from an edge
+    [2, 6, 10]
     """
     check_int("num_frames", num_frames, 1)
     check_int("length", length, 1)
@@ -49,11 +54,20 @@ def plan_windows(num_frames: int, *, length: int, overlap: int, circular: bool =
     stride = length - overlap
     if circular:
         n = math.ceil(num_frames / stride)
-        return [Window(i * num_frames // n, length) for i in range(n)]
+        starts = [i * num_frames // n for i in range(n)]
+        shift = max(range(max(1, num_frames // n)), key=lambda k: _wrap_clearance(starts, k, length, num_frames))
+        return [Window(start + shift, length) for start in starts]
     starts = list(range(0, num_frames - length, stride))
     if starts[-1] != num_frames - length:
         starts.append(num_frames - length)
     return [Window(s, length) for s in starts]
+
+
+def _wrap_clearance(starts: Sequence[int], shift: int, length: int, num_frames: int) -> int:
+    """How far the wrap (the step from frame T-1 to frame 0) lies from the nearest window
+    edge when every start moves by ``shift``: an edge at e is the step from e-1 to e."""
+    edges = {(s + shift) % num_frames for s in starts} | {(s + shift + length) % num_frames for s in starts}
+    return min(min(e, num_frames - e) for e in edges)
 
 
 def window_indices(window: Window, num_frames: int) -> torch.Tensor:

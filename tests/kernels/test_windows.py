@@ -42,7 +42,7 @@ def test_plans_cover_every_frame_with_full_windows_and_enough_overlap(circular):
             assert plan == [Window(0, t)], case
             continue
         assert all(w.length == length for w in plan), case
-        assert plan[0].start == 0, case
+        assert plan[0].start == 0 or circular and plan[0].start < t // len(plan), case  # circular: shifted < a spacing
         starts = [w.start for w in plan]
         assert starts == sorted(set(starts)), case
         if circular:
@@ -72,10 +72,21 @@ def test_window_indices_wrap_and_coverage_redundancy():
 def test_emission_order():
     linear = plan_windows(50, length=8, overlap=3)
     assert emission_order(linear, 50) == list(range(len(linear)))
-    circ = plan_windows(50, length=8, overlap=3, circular=True)
+    circ = plan_windows(50, length=8, overlap=3, circular=True)  # starts 1, 6, …, 46
     order = emission_order(circ, 50)
-    assert order[:2] == [0, len(circ) - 1]  # the wrapping window also covers frame 0
-    assert order[2:] == list(range(1, len(circ) - 1))
+    assert order == [len(circ) - 1, *range(len(circ) - 1)]  # the wrapping window covers frame 0
+
+
+@pytest.mark.parametrize(("t", "length", "overlap", "starts"), [
+    (64, 8, 4, list(range(2, 64, 4))),  # edges at 2, 6, …: the wrap two frames from either
+    (50, 8, 3, list(range(1, 50, 5))),  # edges at 1, 4, 6, 9, …: one frame clear
+    (144, 24, 8, list(range(4, 144, 16))),  # loops.yaml: edges at 4, 12, 20, …: four frames clear
+])
+def test_a_circular_plan_keeps_the_wrap_away_from_window_edges(t, length, overlap, starts):
+    plan = plan_windows(t, length=length, overlap=overlap, circular=True)
+    assert [w.start for w in plan] == starts
+    edges = {w.start % t for w in plan} | {(w.start + w.length) % t for w in plan}
+    assert 0 not in edges  # no window starts at frame 0 or ends at the last frame
 
 
 @pytest.mark.parametrize("kind", WEIGHTINGS)
