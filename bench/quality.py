@@ -246,6 +246,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             "window": [8, overlap],
             "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
+            "loop_closure_per_seed": [m.get("loop_closure_ratio") for m in per_seed] if loop else None,
             "colour_drift": agg("colour_drift"),
             "training_median_step": float(np.median([m["median_step"] for m in truth])),
             # the prompt's shape: its share of the frame ÷ the training clips', frames where it shows
