@@ -83,17 +83,6 @@ def render(item, *, pool=None, image: torch.Tensor | None = None) -> torch.Tenso
     return torch.cat(list(stitch(windows, plan.windows, num_frames=plan.num_frames, weighting=plan.weighting)))
 
 
-def delivered(item, video: torch.Tensor) -> torch.Tensor:
-    """``video`` (T, H, W, 3) uint8 as framefold delivers it: a loop without a still starts
-    just after its calmest step (``tasks.stitch.CalmestStart``)."""
-    if not item.loop or item.image is not None:
-        return video
-    from tasks.stitch import CalmestStart
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return torch.cat(list(CalmestStart(tmp)([video])))
-
-
 def boundaries(item) -> list[int]:
     """Frames where a window of the item's mode starts or ends (inside the clip)."""
     from kernels.windows import plan_windows
@@ -183,11 +172,8 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
         seconds = (time.perf_counter() - t0) / len(items)
         stats = reference_stats(clips, boundaries(items[0]), autocovariance, circular=loop)
         stats["seconds_per_clip"] = round(seconds, 3)
-        if loop:  # the wrap in the frames and in each clip's mp4 (encoded as framefold encodes loops), at
-            # the generated frame 0 and as delivered (started after the calmest step)
+        if loop:  # the wrap in the frames and in each clip's mp4 (encoded as framefold encodes loops)
             stats["loop_closure"] = loop_closure(clips, work / f"loops-{mode}")
-            stats["loop_closure_delivered"] = loop_closure([delivered(item, clip) for item, clip in zip(items, clips)],
-                                                           work / f"loops-{mode}-delivered")
         results[mode] = stats
     return {"seeds": seeds, "frames": frames, "window": [length, overlap], "size": size, "steps": steps,
             "loop": loop, "weighting": weighting, "modes": results}  # fmt: skip
@@ -224,7 +210,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     if mode == "freenoise":
         spans = [(b - 4, 8) for b in boundaries(items[0])[::2]] or spans
     t0 = time.perf_counter()
-    per_seed, clips, shapes, closure = [], [], [], []
+    per_seed, clips, shapes = [], [], []
     colour = COLOURS[prompt.split()[1]]
     with tempfile.TemporaryDirectory() as tmp:
         for item in items:
@@ -234,11 +220,6 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             with VideoEncoder(path, width=32, height=32, fps=8, loop_frames=len(video) if loop else None) as enc:
                 enc.write(video)
             per_seed.append(measure_file(path, width=32, height=32, windows=spans, loop=loop))
-            if loop:  # the loop as delivered: started after its calmest step
-                out = np.ascontiguousarray(delivered(item, torch.from_numpy(video)).numpy())
-                with VideoEncoder(path, width=32, height=32, fps=8, loop_frames=len(out)) as enc:
-                    enc.write(out)
-                closure.append(measure_file(path, width=32, height=32, loop=True)["loop_closure_ratio"])
             decoded = np.concatenate([np.asarray(c).reshape(-1, 32, 32, 3) for c in decode(path, width=32, height=32)])
             shapes.append(shape_stats(decoded, colour))
     seconds = (time.perf_counter() - t0) / seeds
@@ -266,7 +247,6 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
             "loop_closure_per_seed": [m.get("loop_closure_ratio") for m in per_seed] if loop else None,
-            "loop_closure_delivered": agg2(closure), "loop_closure_delivered_per_seed": closure or None,
             "colour_drift": agg("colour_drift"),
             "training_median_step": float(np.median([m["median_step"] for m in truth])),
             # the prompt's shape: its share of the frame ÷ the training clips', frames where it shows
@@ -279,9 +259,8 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
 
 
 def loops(manifest: Path) -> list[dict]:
-    """Every ``loop: true`` item of ``manifest``, generated, started and upscaled as framefold
-    does (its still, window plan, :func:`delivered`, resampling upscaler; no mask, no learned
-    upscaler):
+    """Every ``loop: true`` item of ``manifest``, generated and upscaled as framefold does
+    (its still, window plan and resampling upscaler; no mask, no learned upscaler):
     wrap step ÷ median step (``loop_closure_ratio``) of its frames before encoding, of a
     plain mp4 and of the mp4 framefold writes for a loop (:func:`tasks.encode.loop_coding`),
     and the loop file's size ÷ the plain one's."""
@@ -301,7 +280,7 @@ def loops(manifest: Path) -> list[dict]:
             if item.image is not None:
                 image, _ = load_image(item.image, size=item.size, fit=item.fit, background=item.background,
                                       max_pixels=Settings().max_image_pixels)
-            video = delivered(item, render(item, image=image))
+            video = render(item, image=image)
             width, height = item.output_size
             if (width, height) != tuple(item.size):
                 video = torch.cat(list(upscale([video], size=(width, height), method=item.upscale.method)))

@@ -455,7 +455,6 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
     lines.append(("windows", f"{len(windows)} × {'/'.join(map(str, lengths))} frames, overlap {overlap}, "
                              f"{plan.get('weighting')} weighting, mode {plan.get('mode')}"
                              + (", circular (loop)" if plan.get("circular") else "")
-                             + (f", starts at generated frame {plan['loop_start']}" if plan.get("loop_start") else "")
                              + (f", {plan['windows_reused']} reused" if plan.get("windows_reused") else "")))
     drift = metrics.get("colour_drift")
     lines.append(("metrics", f"seam {num(metrics.get('seam_ratio'))} · loop closure {num(metrics.get('loop_closure_ratio'))}"

@@ -41,27 +41,6 @@ def loop_closure_ratio(frames: Tensor) -> float:
     return wrap / typical
 
 
-def calmest_start(steps: Sequence[float]) -> int:
-    """Where a loop of T frames should start so that its wrap is its calmest step.
-
-    ``steps``: the cycle's T steps, step i from frame i to frame i+1 (the last one, from
-    frame T-1 back to frame 0, is the wrap as generated). Returns the frame after the
-    smallest step; 0 when the wrap is already as small as any (so ties keep the clip as
-    it is).
-
-    >>> calmest_start([2.0, 1.0, 3.0, 2.0])
-    2
-    >>> calmest_start([2.0, 1.0, 3.0, 1.0])
-    0
-    """
-    if len(steps) < 1:
-        raise ValueError("a loop needs at least one step")
-    smallest = min(steps)
-    if steps[-1] <= smallest:
-        return 0
-    return (list(steps).index(smallest) + 1) % len(steps)
-
-
 def seam_ratio(steps: Tensor, boundaries: Sequence[int]) -> float | None:
     """Median frame step across window boundaries ÷ median step elsewhere.
 

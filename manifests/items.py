@@ -107,8 +107,7 @@ class ItemSpec(Resolved):
         48, description="Length in frames. Set frames or duration, not both; the default applies if neither is set anywhere."
     )
     size: tuple[Side, Side] = Field((256, 256), description="Generation size [width, height] in pixels, each even and >= 16.")
-    loop: bool = Field(False, description="Make a seamless loop (the last frame flows into the first; "
-                                          "without an image it starts just after its calmest step).")
+    loop: bool = Field(False, description="Make a seamless loop (the last frame flows into the first).")
     window: WindowSpec = Field(default_factory=WindowSpec, description="Temporal windows; merged key by key with defaults.")
     upscale: UpscaleSpec = Field(default_factory=UpscaleSpec, description="Upscaling; merged key by key with defaults.")
     formats: Formats = Field(

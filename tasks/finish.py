@@ -51,7 +51,7 @@ from tasks.malloc import return_large_buffers
 from tasks.plan import ItemPlan
 from tasks.pool import ActorPool
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
-from tasks.stitch import CalmestStart, stitch
+from tasks.stitch import stitch
 from tasks.upscale import model_upscale, upscale
 
 # Re-runs of a finishing task whose worker process or node died (its exceptions are final).
@@ -184,13 +184,11 @@ def follow_whole(ref, progress, *, every: float = 0.5) -> Iterator:
 def _finish(job: Finishing, conditioning: Conditioning):
     item, ctx, keyed, plan = job.item, job.ctx, job.keyed, job.plan
     # files are made in the output folder, or (output in a store) a local staging folder they are uploaded from
-    staging = store.staging(ctx.output)
-    writer = RenditionWriter(staging, item.id, size=item.output_size, fps=item.fps,
+    writer = RenditionWriter(store.staging(ctx.output), item.id, size=item.output_size, fps=item.fps,
                              frames=item.frames, aspects=item.aspects, formats=item.formats, loop=item.loop)
     clock, tally = StageClock(), Tally()
     cache = WindowCache(ctx.cache_dir, max_bytes=ctx.cache_bytes)
     timings = dict(job.timings)
-    phase: CalmestStart | None = None
     try:
         # 4. Generate the windows (Ray tasks, or the model pool's actors), streamed as they finish.
         # 5. Stitch them into final frames, in order.
@@ -202,13 +200,6 @@ def _finish(job: Finishing, conditioning: Conditioning):
                 _generate(item, ctx, keyed.key, plan, conditioning, job.pool, job.gpus, cache)))
             frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames,
                                                  weighting=plan.weighting))
-
-        # A loop without a start image begins where its wrap is calmest (its generated frame `phase.start`):
-        # the whole cycle is spooled first, and progress counts the frames made, not yet encoded.
-        if item.loop and item.image is None:
-            phase = CalmestStart(staging)
-            yield from clock.wrap("stitch", phase.spool(frames))
-            frames = phase.frames()
 
         # 6. Upscale to the output size (resampling, or the super-resolution model on the pool).
         before_upscale = None
@@ -227,8 +218,7 @@ def _finish(job: Finishing, conditioning: Conditioning):
                 stats.update(chunk)
                 writer.write(pixels)
                 clock.add("encode", time.perf_counter() - tick)
-                if phase is None:
-                    yield len(pixels)
+                yield len(pixels)
             tick = time.perf_counter()
         clock.add("encode", time.perf_counter() - tick)
         if writer.frames != item.frames:
@@ -240,13 +230,10 @@ def _finish(job: Finishing, conditioning: Conditioning):
 
         # 8. Record provenance: embed the record, sign and commit the outputs (the driver writes the sidecar).
         record = _record(item, ctx, keyed, job.infos, plan, writer, _Encoded(frame_hash.hexdigest(), stats),
-                         before_upscale, tally, job.gpus, busy, codenoise_stats, timings, job.started_at,
-                         loop_start=phase.start if phase is not None else 0)
+                         before_upscale, tally, job.gpus, busy, codenoise_stats, timings, job.started_at)
         outputs = _write(item, ctx, keyed, writer, record)
     finally:
         writer.close()
-        if phase is not None:
-            phase.close()
     cache.drop(keyed.key)
     yield Finished(record, outputs, tally.reused, busy)
 
@@ -359,13 +346,9 @@ class _Encoded:
 
 def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: RenditionWriter,
             encoded: _Encoded, before_upscale: StreamingClipStats | None, tally: Tally, gpus: float, busy: float,
-            codenoise_stats: dict, timings: dict, started_at: str, loop_start: int = 0) -> dict:
-    """The provenance record of a produced item (sidecar, embedded tag, signed assertion).
-    ``loop_start``: the generated frame a loop's output begins with (window spans in the
-    metrics are counted from it)."""
+            codenoise_stats: dict, timings: dict, started_at: str) -> dict:
+    """The provenance record of a produced item (sidecar, embedded tag, signed assertion)."""
     width, height = item.output_size
-    windows = [w._replace(start=(w.start - loop_start) % plan.num_frames) for w in plan.windows] \
-        if loop_start else plan.windows
     return {
         "schema": provenance.SCHEMA,
         "framefold_version": provenance.version(),
@@ -384,8 +367,7 @@ def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: Rendit
         "seed": item.seed,
         "content_key": keyed.key,
         "reason": keyed.why,
-        "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": tally.reused,
-                 **({"loop_start": loop_start} if item.loop else {}), **(
+        "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": tally.reused, **(
             {"codenoise": codenoise_stats} if codenoise_stats else {})},
         "upscale": _upscale_record(item, ctx, keyed.backend, (width, height)),
         "video": {
@@ -393,8 +375,8 @@ def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: Rendit
             "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
             "frames_sha256": encoded.frames_sha256,
         },
-        "metrics": {**_metrics(encoded.stats, item.loop, windows, before_upscale),
-                    **_file_metrics(writer, item.loop, windows)},
+        "metrics": {**_metrics(encoded.stats, item.loop, plan.windows, before_upscale),
+                    **_file_metrics(writer, item.loop, plan.windows)},
         "device": {
             "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),

@@ -165,9 +165,8 @@ def test_loop_closes_seamlessly(small_job):
     assert steps.min() > 0  # it does move
     assert wrap <= 1.5 * np.median(steps)
     # the ratio recorded in provenance is measured on the frames before encoding
-    record = json.loads((out / "a.json").read_text())
-    assert 0 < record["metrics"]["loop_closure_ratio"] <= 1.5
-    assert record["plan"]["loop_start"] == 0  # a loop of a still starts on the still
+    recorded = json.loads((out / "a.json").read_text())["metrics"]["loop_closure_ratio"]
+    assert 0 < recorded <= 1.5
 
 
 def test_ledger_is_plain_parquet(small_job):

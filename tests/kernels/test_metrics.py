@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kernels.metrics import calmest_start, frame_steps, loop_closure_ratio
+from kernels.metrics import frame_steps, loop_closure_ratio
 
 
 def test_frame_steps_known_answer():
@@ -26,23 +26,6 @@ def test_loop_closure_ratio():
     assert loop_closure_ratio(ramp) == pytest.approx(23.0)  # a jump back of 23 steps
     assert loop_closure_ratio(torch.ones(5, 2)) == 1.0
     assert loop_closure_ratio(torch.tensor([0.0, 0.0, 1.0])) == math.inf
-
-
-def test_calmest_start_puts_the_smallest_step_at_the_wrap():
-    gen = torch.Generator().manual_seed(5)
-    for _ in range(50):
-        frames = torch.rand(int(torch.randint(3, 30, (1,), generator=gen)), 4, generator=gen)
-        steps = frame_steps(torch.cat([frames, frames[:1]]))  # the cycle's steps, the wrap last
-        start = calmest_start(steps.tolist())
-        rolled = frames.roll(-start, dims=0)
-        assert float((rolled[0] - rolled[-1]).abs().mean()) == pytest.approx(float(steps.min()))
-        assert loop_closure_ratio(rolled) <= 1.0
-        again = frame_steps(torch.cat([rolled, rolled[:1]]))
-        assert calmest_start(again.tolist()) == 0  # already calmest: left as it is
-    assert calmest_start([1.0, 1.0, 1.0]) == 0  # ties keep frame 0
-    assert calmest_start([0.5, 1.0, 0.5, 2.0]) == 1  # the first of equal smallest steps
-    with pytest.raises(ValueError, match="at least one step"):
-        calmest_start([])
 
 
 def test_metrics_errors():

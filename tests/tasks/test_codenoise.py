@@ -107,7 +107,7 @@ def test_wan_dit_codenoise_runs_and_matches_across_actor_counts(project):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
-def test_flow_runs_a_looped_codenoise_item(project, capsys):
+def test_flow_runs_a_looped_codenoise_item(project):
     import json
 
     from flows.cli import main
@@ -122,24 +122,6 @@ def test_flow_runs_a_looped_codenoise_item(project, capsys):
     assert any(start + length > 24 for start, length in stats["latent_windows"])
     assert record["video"]["frames"] == 24
     assert 0 < record["metrics"]["loop_closure_ratio"] <= 1.2  # the latent wraps: no crossfade needed
-
-    # the file is the generated cycle, started just after its smallest step (a text loop has no first frame)
-    import hashlib
-
-    from kernels.pixels import to_uint8
-
-    item, cond = _item(project, frames=24, length=8, overlap=4, loop=True)
-    video, _ = _run(item, cond, 1)
-    frames = to_uint8(video)
-    cycle = torch.cat([frames, frames[:1]]).float()
-    steps = (cycle[1:] - cycle[:-1]).abs().flatten(1).mean(1)  # step i: frame i -> i+1, the last one the wrap
-    start = 0 if steps[-1] == steps.min() else int(steps.argmin()) + 1
-    assert record["plan"]["loop_start"] == start
-    rolled = torch.roll(frames, -start, dims=0)
-    assert record["video"]["frames_sha256"] == hashlib.sha256(rolled.numpy().tobytes()).hexdigest()
-    capsys.readouterr()
-    assert main(["inspect", str(project / "out" / "clip.mp4")]) == 0
-    assert f"starts at generated frame {start}" in capsys.readouterr().out
 
 
 def test_wan_decode_in_chunks_equals_the_pipeline_decode(project):

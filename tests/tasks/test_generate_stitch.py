@@ -89,22 +89,3 @@ def test_gpu_request_beyond_the_cluster_is_refused_up_front():
         cluster.gpus_per_window(1)
     assert Cluster(address="t", cpus=2, gpus=4).gpus_per_window("auto") == 1
     assert Cluster(address="t", cpus=2, gpus=4).slots(0.5) == 8
-
-
-@pytest.mark.parametrize("count", [0, 1, 2, 17, 40])
-def test_calmest_start_yields_the_same_cycle_from_its_calmest_step(tmp_path, count):
-    from tasks.stitch import CalmestStart
-
-    gen = torch.Generator().manual_seed(count)
-    frames = (torch.rand(count, 6, 5, 3, generator=gen) * 255).to(torch.uint8)
-    if count > 2:
-        frames[9] = frames[8]  # one step with no change at all: the calmest
-    phase = CalmestStart(tmp_path, chunk=7)
-    counts = list(phase.spool(iter(torch.split(frames, 5))))  # frame counts as they are spooled
-    assert counts == [len(c) for c in torch.split(frames, 5) if len(c)]
-    chunks = list(phase.frames())
-    assert all(0 < len(c) <= 7 and c.dtype == torch.uint8 and c.is_contiguous() for c in chunks)
-    out = torch.cat(chunks) if chunks else torch.empty(0, 6, 5, 3, dtype=torch.uint8)
-    assert phase.start == (9 if count > 2 else 0)  # just after the still step; short clips as they are
-    assert torch.equal(out, frames.roll(-phase.start, dims=0))
-    assert list(tmp_path.iterdir()) == []  # the spool is gone
