@@ -255,8 +255,12 @@ def _artifacts(summary: dict) -> None:
         logging.getLogger("framefold").warning("could not write Prefect artifacts", exc_info=True)
 
 
-def _data_uri(image: store.Location, max_width: int = 1024) -> str:
-    """A JPEG ``data:`` URI of ``image``, at most ``max_width`` wide (an artifact stays small)."""
+ARTIFACT_IMAGE_BYTES = 512 * 1024  # Prefect drops events over 1.5 MB (an artifact's event carries its markdown)
+
+
+def _data_uri(image: store.Location, max_width: int = 1024, max_bytes: int = ARTIFACT_IMAGE_BYTES) -> str:
+    """A JPEG ``data:`` URI of ``image``, at most ``max_width`` wide and ``max_bytes`` of JPEG
+    (a tall contact sheet is scaled down until it fits), so the artifact stays small."""
     import base64
     import io
 
@@ -264,8 +268,12 @@ def _data_uri(image: store.Location, max_width: int = 1024) -> str:
 
     with Image.open(io.BytesIO(store.read_bytes(image))) as im:
         im = im.convert("RGB")
-        if im.width > max_width:
-            im = im.resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=80)
+        scale = min(1.0, max_width / im.width)
+        while True:
+            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            buf = io.BytesIO()
+            (im.resize(size, Image.LANCZOS) if size != im.size else im).save(buf, "JPEG", quality=80)
+            if buf.tell() <= max_bytes or max(size) <= 64:
+                break
+            scale *= max(0.5, min(0.9, (max_bytes / buf.tell()) ** 0.5))  # bytes grow with the area
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -31,9 +31,10 @@ def write_report(output: store.Location, summary: dict) -> store.Location:
     """Write ``OUTPUT/report.html`` (a folder or a store URL) for the run ``summary`` (as
     returned by the flow) and the previews it needs; returns its location."""
     cards = []
+    previews = _previews_by_item(output)  # listed once: a catalog's report is not quadratic in its items
     for item in sorted(summary["items"], key=lambda r: (_ORDER.get(r["status"], 3), r["id"])):
         record = provenance.read_sidecar(store.join(output, f"{item['id']}.json"))
-        cards.append(_card(output, item, record))
+        cards.append(_card(output, item, record, previews.get(item["id"], ())))
     page = _PAGE.format(
         title=html.escape(f"{summary['job']} — run {summary['run_id']}"),
         counts=html.escape(", ".join(f"{k} {v}" for k, v in summary["counts"].items())),
@@ -47,11 +48,20 @@ def write_report(output: store.Location, summary: dict) -> store.Location:
     return path
 
 
-def _card(output: store.Location, item: dict, record: dict | None) -> str:
+def _previews_by_item(output: store.Location) -> dict[str, list[str]]:
+    """The webm previews in ``OUTPUT/previews/`` by item id (``<id>-<key12>.webm``)."""
+    found: dict[str, list[str]] = {}
+    for name in store.listdir(store.join(output, PREVIEWS)):
+        if name.endswith(".webm") and not name.startswith(".") and "-" in name:
+            found.setdefault(name.rsplit("-", 1)[0], []).append(name)
+    return found
+
+
+def _card(output: store.Location, item: dict, record: dict | None, previews=()) -> str:
     files = {Path(o["path"]).name: o for o in provenance.outputs_of(record)} if record else {}
     current = item["status"] != "failed"  # a failed item's files, if any, are an earlier run's
     poster = next((n for n, o in files.items() if o.get("format") == "poster"), None)
-    preview = _preview(output, item["id"], record, files)
+    preview = _preview(output, item["id"], record, files, previews)
     params = (record or {}).get("params") or {}
     prompt = item.get("prompt") or params.get("prompt") or ""
     metrics = _metrics(item.get("metrics") or {}, (record or {}).get("metrics") or {})
@@ -99,9 +109,11 @@ def _metrics(summary_metrics: dict, record_metrics: dict) -> list[tuple[str, str
     return out
 
 
-def _preview(output: store.Location, item_id: str, record: dict | None, files: dict[str, dict]) -> str | None:
+def _preview(output: store.Location, item_id: str, record: dict | None, files: dict[str, dict],
+             previews=()) -> str | None:
     """Relative path of an animated preview: the item's GIF, else a small webm made once per
-    content key from its video; None when the item has no video."""
+    content key from its video; None when the item has no video. ``previews``: the names of
+    the item's webm previews already in the folder (earlier versions are deleted)."""
     gif = next((n for n, o in files.items() if o.get("format") == "gif"), None)
     if gif is not None:
         return gif
@@ -111,7 +123,7 @@ def _preview(output: store.Location, item_id: str, record: dict | None, files: d
     key = (record or {}).get("content_key") or "x"
     name = f"{PREVIEWS}/{item_id}-{key[:12]}.webm"
     target = store.join(output, name)
-    if store.exists(target):
+    if Path(name).name in previews:
         return name
     source = store.join(output, video)
     work = store.staging(output) / PREVIEWS
@@ -134,8 +146,8 @@ def _preview(output: store.Location, item_id: str, record: dict | None, files: d
         part.unlink(missing_ok=True)
         if store.is_url(source):
             (work / f".{item_id}.source{Path(video).suffix}").unlink(missing_ok=True)
-    for old in store.listdir(store.join(output, PREVIEWS)):  # previews of earlier versions of the item
-        if old != Path(name).name and old.endswith(".webm") and old.rsplit("-", 1)[0] == item_id:
+    for old in previews:  # previews of earlier versions of the item
+        if old != Path(name).name:
             store.delete(store.join(output, f"{PREVIEWS}/{old}"))
     return name
 

@@ -127,3 +127,27 @@ def test_every_rendition_decodes_at_its_size_and_the_run_reports_it(tmp_path, ca
     assert main(["run", str(manifest), "--only", "a"]) == 0
     assert sorted(p.name for p in out.glob("a.*")) == ["a.1x1.mp4", "a.json"]
     assert probe(out / "a.1x1.mp4").width == 96
+
+
+def test_the_contact_sheet_artifact_stays_under_prefects_event_limit(tmp_path):
+    """A contact sheet of many items is tall; its artifact (a JPEG data URI) is scaled down
+    until the JPEG fits ARTIFACT_IMAGE_BYTES, keeping its proportions (Prefect refuses to
+    publish an event over 1.5 MB, with a warning on the run's console)."""
+    import base64
+    import io
+
+    from flows.run import ARTIFACT_IMAGE_BYTES, _data_uri
+
+    rng = np.random.default_rng(0)
+    tall = tmp_path / "tall.jpg"  # noise: about the hardest picture to compress
+    Image.fromarray(rng.integers(0, 256, (12000, 500, 3), dtype=np.uint8)).save(tall, quality=90)
+    small = draw_image(tmp_path / "small.png", (300, 200))
+    for path, fits in ((tall, False), (small, True)):
+        uri = _data_uri(path)
+        assert uri.startswith("data:image/jpeg;base64,")
+        data = base64.b64decode(uri.split(",", 1)[1])
+        assert len(data) <= ARTIFACT_IMAGE_BYTES
+        with Image.open(io.BytesIO(data)) as im, Image.open(path) as original:
+            assert im.width <= 1024
+            assert im.width / im.height == pytest.approx(original.width / original.height, rel=0.02)
+            assert (im.size == original.size) == fits  # a small picture is not shrunk

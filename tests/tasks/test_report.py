@@ -108,3 +108,20 @@ def test_report_lists_every_item_failures_first_and_its_previews_play(reported_r
     print(f"screenshot: {shot}")
     assert errors == []
 
+
+
+def test_a_rerun_keeps_current_previews_and_drops_earlier_versions(reported_run, small_job):
+    from tasks.report import PREVIEWS
+
+    previews = reported_run / PREVIEWS
+    (current,) = previews.glob("c-*.webm")
+    made = current.stat().st_mtime_ns
+    assert main(["run", str(small_job)]) == 1  # a and c are current (skipped), b fails again
+    assert current.stat().st_mtime_ns == made  # not encoded again
+
+    stale = current.rename(previews / "c-000000000000.webm")  # as if c's preview were an earlier version's
+    other = previews / "c-d-000000000000.webm"  # the preview of another item, "c-d"
+    other.write_bytes(b"other")
+    assert main(["run", str(small_job)]) == 1
+    assert current.is_file() and not stale.exists() and other.exists()
+    assert f"{PREVIEWS}/{current.name}" in (reported_run / REPORT).read_text()
