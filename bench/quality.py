@@ -210,7 +210,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     if mode == "freenoise":
         spans = [(b - 4, 8) for b in boundaries(items[0])[::2]] or spans
     t0 = time.perf_counter()
-    per_seed, clips, shapes = [], [], []
+    per_seed, clips, shapes, evenness = [], [], [], []
     colour = COLOURS[prompt.split()[1]]
     with tempfile.TemporaryDirectory() as tmp:
         for item in items:
@@ -222,6 +222,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             per_seed.append(measure_file(path, width=32, height=32, windows=spans, loop=loop))
             decoded = np.concatenate([np.asarray(c).reshape(-1, 32, 32, 3) for c in decode(path, width=32, height=32)])
             shapes.append(shape_stats(decoded, colour))
+            evenness.append(step_spread(decoded, loop=loop))
     seconds = (time.perf_counter() - t0) / seeds
     if pool is not None:
         pool.close()
@@ -231,6 +232,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     truth_clips = [(render_clips([p], range(frames))[0] * 255).round().byte().permute(0, 2, 3, 1).numpy()
                    for p in params]  # fmt: skip
     truth = [measure_frames([clip]) for clip in truth_clips]
+    truth_spread = [step_spread(clip)["steps_over_1_2"] for clip in truth_clips]
     coverage = float(np.median([shape_stats(clip, COLOURS[p["colour"]])["coverage"]
                                 for clip, p in zip(truth_clips, params)]))  # each clip's shape in its own colour
     if strip is not None:
@@ -248,6 +250,11 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
             "loop_closure_per_seed": [m.get("loop_closure_ratio") for m in per_seed] if loop else None,
             "colour_drift": agg("colour_drift"),
+            # how even the motion is: the share of steps above 1.2× their clip's median (the training
+            # clips' alongside), and for loops where the wrap ranks among its clip's steps
+            "steps_over_1_2": agg2([e["steps_over_1_2"] for e in evenness]),
+            "training_steps_over_1_2": round(float(np.mean(truth_spread)), 4),
+            "wrap_rank_per_seed": [e["wrap_rank"] for e in evenness] if loop else None,
             "training_median_step": float(np.median([m["median_step"] for m in truth])),
             # the prompt's shape: its share of the frame ÷ the training clips', frames where it shows
             # (share within 0.5–2× theirs), and how far the rest is from the training background
@@ -296,6 +303,22 @@ def loops(manifest: Path) -> list[dict]:
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+def step_spread(frames: np.ndarray, *, loop: bool = False) -> dict:
+    """How even a clip's motion is, from its frames (T, H, W, 3): ``steps_over_1_2``, the
+    share of its frame steps above 1.2× their median (acceptance 3's bar for a loop's
+    wrap); for a loop also ``wrap_rank``, the share of its other steps smaller than the
+    wrap (a seam puts it near 1; a wrap that is an ordinary step ranks anywhere,
+    about 0.5 on average over seeds)."""
+    from kernels.metrics import frame_steps
+
+    steps = frame_steps(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+    out = {"steps_over_1_2": round(float(np.mean(steps > 1.2 * np.median(steps))), 4)}
+    if loop:
+        wrap = float(frame_steps(torch.from_numpy(np.ascontiguousarray(frames[[-1, 0]])))[0])
+        out["wrap_rank"] = round(float(np.mean(steps < wrap)), 4)
+    return out
 
 
 def shape_stats(frames: np.ndarray, colour) -> dict:
