@@ -51,6 +51,7 @@ from tasks.malloc import return_large_buffers
 from tasks.plan import ItemPlan
 from tasks.pool import ActorPool
 from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
+from tasks.report import make_preview, preview_name
 from tasks.stitch import stitch
 from tasks.upscale import model_upscale, upscale
 
@@ -399,10 +400,22 @@ def _write(item: ItemSpec, ctx, keyed: Keyed, writer: RenditionWriter, record: d
     record["output"] = outputs[0]
     sidecar = store.join(ctx.output, f"{item.id}.json")
     store.write_bytes(thumb_path(ctx.output, item.id), thumb_strip(writer.sample_frames), durable=False)
+    _preview(ctx.output, item, keyed, writer)
     store.delete(sidecar)  # killed before the new one is written: no sidecar describes another video
     writer.commit()  # renamed into place (in the output folder, or the staging folder of a store)
     _publish(ctx.output, writer, outputs, keyed.key)
     return outputs
+
+
+def _preview(output, item: ItemSpec, keyed: Keyed, writer: RenditionWriter) -> None:
+    """The batch report's animated preview of the item, made here on the worker (not by the
+    driver at the end of the run): none when a GIF is among its formats (the GIF is its preview)."""
+    encoded = writer.encoded()
+    if "gif" in item.formats or encoded is None:
+        return
+    previous = (keyed.previous or {}).get("content_key")
+    earlier = [Path(preview_name(item.id, previous)).name] if previous and previous != keyed.key else []
+    make_preview(output, item.id, keyed.key, encoded[0], earlier)
 
 
 def record_outputs(item: ItemSpec, ctx, keyed: Keyed, finished: Finished) -> None:

@@ -109,47 +109,65 @@ def _metrics(summary_metrics: dict, record_metrics: dict) -> list[tuple[str, str
     return out
 
 
+def preview_name(item_id: str, key: str | None) -> str:
+    """``previews/<id>-<first 12 of the content key>.webm``, relative to the output."""
+    return f"{PREVIEWS}/{item_id}-{(key or 'x')[:12]}.webm"
+
+
+def make_preview(output: store.Location, item_id: str, key: str | None, source: Path,
+                 earlier: tuple[str, ...] | list[str] = ()) -> str | None:
+    """Encode the small webm preview of ``source`` (the item's local video) into
+    ``OUTPUT/previews/``; then delete ``earlier`` (names in that folder of the item's
+    previews of other versions). Returns its relative path, or None (logged) when it
+    could not be made: a preview never fails an item. Finishing calls this on the worker
+    that made the video; the report only for outputs made without one."""
+    name = preview_name(item_id, key)
+    work = store.staging(output) / PREVIEWS
+    part = work / f".{item_id}-{(key or 'x')[:12]}.part.webm"
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        _encode_preview(source, part)
+        store.put_file(part, store.join(output, name))
+        for old in earlier:
+            if old != Path(name).name:
+                store.delete(store.join(output, f"{PREVIEWS}/{old}"))
+    except (OSError, subprocess.SubprocessError, store.StoreError) as e:
+        log.warning("no preview for %s (%s)", item_id, e)
+        return None
+    finally:
+        part.unlink(missing_ok=True)
+    return name
+
+
 def _preview(output: store.Location, item_id: str, record: dict | None, files: dict[str, dict],
              previews=()) -> str | None:
-    """Relative path of an animated preview: the item's GIF, else a small webm made once per
-    content key from its video; None when the item has no video. ``previews``: the names of
-    the item's webm previews already in the folder (earlier versions are deleted)."""
+    """Relative path of an animated preview: the item's GIF, else the small webm made once
+    per content key from its video (made here if the run that made the video did not);
+    None when the item has no video. ``previews``: the names of the item's webm previews
+    already in the folder (earlier versions are deleted)."""
     gif = next((n for n, o in files.items() if o.get("format") == "gif"), None)
     if gif is not None:
         return gif
     video = next((n for n, o in files.items() if o.get("format") in ("mp4", "webm")), None)
     if video is None:
         return None
-    key = (record or {}).get("content_key") or "x"
-    name = f"{PREVIEWS}/{item_id}-{key[:12]}.webm"
-    target = store.join(output, name)
+    key = (record or {}).get("content_key")
+    name = preview_name(item_id, key)
     if Path(name).name in previews:
         return name
     source = store.join(output, video)
-    work = store.staging(output) / PREVIEWS
-    work.mkdir(parents=True, exist_ok=True)
-    part = work / f".{item_id}-{key[:12]}.part.webm"
-    try:
-        if store.is_url(source):  # encode from a local copy
-            local = work / f".{item_id}.source{Path(video).suffix}"
-            local.write_bytes(store.read_bytes(source))
-        else:
-            local = Path(source)
-        if not local.is_file():
-            return None
-        _encode_preview(local, part)
-        store.put_file(part, target)
-    except (OSError, subprocess.SubprocessError, store.StoreError) as e:
+    if not store.is_url(source):
+        return make_preview(output, item_id, key, Path(source), previews) if Path(source).is_file() else None
+    local = store.staging(output) / PREVIEWS / f".{item_id}.source{Path(video).suffix}"
+    try:  # encode from a local copy
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(store.read_bytes(source))
+        return make_preview(output, item_id, key, local, previews)
+    except (OSError, store.StoreError) as e:
         log.warning("report: no preview for %s (%s)", item_id, e)
         return None
     finally:
-        part.unlink(missing_ok=True)
-        if store.is_url(source):
-            (work / f".{item_id}.source{Path(video).suffix}").unlink(missing_ok=True)
-    for old in previews:  # previews of earlier versions of the item
-        if old != Path(name).name:
-            store.delete(store.join(output, f"{PREVIEWS}/{old}"))
-    return name
+        local.unlink(missing_ok=True)
 
 
 def _encode_preview(src: Path, dst: Path) -> None:

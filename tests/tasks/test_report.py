@@ -125,3 +125,30 @@ def test_a_rerun_keeps_current_previews_and_drops_earlier_versions(reported_run,
     assert main(["run", str(small_job)]) == 1
     assert current.is_file() and not stale.exists() and other.exists()
     assert f"{PREVIEWS}/{current.name}" in (reported_run / REPORT).read_text()
+
+
+def test_previews_are_made_where_the_video_is_finished_not_by_the_driver(small_job, monkeypatch):
+    """The driver cannot encode previews here (its encoder raises); the finishing tasks, in Ray's
+    worker processes, make them, and a new version of an item replaces its earlier preview."""
+    import subprocess
+
+    import tasks.report
+
+    def refuse(src, dst):
+        raise subprocess.SubprocessError("the driver encoded a preview")
+
+    monkeypatch.setattr(tasks.report, "_encode_preview", refuse)
+    out = small_job.parent / "out"
+    assert main(["run", str(small_job)]) == 0
+    previews = sorted(p.name for p in (out / "previews").glob("*.webm"))
+    assert [name.rsplit("-", 1)[0] for name in previews] == ["a", "b", "c"]
+    page = (out / REPORT).read_text()
+    assert all(f"previews/{name}" in page for name in previews)
+
+    doc = yaml.safe_load(small_job.read_text())
+    doc["items"][2]["seed"] = 99  # a new version of c
+    small_job.write_text(yaml.safe_dump(doc))
+    assert main(["run", str(small_job)]) == 0
+    after = sorted(p.name for p in (out / "previews").glob("*.webm"))
+    assert after[:2] == previews[:2] and after[2] != previews[2] and after[2].startswith("c-")
+    assert f"previews/{after[2]}" in (out / REPORT).read_text()
