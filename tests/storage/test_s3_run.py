@@ -76,6 +76,10 @@ def test_catalog_in_a_bucket_to_outputs_in_the_bucket(s3, s3_server, job, capsys
         assert record["inputs"]["image"]["path"] == f"{s3}/stills/{i}.png"
         assert record["manifest"]["path"] == manifest
     assert {"out/contact-sheet.jpg", "out/report.html"} <= set(objects)
+    previews = {k for k in objects if k.startswith("out/previews/")}  # made by the finishing tasks
+    keys_of = {i: json.loads(_get(s3, f"out/{i}.json"))["content_key"][:12] for i in ("sku-a", "sku-b", "sku-c")}
+    assert previews == {f"out/previews/{i}-{k}.webm" for i, k in keys_of.items()}
+    assert all(f"previews/{i}-{k}.webm" in _get(s3, "out/report.html").decode() for i, k in keys_of.items())
     assert [k for k in objects if k.startswith("out/ledger/")] == [f"out/ledger/run-{summary['run_id']}.parquet"]
     assert not [k for k in objects if ".part" in k or "/." in k.replace("/.framefold-cache/", "/")]
     ledger = provenance.read_ledger(f"{s3}/out")
@@ -101,6 +105,10 @@ def test_catalog_in_a_bucket_to_outputs_in_the_bucket(s3, s3_server, job, capsys
     uploads = sorted(r.path.rsplit("/", 1)[-1] for r in s3_server.requests
                      if r.method == "PUT" and re.search(r"/out/[^/]+$", r.path))
     assert uploads == ["contact-sheet.jpg", "report.html", "sku-b.json", "sku-b.mp4", "sku-b.poster.jpg"]
+    new_key = json.loads(_get(s3, "out/sku-b.json"))["content_key"][:12]
+    assert new_key != keys_of["sku-b"]  # sku-b's preview replaced, the others kept
+    assert {k for k in keys(s3) if k.startswith("out/previews/")} == previews - {
+        f"out/previews/sku-b-{keys_of['sku-b']}.webm"} | {f"out/previews/sku-b-{new_key}.webm"}
 
 
 def s3_server_tmp(capsys):  # a scratch file for the replaced still
