@@ -215,8 +215,13 @@ def _report(output: Path, summary: dict) -> str | None:
         return None
 
 
+ARTIFACT_TABLE_ROWS = 2000  # ~170 bytes a row: a table artifact's event stays well under Prefect's 1.5 MB
+
+
 def _artifacts(summary: dict) -> None:
     try:
+        items = sorted(summary["items"], key=lambda r: r["status"] != "failed")  # failures first, else in order
+        shown = items[:ARTIFACT_TABLE_ROWS]
         create_table_artifact(
             key="framefold-items",
             table=[
@@ -224,9 +229,11 @@ def _artifacts(summary: dict) -> None:
                  "gpu_seconds": r["gpu_seconds"], "seam_ratio": (r.get("metrics") or {}).get("seam_ratio"),
                  "flicker_ratio": ((r.get("metrics") or {}).get("flicker") or {}).get("ratio"),
                  "outputs": ", ".join(r["outputs"])}
-                for r in summary["items"]
+                for r in shown
             ],
-            description=f"Items of run {summary['run_id']} ({summary['job']})",
+            description=f"Items of run {summary['run_id']} ({summary['job']})" + (
+                f": the first {len(shown)} of {len(items)}, failures first (all of them: the run's report.html "
+                f"and ledger)" if len(shown) < len(items) else ""),
         )
         c = summary["counts"]
         failures = "\n".join(f"- `{r['id']}`: {r['reason']}" for r in summary["items"] if r["status"] == "failed")

@@ -151,3 +151,36 @@ def test_the_contact_sheet_artifact_stays_under_prefects_event_limit(tmp_path):
             assert im.width <= 1024
             assert im.width / im.height == pytest.approx(original.width / original.height, rel=0.02)
             assert (im.size == original.size) == fits  # a small picture is not shrunk
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_items_table_artifact_is_capped_with_failures_first(monkeypatch):
+    """A catalog's items table would outgrow Prefect's event limit: it shows the first
+    ARTIFACT_TABLE_ROWS items, failures first, and says where the rest are."""
+    import uuid
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.runtime import flow_run
+
+    import flows.run
+
+    monkeypatch.setattr(flows.run, "ARTIFACT_TABLE_ROWS", 3)
+    items = [{"id": f"i{n}", "status": "failed" if n in (3, 4) else "done", "reason": "new", "seconds": 1.0,
+              "gpu_seconds": 0.0, "metrics": {}, "outputs": [f"i{n}.mp4"]} for n in range(5)]
+    summary = {"run_id": uuid.uuid4().hex, "job": "capped", "items": items, "output": "out", "seconds": 1.0,
+               "gpu_seconds": 0.0, "counts": {"done": 3, "skipped": 0, "failed": 2}, "contact_sheet": None}
+
+    @flow
+    def report() -> str:
+        flows.run._artifacts(summary)
+        return str(flow_run.id)
+
+    run_id = report()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    (table,) = [a for a in artifacts if a.key == "framefold-items"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["item"], r["status"]) for r in rows] == [("i3", "failed"), ("i4", "failed"), ("i0", "done")]
+    assert "the first 3 of 5, failures first" in table.description
