@@ -216,6 +216,7 @@ def _report(output: Path, summary: dict) -> str | None:
 
 
 ARTIFACT_TABLE_ROWS = 2000  # ~170 bytes a row: a table artifact's event stays well under Prefect's 1.5 MB
+ARTIFACT_FAILURES = 200  # failures listed in the summary artifact (reasons cut at 500 characters)
 
 
 def _artifacts(summary: dict) -> None:
@@ -236,7 +237,10 @@ def _artifacts(summary: dict) -> None:
                 f"and ledger)" if len(shown) < len(items) else ""),
         )
         c = summary["counts"]
-        failures = "\n".join(f"- `{r['id']}`: {r['reason']}" for r in summary["items"] if r["status"] == "failed")
+        failed = [r for r in summary["items"] if r["status"] == "failed"]
+        failures = "\n".join(f"- `{r['id']}`: {(r['reason'] or '')[:500]}" for r in failed[:ARTIFACT_FAILURES]) + (
+            f"\n- … and {len(failed) - ARTIFACT_FAILURES} more (the items table, report.html)"
+            if len(failed) > ARTIFACT_FAILURES else "")
         sheet = summary["contact_sheet"]
         report = summary.get("report")
         create_markdown_artifact(

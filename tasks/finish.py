@@ -50,8 +50,7 @@ from tasks.generate import Rendered, generate_windows, outpaint_windows, task_su
 from tasks.malloc import return_large_buffers
 from tasks.plan import ItemPlan
 from tasks.pool import ActorPool
-from tasks.renditions import RenditionWriter, thumb_path, thumb_strip
-from tasks.report import make_preview, preview_name
+from tasks.renditions import RenditionWriter, make_preview, preview_name, thumb_path, thumb_strip
 from tasks.stitch import stitch
 from tasks.upscale import model_upscale, upscale
 
@@ -410,12 +409,9 @@ def _write(item: ItemSpec, ctx, keyed: Keyed, writer: RenditionWriter, record: d
 def _preview(output, item: ItemSpec, keyed: Keyed, writer: RenditionWriter) -> None:
     """The batch report's animated preview of the item, made here on the worker (not by the
     driver at the end of the run): none when a GIF is among its formats (the GIF is its preview)."""
-    encoded = writer.encoded()
-    if "gif" in item.formats or encoded is None:
-        return
-    previous = (keyed.previous or {}).get("content_key")
-    earlier = [Path(preview_name(item.id, previous)).name] if previous and previous != keyed.key else []
-    make_preview(output, item.id, keyed.key, encoded[0], earlier)
+    source = writer.preview_source()
+    if "gif" not in item.formats and source is not None:
+        make_preview(output, item.id, keyed.key, source)
 
 
 def record_outputs(item: ItemSpec, ctx, keyed: Keyed, finished: Finished) -> None:
@@ -425,6 +421,9 @@ def record_outputs(item: ItemSpec, ctx, keyed: Keyed, finished: Finished) -> Non
                      metadata={"framefold-content-key": keyed.key})
     for name in set(output_names(keyed.previous)) - {o["path"] for o in finished.outputs}:
         store.delete(store.join(ctx.output, name))
+    previous = (keyed.previous or {}).get("content_key")
+    if previous and previous != keyed.key:  # the earlier version's report preview
+        store.delete(store.join(ctx.output, preview_name(item.id, previous)))
 
 
 def _publish(output: Path | str, writer: RenditionWriter, outputs: list[dict], key: str) -> None:

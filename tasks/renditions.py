@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
+import logging
+import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +132,55 @@ def ensure_thumb(output: store.Location, item_id: str) -> store.Location | None:
     return path
 
 
+PREVIEWS = "previews"  # the batch report's animated previews, in the output
+PREVIEW_WIDTH = 192
+PREVIEW_FPS = 12
+STALE_PREVIEW_PART_S = 3600  # a preview's temporary file this old was left by a killed task
+
+log = logging.getLogger("framefold")
+
+
+def preview_name(item_id: str, key: str | None) -> str:
+    """``previews/<id>-<first 12 of the content key>.webm``, relative to the output."""
+    return f"{PREVIEWS}/{item_id}-{(key or 'x')[:12]}.webm"
+
+
+def make_preview(output: store.Location, item_id: str, key: str | None, source: Path,
+                 earlier: Sequence[str] = ()) -> str | None:
+    """Encode the batch report's small webm preview of ``source`` (the item's local video)
+    into ``OUTPUT/previews/``, then delete ``earlier`` (names in that folder of the item's
+    previews of other versions). Returns its relative path, or None (logged) when it could
+    not be made: a preview never fails an item. The finishing task calls this on the
+    worker that made the video; the report only for outputs made without one."""
+    name = preview_name(item_id, key)
+    part = store.part_path(store.staging(output) / name)
+    try:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        encode_preview(source, part)
+        store.put_file(part, store.join(output, name))
+        for old in earlier:
+            if old != Path(name).name:
+                store.delete(store.join(output, PREVIEWS, old))
+    except (OSError, subprocess.SubprocessError, store.StoreError) as e:
+        log.warning("no preview for %s (%s)", item_id, e)
+        return None
+    finally:
+        part.unlink(missing_ok=True)
+    return name
+
+
+def encode_preview(src: Path, dst: Path) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src),
+         "-vf", f"fps={PREVIEW_FPS},scale={PREVIEW_WIDTH}:-2", "-an",
+         "-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "45", "-deadline", "realtime", "-cpu-used", "8",
+         "-row-mt", "1", "-threads", "1", "-f", "webm", str(dst)],
+        check=True, capture_output=True, timeout=300,
+    )
+
+
 SHEET_ROWS = 200  # items drawn on a contact sheet
 
 
@@ -221,6 +272,12 @@ class RenditionWriter:
                 if r.format == format and self.parts[r] and r.aspect == "native":
                     return self.parts[r][-1], r.width, r.height
         return None
+
+    def preview_source(self) -> Path | None:
+        """The encoded video a preview is made from: the native mp4 or webm, else any aspect's."""
+        videos = [r for r in self.renditions if r.format in ("mp4", "webm") and self.parts[r]]
+        videos.sort(key=lambda r: (r.aspect != "native", r.format != "mp4"))
+        return self.parts[videos[0]][-1] if videos else None
 
     @property
     def sample_frames(self) -> list[np.ndarray]:

@@ -10,18 +10,18 @@ a copy of it, or a bucket's static listing — no server.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
-import subprocess
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 from tasks import provenance, store
+from tasks.renditions import PREVIEWS, STALE_PREVIEW_PART_S, make_preview, preview_name
 
 REPORT = "report.html"
-PREVIEWS = "previews"
-PREVIEW_WIDTH = 192
-PREVIEW_FPS = 12
 _ORDER = {"failed": 0, "done": 1, "skipped": 2}
 
 log = logging.getLogger("framefold")
@@ -49,15 +49,21 @@ def write_report(output: store.Location, summary: dict) -> store.Location:
 
 
 def _previews_by_item(output: store.Location) -> dict[str, list[str]]:
-    """The webm previews in ``OUTPUT/previews/`` by item id (``<id>-<key12>.webm``)."""
+    """The webm previews in ``OUTPUT/previews/`` by item id (``<id>-<key12>.webm``); the
+    temporary files of previews whose making was killed (over an hour old) are removed."""
     found: dict[str, list[str]] = {}
     for name in store.listdir(store.join(output, PREVIEWS)):
         if name.endswith(".webm") and not name.startswith(".") and "-" in name:
             found.setdefault(name.rsplit("-", 1)[0], []).append(name)
+    work = store.staging(output) / PREVIEWS  # where previews are encoded (the output folder itself when local)
+    for stale in work.glob(".*.part") if work.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_PREVIEW_PART_S:
+                stale.unlink()
     return found
 
 
-def _card(output: store.Location, item: dict, record: dict | None, previews=()) -> str:
+def _card(output: store.Location, item: dict, record: dict | None, previews: Sequence[str] = ()) -> str:
     files = {Path(o["path"]).name: o for o in provenance.outputs_of(record)} if record else {}
     current = item["status"] != "failed"  # a failed item's files, if any, are an earlier run's
     poster = next((n for n, o in files.items() if o.get("format") == "poster"), None)
@@ -109,38 +115,8 @@ def _metrics(summary_metrics: dict, record_metrics: dict) -> list[tuple[str, str
     return out
 
 
-def preview_name(item_id: str, key: str | None) -> str:
-    """``previews/<id>-<first 12 of the content key>.webm``, relative to the output."""
-    return f"{PREVIEWS}/{item_id}-{(key or 'x')[:12]}.webm"
-
-
-def make_preview(output: store.Location, item_id: str, key: str | None, source: Path,
-                 earlier: tuple[str, ...] | list[str] = ()) -> str | None:
-    """Encode the small webm preview of ``source`` (the item's local video) into
-    ``OUTPUT/previews/``; then delete ``earlier`` (names in that folder of the item's
-    previews of other versions). Returns its relative path, or None (logged) when it
-    could not be made: a preview never fails an item. Finishing calls this on the worker
-    that made the video; the report only for outputs made without one."""
-    name = preview_name(item_id, key)
-    work = store.staging(output) / PREVIEWS
-    part = work / f".{item_id}-{(key or 'x')[:12]}.part.webm"
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        _encode_preview(source, part)
-        store.put_file(part, store.join(output, name))
-        for old in earlier:
-            if old != Path(name).name:
-                store.delete(store.join(output, f"{PREVIEWS}/{old}"))
-    except (OSError, subprocess.SubprocessError, store.StoreError) as e:
-        log.warning("no preview for %s (%s)", item_id, e)
-        return None
-    finally:
-        part.unlink(missing_ok=True)
-    return name
-
-
 def _preview(output: store.Location, item_id: str, record: dict | None, files: dict[str, dict],
-             previews=()) -> str | None:
+             previews: Sequence[str] = ()) -> str | None:
     """Relative path of an animated preview: the item's GIF, else the small webm made once
     per content key from its video (made here if the run that made the video did not);
     None when the item has no video. ``previews``: the names of the item's webm previews
@@ -158,28 +134,16 @@ def _preview(output: store.Location, item_id: str, record: dict | None, files: d
     source = store.join(output, video)
     if not store.is_url(source):
         return make_preview(output, item_id, key, Path(source), previews) if Path(source).is_file() else None
-    local = store.staging(output) / PREVIEWS / f".{item_id}.source{Path(video).suffix}"
+    local = store.part_path(store.staging(output) / PREVIEWS / f"{item_id}.source{Path(video).suffix}")
     try:  # encode from a local copy
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(store.read_bytes(source))
         return make_preview(output, item_id, key, local, previews)
     except (OSError, store.StoreError) as e:
-        log.warning("report: no preview for %s (%s)", item_id, e)
+        log.warning("no preview for %s (%s)", item_id, e)
         return None
     finally:
         local.unlink(missing_ok=True)
-
-
-def _encode_preview(src: Path, dst: Path) -> None:
-    import imageio_ffmpeg
-
-    subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src),
-         "-vf", f"fps={PREVIEW_FPS},scale={PREVIEW_WIDTH}:-2", "-an",
-         "-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "45", "-deadline", "realtime", "-cpu-used", "8",
-         "-row-mt", "1", "-threads", "1", str(dst)],
-        check=True, capture_output=True, timeout=300,
-    )
 
 
 def _href(relative: str) -> str:

@@ -155,8 +155,9 @@ def test_the_contact_sheet_artifact_stays_under_prefects_event_limit(tmp_path):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_the_items_table_artifact_is_capped_with_failures_first(monkeypatch):
-    """A catalog's items table would outgrow Prefect's event limit: it shows the first
-    ARTIFACT_TABLE_ROWS items, failures first, and says where the rest are."""
+    """A catalog's items table (and list of failures) would outgrow Prefect's event limit: the
+    table shows the first ARTIFACT_TABLE_ROWS items, failures first, the summary the first
+    ARTIFACT_FAILURES failures, and both say where the rest are."""
     import uuid
 
     from prefect import flow
@@ -167,6 +168,7 @@ def test_the_items_table_artifact_is_capped_with_failures_first(monkeypatch):
     import flows.run
 
     monkeypatch.setattr(flows.run, "ARTIFACT_TABLE_ROWS", 3)
+    monkeypatch.setattr(flows.run, "ARTIFACT_FAILURES", 1)
     items = [{"id": f"i{n}", "status": "failed" if n in (3, 4) else "done", "reason": "new", "seconds": 1.0,
               "gpu_seconds": 0.0, "metrics": {}, "outputs": [f"i{n}.mp4"]} for n in range(5)]
     summary = {"run_id": uuid.uuid4().hex, "job": "capped", "items": items, "output": "out", "seconds": 1.0,
@@ -184,3 +186,5 @@ def test_the_items_table_artifact_is_capped_with_failures_first(monkeypatch):
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [(r["item"], r["status"]) for r in rows] == [("i3", "failed"), ("i4", "failed"), ("i0", "done")]
     assert "the first 3 of 5, failures first" in table.description
+    (markdown,) = [a for a in artifacts if a.key == "framefold-summary"]
+    assert "- `i3`: new" in markdown.data and "`i4`" not in markdown.data and "… and 1 more" in markdown.data

@@ -109,9 +109,8 @@ def test_report_lists_every_item_failures_first_and_its_previews_play(reported_r
     assert errors == []
 
 
-
 def test_a_rerun_keeps_current_previews_and_drops_earlier_versions(reported_run, small_job):
-    from tasks.report import PREVIEWS
+    from tasks.renditions import PREVIEWS
 
     previews = reported_run / PREVIEWS
     (current,) = previews.glob("c-*.webm")
@@ -132,12 +131,15 @@ def test_previews_are_made_where_the_video_is_finished_not_by_the_driver(small_j
     worker processes, make them, and a new version of an item replaces its earlier preview."""
     import subprocess
 
-    import tasks.report
+    import tasks.renditions
 
     def refuse(src, dst):
         raise subprocess.SubprocessError("the driver encoded a preview")
 
-    monkeypatch.setattr(tasks.report, "_encode_preview", refuse)
+    monkeypatch.setattr(tasks.renditions, "encode_preview", refuse)
+    doc = yaml.safe_load(small_job.read_text())
+    doc["items"][1]["aspects"] = ["9:16"]  # no native video: the preview is made from the 9:16 one
+    small_job.write_text(yaml.safe_dump(doc))
     out = small_job.parent / "out"
     assert main(["run", str(small_job)]) == 0
     previews = sorted(p.name for p in (out / "previews").glob("*.webm"))
@@ -145,10 +147,31 @@ def test_previews_are_made_where_the_video_is_finished_not_by_the_driver(small_j
     page = (out / REPORT).read_text()
     assert all(f"previews/{name}" in page for name in previews)
 
-    doc = yaml.safe_load(small_job.read_text())
     doc["items"][2]["seed"] = 99  # a new version of c
     small_job.write_text(yaml.safe_dump(doc))
     assert main(["run", str(small_job)]) == 0
     after = sorted(p.name for p in (out / "previews").glob("*.webm"))
     assert after[:2] == previews[:2] and after[2] != previews[2] and after[2].startswith("c-")
     assert f"previews/{after[2]}" in (out / REPORT).read_text()
+
+
+def test_the_report_lists_previews_by_item_and_clears_killed_encodes(tmp_path):
+    import os
+    import time
+
+    from tasks.renditions import PREVIEWS
+    from tasks.report import _previews_by_item
+
+    folder = tmp_path / PREVIEWS
+    folder.mkdir()
+    for name in ("a-0123456789ab.webm", "a-b-0123456789ab.webm", "a-ffffffffffff.webm"):
+        (folder / name).write_bytes(b"webm")
+    old = folder / ".a-0123456789ab.webm.0badf00d.part"  # a preview's encode killed two hours ago
+    fresh = folder / ".c-0123456789ab.webm.12345678.part"  # one being encoded now
+    for part in (old, fresh):
+        part.write_bytes(b"part")
+    os.utime(old, (time.time() - 7200,) * 2)
+    found = _previews_by_item(tmp_path)
+    assert {k: sorted(v) for k, v in found.items()} == {
+        "a": ["a-0123456789ab.webm", "a-ffffffffffff.webm"], "a-b": ["a-b-0123456789ab.webm"]}
+    assert not old.exists() and fresh.exists()
