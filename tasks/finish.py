@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import resource
@@ -53,6 +54,8 @@ from tasks.pool import ActorPool
 from tasks.renditions import RenditionWriter, make_preview, preview_name, thumb_path, thumb_strip
 from tasks.stitch import stitch
 from tasks.upscale import model_upscale, upscale
+
+log = logging.getLogger("framefold")
 
 # Re-runs of a finishing task whose worker process or node died (its exceptions are final).
 FINISH_RETRIES = 2
@@ -422,8 +425,11 @@ def record_outputs(item: ItemSpec, ctx, keyed: Keyed, finished: Finished) -> Non
     for name in set(output_names(keyed.previous)) - {o["path"] for o in finished.outputs}:
         store.delete(store.join(ctx.output, name))
     previous = (keyed.previous or {}).get("content_key")
-    if previous and previous != keyed.key:  # the earlier version's report preview
-        store.delete(store.join(ctx.output, preview_name(item.id, previous)))
+    if previous and previous != keyed.key:  # the earlier version's report preview (cosmetic: never fails the item)
+        try:
+            store.delete(store.join(ctx.output, preview_name(item.id, previous)))
+        except store.StoreError as e:
+            log.warning("%s: the earlier preview stays (%s)", item.id, e)
 
 
 def _publish(output: Path | str, writer: RenditionWriter, outputs: list[dict], key: str) -> None:

@@ -124,12 +124,18 @@ def _preview(output: store.Location, item_id: str, record: dict | None, files: d
     gif = next((n for n, o in files.items() if o.get("format") == "gif"), None)
     if gif is not None:
         return gif
-    video = next((n for n, o in files.items() if o.get("format") in ("mp4", "webm")), None)
-    if video is None:
+    videos = sorted((n for n, o in files.items() if o.get("format") in ("mp4", "webm")),
+                    key=lambda n: (files[n].get("aspect", "native") != "native", files[n].get("format") != "mp4"))
+    if not videos:  # the same choice as RenditionWriter.preview_source: native first, mp4 first
         return None
+    video = videos[0]
     key = (record or {}).get("content_key")
     name = preview_name(item_id, key)
     if Path(name).name in previews:
+        for old in previews:  # left by a version that was never recorded, or whose removal was cut short
+            if old != Path(name).name:
+                with contextlib.suppress(store.StoreError):
+                    store.delete(store.join(output, PREVIEWS, old))
         return name
     source = store.join(output, video)
     if not store.is_url(source):

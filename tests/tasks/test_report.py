@@ -5,6 +5,8 @@ files that exist, and the filter box narrows the cards. The test saves a screens
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 from urllib.parse import unquote
@@ -115,8 +117,11 @@ def test_a_rerun_keeps_current_previews_and_drops_earlier_versions(reported_run,
     previews = reported_run / PREVIEWS
     (current,) = previews.glob("c-*.webm")
     made = current.stat().st_mtime_ns
+    orphan = previews / "c-111111111111.webm"  # made for a version that was never recorded
+    orphan.write_bytes(b"orphan")
     assert main(["run", str(small_job)]) == 1  # a and c are current (skipped), b fails again
     assert current.stat().st_mtime_ns == made  # not encoded again
+    assert not orphan.exists()
 
     stale = current.rename(previews / "c-000000000000.webm")  # as if c's preview were an earlier version's
     other = previews / "c-d-000000000000.webm"  # the preview of another item, "c-d"
@@ -151,7 +156,8 @@ def test_previews_are_made_where_the_video_is_finished_not_by_the_driver(small_j
     small_job.write_text(yaml.safe_dump(doc))
     assert main(["run", str(small_job)]) == 0
     after = sorted(p.name for p in (out / "previews").glob("*.webm"))
-    assert after[:2] == previews[:2] and after[2] != previews[2] and after[2].startswith("c-")
+    record = json.loads((out / "c.json").read_text())
+    assert after == [*previews[:2], f"c-{record['content_key'][:12]}.webm"] and after[2] != previews[2]
     assert f"previews/{after[2]}" in (out / REPORT).read_text()
 
 
