@@ -16,7 +16,7 @@ import contextlib
 import io
 import logging
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,22 +145,17 @@ def preview_name(item_id: str, key: str | None) -> str:
     return f"{PREVIEWS}/{item_id}-{(key or 'x')[:12]}.webm"
 
 
-def make_preview(output: store.Location, item_id: str, key: str | None, source: Path,
-                 earlier: Sequence[str] = ()) -> str | None:
+def make_preview(output: store.Location, item_id: str, key: str | None, source: Path) -> str | None:
     """Encode the batch report's small webm preview of ``source`` (the item's local video)
-    into ``OUTPUT/previews/``, then delete ``earlier`` (names in that folder of the item's
-    previews of other versions). Returns its relative path, or None (logged) when it could
-    not be made: a preview never fails an item. The finishing task calls this on the
-    worker that made the video; the report only for outputs made without one."""
+    into ``OUTPUT/previews/``. Returns its relative path, or None (logged) when it could not
+    be made: a preview never fails an item. The finishing task calls this on the worker
+    that made the video; the report only for outputs made without one."""
     name = preview_name(item_id, key)
     part = store.part_path(store.staging(output) / name)
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
         encode_preview(source, part)
         store.put_file(part, store.join(output, name))
-        for old in earlier:
-            if old != Path(name).name:
-                store.delete(store.join(output, PREVIEWS, old))
     except (OSError, subprocess.SubprocessError, store.StoreError) as e:
         log.warning("no preview for %s (%s)", item_id, e)
         return None

@@ -120,7 +120,7 @@ def _preview(output: store.Location, item_id: str, record: dict | None, files: d
     """Relative path of an animated preview: the item's GIF, else the small webm made once
     per content key from its video (made here if the run that made the video did not);
     None when the item has no video. ``previews``: the names of the item's webm previews
-    already in the folder (earlier versions are deleted)."""
+    already in the folder (all but the current one are deleted)."""
     gif = next((n for n, o in files.items() if o.get("format") == "gif"), None)
     if gif is not None:
         return gif
@@ -131,20 +131,26 @@ def _preview(output: store.Location, item_id: str, record: dict | None, files: d
     video = videos[0]
     key = (record or {}).get("content_key")
     name = preview_name(item_id, key)
-    if Path(name).name in previews:
-        for old in previews:  # left by a version that was never recorded, or whose removal was cut short
-            if old != Path(name).name:
-                with contextlib.suppress(store.StoreError):
-                    store.delete(store.join(output, PREVIEWS, old))
-        return name
+    if Path(name).name not in previews and _make_missing(output, item_id, key, video) is None:
+        return None
+    for old in previews:  # earlier versions', and those of versions never recorded (a killed or failed run)
+        if old != Path(name).name:
+            with contextlib.suppress(store.StoreError):
+                store.delete(store.join(output, PREVIEWS, old))
+    return name
+
+
+def _make_missing(output: store.Location, item_id: str, key: str | None, video: str) -> str | None:
+    """The preview of an output made without one, encoded here from ``video`` (a copy of it
+    fetched first when the output is in a store)."""
     source = store.join(output, video)
     if not store.is_url(source):
-        return make_preview(output, item_id, key, Path(source), previews) if Path(source).is_file() else None
+        return make_preview(output, item_id, key, Path(source)) if Path(source).is_file() else None
     local = store.part_path(store.staging(output) / PREVIEWS / f"{item_id}.source{Path(video).suffix}")
-    try:  # encode from a local copy
+    try:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(store.read_bytes(source))
-        return make_preview(output, item_id, key, local, previews)
+        return make_preview(output, item_id, key, local)
     except (OSError, store.StoreError) as e:
         log.warning("no preview for %s (%s)", item_id, e)
         return None
