@@ -68,7 +68,6 @@ RECIPE = {
     "grad_clip": 1.0,
     "prediction_type": "sample",  # x0: clean frames at every step (v left per-pixel noise here)
     "snr_clamp": [1.0, 5.0],
-    "motion_weight": 0.0,  # weight of the error in frame-to-frame change (x0 units) beside the per-frame error
     "timesteps": 1000,
     "threads": 1,
     "data": {
@@ -88,8 +87,7 @@ RECIPE = {
 }
 
 
-OBJECTIVE = ("prediction_type", "snr_clamp", "motion_weight", "batch", "threads")  # per training phase
-UNSET = {"snr_clamp": None, "motion_weight": 0.0}  # what a phase recorded before the key existed trained with
+OBJECTIVE = ("prediction_type", "snr_clamp", "batch", "threads")  # per training phase
 
 # --------------------------------------------------------------------------- data
 
@@ -247,15 +245,11 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids.input_ids)[0]
 
 
-def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator, snr_clamp=None,
-            motion_weight: float = 0.0) -> torch.Tensor:
+def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator, snr_clamp=None) -> torch.Tensor:
     """MSE against the scheduler's prediction type (``sample``: x₀, ``v_prediction``: v,
     ``epsilon``: ε) on one batch, timesteps and noise from ``generator``. ``snr_clamp``
     ``(low, high)`` weights each clip's x₀ error by its signal-to-noise ratio clamped to
-    that range (min-SNR-γ with a floor: every noise level keeps a weight, none dominates).
-    ``motion_weight`` (``sample`` only) adds the error of the predicted frame-to-frame
-    change, so that errors which differ from one frame to the next (a shape that jumps,
-    shrinks or fades for a frame) cost more than errors the frames share."""
+    that range (min-SNR-γ with a floor: every noise level keeps a weight, none dominates)."""
     x0 = to_latents(clips)
     n, _, t = x0.shape[:3]
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator)
@@ -268,11 +262,6 @@ def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator
     emb = encode_text(tokenizer, text_encoder, captions).repeat_interleave(t, dim=0)  # (N*T, L, D)
     pred = unet(xt, steps, encoder_hidden_states=emb).sample
     per_clip = (pred - target).pow(2).flatten(1).mean(1)
-    if motion_weight:
-        if kind != "sample":
-            raise ValueError("motion_weight compares predicted frames: use it with prediction_type sample")
-        change = (pred.diff(dim=2) - target.diff(dim=2)).pow(2).flatten(1).mean(1)
-        per_clip = per_clip + motion_weight * change
     if snr_clamp is None:
         return per_clip.mean()
     if kind == "epsilon":
@@ -290,17 +279,14 @@ def objective_of(given: dict, before: dict | None) -> dict:
     otherwise), over this script's RECIPE for a fresh model."""
     if before is None:
         base = {k: RECIPE[k] for k in OBJECTIVE}
-    else:  # a recipe from before snr_clamp (motion_weight) existed trained without one
-        base = {k: before.get(k, UNSET.get(k, RECIPE[k])) for k in OBJECTIVE}
+    else:  # a recipe from before snr_clamp existed trained without one
+        base = {k: before.get(k, None if k == "snr_clamp" else RECIPE[k]) for k in OBJECTIVE}
     out = base | {k: v for k, v in given.items() if v is not None}
     clamp = out["snr_clamp"]
     if clamp is not None and (len(clamp) != 2 or not 0 <= clamp[0] <= clamp[1]):
         raise SystemExit(f"--snr-clamp LOW HIGH needs 0 <= LOW <= HIGH, got {clamp}")
     if clamp is not None and out["prediction_type"] == "epsilon":
         raise SystemExit("--snr-clamp weights x0 errors: use it with --prediction-type sample or v_prediction")
-    if out["motion_weight"] < 0 or (out["motion_weight"] and out["prediction_type"] != "sample"):
-        raise SystemExit(f"--motion-weight needs a value >= 0 and --prediction-type sample, got "
-                         f"{out['motion_weight']} with {out['prediction_type']}")
     return out
 
 
@@ -354,7 +340,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
             step0, elapsed0 = before["steps"], before["elapsed_s"]
             phases = before.get("phases") or [{"steps": step0, "lr": before["lr"], "lr_final": before["lr"],
                                                "ema_decay": before["ema_decay"]}]  # fmt: skip
-            phases = [{k: before.get(k, UNSET.get(k)) for k in OBJECTIVE} | ph for ph in phases]
+            phases = [{k: before.get(k) for k in OBJECTIVE} | ph for ph in phases]
             if not log_path.exists():
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(prior / "loss.jsonl", log_path)
@@ -385,8 +371,7 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
             1.0, (step - step0 + 1) / RECIPE["warmup_steps"])
         for g in opt.param_groups:
             g["lr"] = rate
-        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen, objective["snr_clamp"],
-                       objective["motion_weight"])
+        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen, objective["snr_clamp"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, RECIPE["grad_clip"])
@@ -493,8 +478,6 @@ def main(argv=None) -> int:
                     help="what the UNet predicts (default: the recipe's); a resumed model may switch")
     ap.add_argument("--snr-clamp", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                     help="weight each clip's x0 error by its SNR clamped to [LOW, HIGH]")
-    ap.add_argument("--motion-weight", type=float, default=None,
-                    help="weight of the error in frame-to-frame change (with --prediction-type sample)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
@@ -503,8 +486,7 @@ def main(argv=None) -> int:
         return 0
     if a.out is None:
         ap.error("--out is required to train")
-    objective = {"prediction_type": a.prediction_type, "snr_clamp": a.snr_clamp, "motion_weight": a.motion_weight,
-                 "batch": a.batch, "threads": a.threads}
+    objective = {"prediction_type": a.prediction_type, "snr_clamp": a.snr_clamp, "batch": a.batch, "threads": a.threads}
     train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay, argv, objective)
     return 0
 

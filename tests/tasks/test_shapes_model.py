@@ -48,7 +48,7 @@ def test_a_few_more_training_steps_lower_the_loss():
 
     def loss():
         return T.loss_on(unet, text, tok, scheduler, clips, caps, torch.Generator().manual_seed(0),
-                         RECIPE.get("snr_clamp"), RECIPE.get("motion_weight", 0.0))
+                         RECIPE.get("snr_clamp"))
 
     with torch.no_grad():
         before = float(loss())
@@ -59,48 +59,6 @@ def test_a_few_more_training_steps_lower_the_loss():
     with torch.no_grad():
         after = float(loss())
     assert after < before, (before, after)
-
-
-def test_motion_weight_charges_errors_that_change_from_frame_to_frame():
-    """Two predictions with the same per-frame error: one wrong by the same amount in every
-    frame, one whose error flips sign each frame (a shape that flickers). The motion term
-    leaves the first at its per-frame error and charges the second."""
-    import diffusers
-    from types import SimpleNamespace
-
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    text = CLIPTextModel.from_pretrained(MODEL / "text_encoder")
-    tok = CLIPTokenizer.from_pretrained(MODEL / "tokenizer")
-    scheduler = diffusers.DDIMScheduler.from_pretrained(MODEL / "scheduler", prediction_type="sample")
-    params = T.sample_params(np.random.default_rng(3), 2)
-    clips = T.render_clips(params, range(T.FRAMES))
-    x0 = T.to_latents(clips)
-    sign = (-1.0) ** torch.arange(x0.shape[2]).view(1, 1, -1, 1, 1)
-    steady = lambda xt, t, encoder_hidden_states: SimpleNamespace(sample=x0 + 0.1)  # noqa: E731
-    flicker = lambda xt, t, encoder_hidden_states: SimpleNamespace(sample=x0 + 0.1 * sign)  # noqa: E731
-
-    def loss(unet, weight):
-        return float(T.loss_on(unet, text, tok, scheduler, clips, T.captions_of(params),
-                               torch.Generator().manual_seed(0), None, weight))
-
-    assert loss(steady, 0.0) == pytest.approx(0.01) and loss(flicker, 0.0) == pytest.approx(0.01)
-    assert loss(steady, 2.0) == pytest.approx(0.01)
-    # every frame-to-frame change is off by 0.2: 0.04 per element, on T-1 of T frame pairs
-    assert loss(flicker, 2.0) == pytest.approx(0.01 + 2 * 0.04)
-    v = diffusers.DDIMScheduler.from_pretrained(MODEL / "scheduler", prediction_type="v_prediction")
-    with pytest.raises(ValueError, match="prediction_type sample"):
-        T.loss_on(steady, text, tok, v, clips, T.captions_of(params), torch.Generator(), None, 1.0)
-
-
-def test_a_resumed_objective_carries_on_and_refuses_motion_weight_without_x0():
-    old = {k: v for k, v in RECIPE.items() if k != "motion_weight"}  # a recipe from before the key
-    assert T.objective_of({}, old)["motion_weight"] == 0.0
-    assert T.objective_of({"motion_weight": 2.0}, old)["motion_weight"] == 2.0
-    with pytest.raises(SystemExit, match="--motion-weight"):
-        T.objective_of({"motion_weight": 1.0, "prediction_type": "v_prediction", "snr_clamp": None}, old)
-    with pytest.raises(SystemExit, match="--motion-weight"):
-        T.objective_of({"motion_weight": -1.0}, old)
 
 
 @pytest.mark.slow
