@@ -38,7 +38,7 @@ MODES = ("independent", "codenoise", "freenoise")
 
 def items_for(model: Path, *, mode: str, seeds, frames: int, length: int, overlap: int, size: int,
               steps: int, prompt: str = "waves", guidance: float = 1.0, weighting: str = "linear",
-              loop: bool = False):  # fmt: skip
+              loop: bool = False, name: str | None = None):  # fmt: skip
     """Resolved items (one per seed) of a manifest written beside ``model``."""
     from manifests import load_manifest
 
@@ -48,7 +48,7 @@ def items_for(model: Path, *, mode: str, seeds, frames: int, length: int, overla
                         "model": {"family": "animatediff", "path": model.name},
                         "window": {"length": length, "overlap": overlap, "mode": mode, "weighting": weighting}},
            "items": [{"id": f"s{seed}", "seed": int(seed)} for seed in seeds]}  # fmt: skip
-    path = model.parent / f"q-{model.name}-{mode}-{loop}.yaml"
+    path = model.parent / f"q-{model.name}-{mode}-{loop}{'-' + name if name else ''}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return load_manifest(path).items
 
@@ -338,6 +338,74 @@ def shape_stats(frames: np.ndarray, colour) -> dict:
             "background_error": float(np.sqrt(np.mean(rest**2))) if rest.size else 0.0}
 
 
+DIRECTIONS = {"moving right": (1, 0), "moving left": (-1, 0), "moving down": (0, 1), "moving up": (0, -1)}
+
+
+def prompt_following(frames: np.ndarray, prompt: str) -> dict:
+    """What of a ``"a {colour} {shape} {motion}"`` prompt one clip (T, H, W, 3) uint8 of the
+    shapes data shows: ``colour_match``, the share of its shape pixels (farther than 0.2 from
+    the training background) whose nearest training colour is the prompt's; for a moving
+    prompt ``velocity``, the median per-frame displacement (pixels) of the shape's centroid
+    along the prompt's direction (circular means: shapes wrap around the frame edges; the
+    training clips move 1–2 pixels per frame)."""
+    from bench.train_tiny import BACKGROUND, COLOURS
+
+    x = frames.astype(np.float32) / 255
+    names = list(COLOURS)
+    palette = np.asarray([COLOURS[c] for c in names], np.float32)
+    shape = np.linalg.norm(x - np.asarray(BACKGROUND, np.float32), axis=-1) > 0.2
+    nearest = np.argmin(np.linalg.norm(x[..., None, :] - palette, axis=-1), axis=-1)
+    colour = prompt.split()[1]
+    out = {"colour_match": float(np.mean(nearest[shape] == names.index(colour))) if shape.any() else 0.0}
+    motion = prompt.split(" ", 3)[-1]
+    if motion in DIRECTIONS:
+        size = x.shape[2]
+        theta = 2 * np.pi * (np.arange(size) + 0.5) / size
+        own = shape & (nearest == names.index(colour))
+        axis = 2 if DIRECTIONS[motion][0] else 1  # x: columns, y: rows
+        weights = own.sum(axis=3 - axis)  # (T, size): the shape's pixels per column (row)
+        centre = np.angle((weights * np.exp(1j * theta)).sum(1)) * size / (2 * np.pi)
+        seen = weights.sum(1) > 0
+        step = (np.diff(centre) + size / 2) % size - size / 2
+        step = step[seen[1:] & seen[:-1]]
+        sign = sum(DIRECTIONS[motion])
+        out["velocity"] = float(np.median(step) * sign) if step.size else None
+    return out
+
+
+def following(model: Path, *, seeds: int = 8, frames: int = 16, steps: int = 5, mode: str = "independent") -> dict:
+    """Does the trained model do what its prompt says? Per prompt (every colour; every
+    direction of motion, on a square and a circle), :func:`prompt_following` over
+    ``seeds`` clips of the model and, alongside, over training clips of that prompt."""
+    import shutil
+
+    from bench.train_tiny import COLOURS, captions_of, render_clips, sample_params
+
+    work = Path(tempfile.mkdtemp(prefix="ff-following-"))
+    shutil.copytree(model, work / model.name)
+    prompts = [f"a {c} circle pulsing" for c in COLOURS]
+    prompts += [f"a red {s} {m}" for s in ("square", "circle") for m in DIRECTIONS]
+    pool = sample_params(np.random.default_rng(0), 4000)
+    out = {}
+    for prompt in prompts:
+        tag = prompt.replace(" ", "-")
+        items = items_for(work / model.name, mode=mode, seeds=range(seeds), frames=frames, length=8, overlap=4,
+                          size=32, steps=steps, prompt=prompt, guidance=3.0, loop=False, name=tag)  # fmt: skip
+        got = [prompt_following(render(item).numpy(), prompt) for item in items]
+        params = [p for p in pool if captions_of([p])[0] == prompt][:seeds]
+        truth = [prompt_following((render_clips([p], range(frames))[0] * 255).round().byte()
+                                  .permute(0, 2, 3, 1).numpy(), prompt) for p in params]  # fmt: skip
+        row = {}
+        for key in ("colour_match", "velocity"):
+            vals = [g[key] for g in got if g.get(key) is not None]
+            if vals:
+                row[key] = {"mean": round(float(np.mean(vals)), 3), "std": round(float(np.std(vals)), 3),
+                            "training": round(float(np.mean([t[key] for t in truth])), 3)}
+        out[prompt] = row
+        print(prompt, json.dumps(row), file=sys.stderr, flush=True)
+    return {"mode": mode, "seeds": seeds, "frames": frames, "steps": steps, "prompts": out}
+
+
 def save_strip(frames: np.ndarray, path: Path, *, first: int, count: int, scale: int = 4) -> None:
     """Frames ``first .. first+count`` side by side, enlarged ×``scale`` (nearest)."""
     from PIL import Image
@@ -369,8 +437,9 @@ def peak_rss_mib() -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="quality side by side")
-    ap.add_argument("what", choices=["reference", "trained", "strips", "loops"],
-                    help="strips: stack LABEL=PNG strips (the rest of the line) into --out; "
+    ap.add_argument("what", choices=["reference", "trained", "following", "strips", "loops"],
+                    help="following: what of its prompts the trained model shows (colour, direction); "
+                         "strips: stack LABEL=PNG strips (the rest of the line) into --out; "
                          "loops: the loop items of --manifest, plain vs loop-coded mp4")
     ap.add_argument("strips", nargs="*", metavar="LABEL=PNG")
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/models/shapes")
@@ -393,6 +462,8 @@ def main(argv=None) -> int:
         return 0
     if a.what == "loops":
         res = loops(a.manifest)
+    elif a.what == "following":
+        res = following(a.model, seeds=a.seeds, frames=a.frames, steps=a.steps, mode=a.mode)
     elif a.what == "trained":
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
                       loop=a.loop, strip=a.strip, overlap=a.overlap)  # fmt: skip

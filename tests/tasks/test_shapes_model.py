@@ -93,3 +93,53 @@ def test_its_clips_are_coherent_and_show_the_prompted_shape():
     assert res["median_step"]["mean"] <= 2 * res["training_median_step"], res
     assert res["frames_with_shape"]["mean"] >= 0.5, res
     assert res["background_error"]["mean"] <= 0.1, res
+
+
+def _training_clip(**params) -> np.ndarray:
+    base = {"colour": "red", "shape": "square", "motion": "moving right", "x": 30.0, "y": 16.0, "radius": 6.0,
+            "angle": 0.3, "speed": 1.5, "spin": 0.2, "period": 8.0, "phase": 0.0}  # fmt: skip
+    clip = T.render_clips([base | params], range(16))[0]
+    return (clip * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize(
+    ("params", "prompt", "velocity"),
+    [
+        ({}, "a red square moving right", 1.5),  # starts at x = 30: crosses the right edge
+        ({"motion": "moving left", "speed": 1.2}, "a red square moving left", 1.2),
+        ({"motion": "moving up", "speed": 2.0, "y": 1.0}, "a red square moving up", 2.0),
+        ({"motion": "moving left", "speed": 1.2}, "a red square moving right", -1.2),  # the wrong way
+        ({"motion": "pulsing"}, "a red square moving down", 0.0),  # in place
+    ],
+)
+def test_prompt_following_reads_direction_and_speed_off_training_clips(params, prompt, velocity):
+    from bench.quality import prompt_following
+
+    got = prompt_following(_training_clip(**params), prompt)
+    assert got["velocity"] == pytest.approx(velocity, abs=0.15), got
+    assert got["colour_match"] >= 0.9, got
+
+
+def test_prompt_following_tells_a_wrong_colour_and_skips_velocity_without_a_direction():
+    from bench.quality import prompt_following
+
+    got = prompt_following(_training_clip(colour="green", motion="rotating"), "a red square rotating")
+    assert got["colour_match"] <= 0.05 and "velocity" not in got, got
+    assert prompt_following(_training_clip(colour="green"), "a green square rotating")["colour_match"] >= 0.9
+
+
+@pytest.mark.slow
+def test_it_draws_the_prompted_colour():
+    """Colour is what the model follows of a prompt (docs/quality.md: the direction of motion it does not)."""
+    from bench.quality import items_for, prompt_following, render
+
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp())
+    shutil.copytree(MODEL, work / "shapes")
+    for prompt in ("a green circle pulsing", "a red square moving right"):
+        items = items_for(work / "shapes", mode="independent", seeds=range(2), frames=8, length=8, overlap=4,
+                          size=32, steps=5, prompt=prompt, guidance=3.0)  # fmt: skip
+        for item in items:
+            assert prompt_following(render(item).numpy(), prompt)["colour_match"] >= 0.9, (prompt, item.id)
