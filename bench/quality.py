@@ -453,6 +453,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--loop", action="store_true")
+    ap.add_argument("--prompt", default="a red square moving right", help="trained: the items' prompt")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--manifest", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/loops.yaml")
     a = ap.parse_args(argv)
@@ -466,7 +467,7 @@ def main(argv=None) -> int:
         res = following(a.model, seeds=a.seeds, frames=a.frames, steps=a.steps, mode=a.mode)
     elif a.what == "trained":
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
-                      loop=a.loop, strip=a.strip, overlap=a.overlap)  # fmt: skip
+                      loop=a.loop, strip=a.strip, overlap=a.overlap, prompt=a.prompt)  # fmt: skip
     else:
         res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop, modes=a.modes.split(","),
                         weighting=a.weighting, overlap=a.overlap)  # fmt: skip
