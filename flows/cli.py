@@ -268,6 +268,10 @@ def _run(args) -> int:
         error(str(e))
         return EXIT_FAILED
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
+    if not _prefect_api_configured():
+        from flows.ephemeral import tie
+
+        tie()  # a temporary Prefect server ends with this process, even a killed one
     with RichReporter(total) as rep:
         install(rep)
         try:

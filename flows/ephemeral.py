@@ -1,0 +1,85 @@
+"""Prefect's temporary server, tied to the run that started it.
+
+Without ``PREFECT_API_URL`` a run reports to a temporary Prefect server: a child process
+(uvicorn) that Prefect stops at exit. A run that is killed (``kill -9``, the OOM killer, a
+lost session) never reaches its exit handlers and leaves the server running, holding its
+port. :func:`tie` marks this process's environment with a token, which the server inherits
+when Prefect starts it, and starts a watchdog: a small child process that waits for
+end-of-file on a pipe only the run holds — the kernel closes it however the run ends — and
+then stops every server process that carries the token.
+
+    python -m flows.ephemeral TOKEN   # the watchdog
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MARKER = "prefect.server.api.server"  # in the server's command line: never signal another program
+TOKEN_VAR = "FRAMEFOLD_EPHEMERAL_TOKEN"
+_watchdog: subprocess.Popen | None = None
+
+
+def servers(token: str) -> list[int]:
+    """Pids of Prefect server processes whose environment carries ``token``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if MARKER not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            if f"{TOKEN_VAR}={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def stop(token: str, grace_s: float = 5.0) -> list[int]:
+    """SIGTERM the servers of ``token``, SIGKILL those still there after ``grace_s``; their pids."""
+    pids = servers(token)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and servers(token):
+        time.sleep(0.1)
+    for pid in servers(token):
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def tie() -> subprocess.Popen | None:
+    """Tie the temporary server this process's Prefect will start to this process's life
+    (once per process; the server need not have started yet). None where there is no
+    ``/proc`` to find it by."""
+    global _watchdog
+    if _watchdog is not None and _watchdog.poll() is None:
+        return _watchdog
+    if not Path("/proc/self/environ").exists():
+        return None
+    token = os.environ[TOKEN_VAR] = secrets.token_hex(8)  # its own, even under a parent run's
+    _watchdog = subprocess.Popen(
+        [sys.executable, "-m", "flows.ephemeral", token],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the run's terminal does not stop the watchdog first
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    return _watchdog
+
+
+def main(argv: list[str] | None = None) -> int:
+    token = (argv if argv is not None else sys.argv[1:])[0]
+    sys.stdin.buffer.read()  # returns once the run's end of the pipe is closed
+    stop(token)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

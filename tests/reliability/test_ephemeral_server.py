@@ -1,0 +1,75 @@
+"""Prefect's temporary server does not outlive a killed run (flows/ephemeral.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flows.ephemeral import MARKER, TOKEN_VAR
+from tests.conftest import draw_image, write_manifest
+from tests.reliability.conftest import child_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sleeper(*extra: str, token: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ) | ({TOKEN_VAR: token} if token else {})
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *extra], env=env)
+
+
+def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_else():
+    server = _sleeper(MARKER, token="t1")  # a stand-in: the server's command line, the run's token
+    other_run = _sleeper(MARKER, token="t2")  # another run's server
+    not_a_server = _sleeper("some.other.program", token="t1")  # the run's token, another program
+    procs = (server, other_run, not_a_server)
+    try:
+        dog = subprocess.Popen([sys.executable, "-m", "flows.ephemeral", "t1"], stdin=subprocess.PIPE, cwd=REPO)
+        time.sleep(0.5)
+        assert dog.poll() is None and all(p.poll() is None for p in procs)  # it waits on its pipe
+        dog.stdin.close()  # what the kernel does when the run ends, however it ends
+        assert dog.wait(timeout=30) == 0
+        assert server.wait(timeout=10) == -signal.SIGTERM
+        assert other_run.poll() is None and not_a_server.poll() is None
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_prefect_server(tmp_path, shared):
+    for n in range(3):
+        draw_image(tmp_path / "img" / f"{n}.png", (64, 48), seed=n)
+    doc = {"version": 1, "name": "killed", "output": "out",
+           "defaults": {"frames": 240, "fps": 12, "size": [64, 64], "window": {"length": 8, "overlap": 2}},
+           "items": [{"id": f"i{n}", "image": f"img/{n}.png"} for n in range(3)]}  # fmt: skip
+    manifest = write_manifest(tmp_path, doc)
+    env = child_env(tmp_path, RAY_ADDRESS=shared.ray_address)  # no PREFECT_API_URL: a temporary server
+    run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(manifest)], env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = None
+    try:
+        deadline = time.monotonic() + 180
+        while server is None and run.poll() is None and time.monotonic() < deadline:
+            server = next((c for c in psutil.Process(run.pid).children()
+                           if MARKER in " ".join(c.cmdline())), None)  # fmt: skip
+            time.sleep(0.2)
+        assert server is not None, f"no temporary server seen (run exit {run.poll()})"
+        time.sleep(2)  # the run is under way
+        assert run.poll() is None, "the run ended before it could be killed"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        gone, alive = psutil.wait_procs([server], timeout=30)
+        assert not alive, f"the temporary Prefect server (pid {server.pid}) outlived the killed run"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if server is not None and server.is_running():
+            server.kill()
