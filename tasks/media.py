@@ -1,7 +1,8 @@
 """Reading input stills: any format Pillow decodes, fitted to the generation size.
 
 EXIF orientation is applied; transparency is composited over the item's background
-colour; 16-bit, grayscale, palette and CMYK images become 8-bit RGB; of an animated
+colour; 16-bit, 32-bit, float, grayscale, palette and CMYK images become 8-bit RGB (wide
+ones scaled by their range: ``tasks.inputs.to_8bit``); of an animated
 GIF or multi-page TIFF the first frame is used (and said so in provenance).
 """
 
@@ -16,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from kernels.pixels import from_uint8
-from tasks.inputs import image_errors, refuse_oversized
+from tasks.inputs import image_errors, refuse_oversized, to_8bit
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def load_image(
             im.seek(0)
             exif_rotated = im.getexif().get(0x0112, 1) not in (1, None)
             frame = ImageOps.exif_transpose(im)
+            frame = to_8bit(frame, name)  # 16/32-bit and float: scaled by their range, or refused
             rgb = _to_rgb(frame, background) if not grayscale else _to_gray(frame)
             info = ImageInfo(
                 format=im.format,
@@ -81,11 +83,6 @@ def load_image(
 
 
 def _to_rgb(im: Image.Image, background: str) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grayscale: scale to 8 bits by the format's range, not clip
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
-        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if im.mode == "P":
         im = im.convert("RGBA")
     if im.mode in ("LA", "La", "PA", "RGBa"):
@@ -101,7 +98,7 @@ def _to_gray(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")
         base = Image.new("RGBA", im.size, "#000000")
         im = Image.alpha_composite(base, im)
-    return _to_rgb(im, "#000000").convert("L") if im.mode.startswith("I") else im.convert("L")
+    return im.convert("L")
 
 
 def _fit(im: Image.Image, size: tuple[int, int], fit: str, background: str) -> Image.Image:
