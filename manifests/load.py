@@ -110,6 +110,8 @@ def load_manifest(
         if item_id is not None:
             ids.append((item_id, label))
         if f"items[{index}]" in failed or defaults is None:
+            if isinstance(raw, dict):  # its stills' problems belong in the same report
+                problems += resolve.input_problems(raw, label, item_id, {p.location for p in problems})
             continue
         entry = ItemEntry.model_validate(raw, strict=True)
         spec, item_problems = resolve(entry, source=label, prefix=label)

@@ -56,6 +56,19 @@ class ItemResolver:
             self._files[raw] = found
         return found
 
+    def input_problems(self, raw: dict, prefix: str, item_id: str | None, reported: set[str]) -> list[Problem]:
+        """The problems of the stills (``image``, ``mask``) an item names itself, for an item
+        that failed validation elsewhere, so that one pass reports them too (fields already
+        in ``reported`` are skipped)."""
+        out = []
+        for name in ("image", "mask"):
+            value, where = raw.get(name), f"{prefix}.{name}"
+            if isinstance(value, str) and where not in reported:
+                _, message = self.input_file(value)
+                if message is not None:
+                    out.append(Problem(where, message, item_id))
+        return out
+
     def __call__(self, entry: ItemEntry, *, source: str, prefix: str) -> tuple[ItemSpec | None, list[Problem]]:
         """(ItemSpec, []) or (None, problems) for one validated entry; problems located under `prefix`,
         except those the item inherits unchanged from `defaults`: each of those is reported once, at

@@ -35,26 +35,17 @@ class CatalogSpec(Strict):
         "AND/OR/NOT, parentheses, lower()/upper(). Applied by pyarrow before rows are read.",
     )
 
-    @field_validator("path")
-    @classmethod
-    def _parquet_or_csv(cls, value: str) -> str:
-        if Path(value).suffix.lower() not in (".parquet", ".csv"):
-            raise value_error(f"must name a .parquet or .csv file, got {value!r}")
-        return value
-
-    @field_validator("filter")
-    @classmethod
-    def _filter_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_filter(value)
-            except FilterError as error:
-                raise value_error(str(error)) from None
-        return value
-
     @model_validator(mode="after")
-    def _columns_name_item_fields(self) -> CatalogSpec:
+    def _path_columns_and_filter(self) -> CatalogSpec:
+        """One check for the three, so that every problem among them is reported at once."""
         problems: list[tuple[FieldPath, str]] = []
+        if Path(self.path).suffix.lower() not in (".parquet", ".csv"):
+            problems.append(("path", f"must name a .parquet or .csv file, got {self.path!r}"))
+        if self.filter is not None:
+            try:
+                parse_filter(self.filter)
+            except FilterError as error:
+                problems.append(("filter", str(error)))
         if "id" not in self.columns:
             problems.append(("columns.id", "required: map id to the column holding item ids, e.g. columns: {id: sku}"))
         for field in self.columns:

@@ -67,3 +67,34 @@ def test_catalog_rows_are_checked_row_by_row_with_a_cap(tmp_path, capsys):
     rows = re.findall(r"catalog row (\d+) \(item 'r\d+'\)\.fps", err)
     assert rows == [str(n) for n in range(1, 51)]  # the first 50, in row order
     assert "... and 70 more problem(s) in 70 other row(s), not listed (the first 50 are)" in err
+
+
+def test_an_item_that_fails_validation_still_has_its_stills_checked(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "text.png").write_text("not a PNG\n")
+    doc = {"version": 1, "name": "t", "output": "out",
+           "defaults": {"frames": 8, "size": [64, 64], "window": {"length": 8, "overlap": 2}},
+           "items": [{"id": "a", "image": "img/missing.png", "window": {"length": 8, "overlap": 8}},
+                     {"id": "b", "image": "img/text.png", "frames": 0},
+                     {"id": "c", "image": ["not", "a", "path"], "mask": "img/gone.png"}]}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["validate", str(tmp_path / "job.yaml")]) == 2
+    err = capsys.readouterr().err
+    for where, what in (("items[0].window.overlap (item 'a')", "overlap must be < length"),
+                        ("items[0].image (item 'a')", "file not found"),
+                        ("items[1].frames (item 'b')", "greater than or equal to 1"),
+                        ("items[1].image (item 'b')", "text.png: not a readable image"),
+                        ("items[2].image (item 'c')", ""),  # the wrong type, reported once
+                        ("items[2].mask (item 'c')", "file not found")):  # fmt: skip
+        assert [line for line in err.splitlines() if f": {where}: " in line and what in line], (where, err)
+    assert err.count("items[2].image") == 1 and "invalid manifest (6 problems)" in err, err
+
+
+def test_a_catalogs_path_filter_and_columns_are_reported_together(tmp_path, capsys):
+    doc = {"version": 1, "name": "t", "output": "out", "defaults": {"frames": 8},
+           "catalog": {"path": "rows.txt", "columns": {"id": "sku", "nosuch": "cap"}, "filter": "fr > 3 AND"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["validate", str(tmp_path / "job.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "catalog.path: must name a .parquet or .csv file" in err, err
+    assert "catalog.filter: syntax error" in err and "catalog.columns.nosuch: not an item field" in err, err
