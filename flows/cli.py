@@ -204,10 +204,13 @@ def _plan(args) -> int:
     if args.json:
         print(json.dumps({"job": job.name, "output": str(job.output), "items": rows, "totals": totals}, indent=2))
         return EXIT_OK
-    table = Table(title=text(f"plan: {job.name}"))
+    table = Table(title=text(f"plan: {job.name}"), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    widest = min(40, max((len(r["id"]) for r in rows[:PLAN_ROWS]), default=4))
     for col in ("item", "run", "why", "GPU-s", "frames", "windows", "size → output"):
+        # ids stay whole (up to 40 characters: what a reader looks for); reasons wrap
         table.add_column(col, justify="left" if col in ("item", "run", "why", "size → output") else "right",
-                         no_wrap=col != "item", overflow="fold", min_width=8 if col == "item" else None)
+                         no_wrap=col != "why", overflow="fold",
+                         min_width={"item": widest, "why": 8}.get(col))
     for r in rows[:PLAN_ROWS]:
         gpu = r["gpu_seconds_estimate"]
         table.add_row(text(r["id"]), r["action"], text(r["why"]), "?" if gpu is None else f"{gpu:.1f}",

@@ -196,3 +196,21 @@ def test_version_is_looked_up_only_when_asked(capsys) -> None:
         main(["--version"])
     assert stopped.value.code == 0
     assert re.fullmatch(r"framefold \S+\n", capsys.readouterr().out)
+
+
+def test_plan_table_keeps_ids_whole_on_a_narrow_terminal(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    doc = _valid(tmp_path)
+    doc["items"] = [{"id": "product-sku-00042-blue-large", "image": "img/a.png"}, {"id": "b", "image": "img/a.png"}]
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    for width in (80, 120):  # 80: the usual terminal, and what a pipe gets
+        screen = io.StringIO()
+        monkeypatch.setattr("flows.cli.out", Console(file=screen, width=width, highlight=False))
+        assert main(["plan", str(path)]) == 0
+        lines = screen.getvalue().splitlines()
+        assert any(line.split()[:3] == ["product-sku-00042-blue-large", "make", "new"] for line in lines if line.split()), lines
+        assert any(line.split()[:2] == ["b", "make"] for line in lines if line.split()), lines
