@@ -115,7 +115,7 @@ def _check_no_nul(value: str) -> str:
 def check_unique(values: list[str]) -> list[str]:
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
-        raise value_error(f"must list each format once, got {values!r} ({', '.join(repeated)} repeated)")
+        raise value_error(f"must list each value once, got {values!r} ({', '.join(repeated)} repeated)")
     return values
 
 
@@ -173,7 +173,8 @@ TileSide = Annotated[int, Field(ge=0, le=4096)]
 TileOverlap = Annotated[int, Field(ge=0, le=1024)]
 Amplitude = Annotated[float, Field(ge=0, le=0.2)]
 ModeCount = Annotated[int, Field(ge=1, le=16)]
-MaxHz = Annotated[float, Field(gt=0, le=12)]
+MAX_HZ = 12.0  # motion.max_hz: the highest oscillation a still is animated with
+MaxHz = Annotated[float, Field(gt=0, le=MAX_HZ)]
 Shift = Annotated[float, Field(ge=-0.5, le=0.5)]
 FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
 Dtype = Literal["float32", "float16", "bfloat16"]  # tasks.backends.diffusers_backend.DTYPES

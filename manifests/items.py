@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
 
 from .fields import (
     BACKENDS,
+    MAX_HZ,
     Aspects,
     Backend,
     FrameCount,
@@ -187,29 +188,36 @@ class ItemSpec(Resolved):
             )
         if self.backend == "diffusers":
             problems += diffusers_problems(self)
-        elif self.loop and self.motion.max_hz < 1 / self.duration:
-            problems.append(
-                (
-                    "motion.max_hz",
-                    f"with loop: true, motion.max_hz must be >= 1/duration = {1 / self.duration:.6g} Hz "
-                    f"(one whole cycle in {self.duration:.6g} s = {self.frames} frames at {self.fps:g} fps), "
-                    f"got {self.motion.max_hz:g}",
-                )
-            )
         elif self.loop and self.motion.modes > math.floor(self.motion.max_hz * self.duration + 1e-9):
-            available = math.floor(self.motion.max_hz * self.duration + 1e-9)
-            problems.append(
-                (
-                    "motion.modes",
-                    f"with loop: true, a {self.duration:.6g} s clip has {available} looping frequencies "
-                    f"<= max_hz ({self.motion.max_hz:g} Hz), so modes must be <= {available}, got {self.motion.modes}; "
-                    "lower modes, raise max_hz or make the clip longer",
-                )
-            )
+            problems.append(self._loop_too_short())
         problems += upscale_problems(self.size, self.upscale.factor, settings.max_output_side)
         problems += aspect_problems(self)
         raise_rule_problems(problems)
         return self
+
+    def _loop_too_short(self) -> tuple[str, str]:
+        """A looping motion needs each of its ``modes`` at its own whole number of cycles in
+        the clip: the problem, with every fix that works on its own."""
+        modes, hz, seconds = self.motion.modes, self.motion.max_hz, self.duration
+        available = math.floor(hz * seconds + 1e-9)
+        fixes = [f"lower motion.modes to {available}"] if available >= 1 else []
+        if _round(modes / seconds, up=True) <= MAX_HZ:
+            fixes.append(f"raise motion.max_hz to >= {_round(modes / seconds, up=True):g}")
+        fixes.append(f"make the clip at least {math.ceil(modes * self.fps / hz - 1e-9)} frames "
+                     f"({modes / hz:.6g} s at {self.fps:g} fps)")
+        fixes.append(f"lower fps to <= {_round(self.frames * hz / modes, up=False):g}")
+        return (
+            "motion.modes" if available >= 1 else "motion.max_hz",
+            f"with loop: true, each of the {modes} motion modes needs its own whole number of cycles: "
+            f"a {seconds:.6g} s clip ({self.frames} frames at {self.fps:g} fps) has {available} looping "
+            f"frequencies (multiples of 1/duration = {1 / seconds:.6g} Hz) <= max_hz ({hz:g} Hz); "
+            + ", or ".join(fixes),
+        )
+
+
+def _round(value: float, up: bool) -> float:
+    """``value`` to 4 decimals, rounded the way that keeps a suggested bound on the safe side."""
+    return (math.ceil if up else math.floor)(value * 1e4 - 1e-6 if up else value * 1e4 + 1e-6) / 1e4
 
 
 # --- Items as written --------------------------------------------------------------------

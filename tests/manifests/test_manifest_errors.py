@@ -101,7 +101,8 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("upscale-too-big", _set("items.0.upscale", {"factor": 9}), "items[0].upscale.factor", "less than or equal to 8"),
     ("upscale-over-max-output", _set("items.0.size", [4098, 256]), "items[0].upscale.factor", "max_output_side"),
     ("formats-empty", _set("items.0.formats", []), "items[0].formats", "at least 1"),
-    ("formats-repeated", _set("items.0.formats", ["mp4", "mp4"]), "items[0].formats", "each format once"),
+    ("formats-repeated", _set("items.0.formats", ["mp4", "mp4"]), "items[0].formats", "each value once"),
+    ("aspects-repeated", _set("items.0.aspects", ["9:16", "9:16"]), "items[0].aspects", "each value once, got ['9:16', '9:16'] (9:16 repeated)"),
     ("formats-unknown", _set("items.0.formats", ["mov"]), "items[0].formats[0]", "'mp4', 'webm', 'gif' or 'poster'"),
     ("aspects-bad", _set("items.0.aspects", ["native", "16x9"]), "items[0].aspects[1]", "'W:H'"),
     ("aspects-zero", _set("items.0.aspects", ["0:1"]), "items[0].aspects[0]", "1 to 99"),
@@ -441,4 +442,34 @@ def test_looping_motion_needs_enough_frequencies(project: Any, base: dict[str, A
     # items[1] sets frames: 48 (2 s, six frequencies <= 3 Hz) and is fine; items[0] inherits the
     # defaults as they are, so the problem is where it is written: in defaults
     assert [p.location for p in info.value.problems] == ["defaults.motion.modes"]
-    assert "modes must be <= 3" in str(info.value)
+    assert "lower motion.modes to 3" in str(info.value)
+
+
+@pytest.mark.parametrize(("frames", "fps", "modes"), [(1, 24, 4), (4, 24, 1), (2, 8, 2), (30, 24, 4), (5, 6, 3)])
+def test_a_loop_too_short_for_its_motion_gets_fixes_that_each_work(project: Any, base: dict[str, Any], frames, fps,
+                                                                   modes):  # fmt: skip
+    """Each fix the message offers (fewer modes, raise max_hz — only where 12 Hz allows it —,
+    more frames, lower fps), applied alone, makes the item valid."""
+    import re
+
+    base["items"] = [{"id": "short", "image": base["items"][0]["image"], "loop": True, "frames": frames, "fps": fps,
+                      "motion": {"modes": modes}}]  # fmt: skip
+    ((where, message),) = _problems(project.write(base))
+    available = int(3.0 * frames / fps)  # looping frequencies up to the default max_hz, 3 Hz
+    assert where == ("items[0].motion.modes" if available else "items[0].motion.max_hz"), message
+    fixes = message.split("; ", 1)[1].split(", or ")
+    assert (modes * fps / frames <= 12) == any(f.startswith("raise motion.max_hz") for f in fixes), fixes
+    assert bool(available) == any(f.startswith("lower motion.modes") for f in fixes), fixes
+    for fix in fixes:
+        item = {**base["items"][0], "motion": {"modes": modes}}
+        number = float(re.search(r"(?:>=|<=|least|to) ([0-9.]+)", fix).group(1))
+        if fix.startswith("lower motion.modes"):
+            item["motion"] = {"modes": int(number)}
+        elif fix.startswith("raise motion.max_hz"):
+            item["motion"] = {"modes": modes, "max_hz": number}
+        elif fix.startswith("make the clip"):
+            item["frames"] = int(number)
+        else:
+            assert fix.startswith("lower fps"), fix
+            item["fps"] = number
+        load_manifest(project.write({**base, "items": [item]}))  # valid: no ManifestError
