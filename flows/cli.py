@@ -97,13 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("manifest", help="manifest file: a path or a store URL")
     pl.add_argument("--out", help="output root, as given to `run` (default: the manifest's `output`)")
     pl.add_argument("--force", action="store_true", help="plan as `run --force` would (every item made)")
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--json", action="store_true", help="print every item's plan and the totals as JSON")
     pl.set_defaults(func=_plan)
 
     i = sub.add_parser("inspect", help="print the provenance of an output and validate its C2PA content credentials "
                        "(exit 1 when they do not match the file)")
-    i.add_argument("video", type=Path)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("video", type=Path, metavar="FILE",
+                   help="an output: an mp4 or webm (its record is inside), a GIF or poster (from its sidecar "
+                        "or its credentials)")
+    i.add_argument("--json", action="store_true", help="print the whole record as JSON")
     i.set_defaults(func=_inspect)
 
     s = sub.add_parser("schema", help="print the manifest JSON Schema")
@@ -207,10 +209,10 @@ def _plan(args) -> int:
     table = Table(title=text(f"plan: {job.name}"), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     widest = min(40, max((len(r["id"]) for r in rows[:PLAN_ROWS]), default=4))
     for col in ("item", "run", "why", "GPU-s", "frames", "windows", "size → output"):
-        # ids stay whole (up to 40 characters: what a reader looks for); reasons wrap
+        # ids stay whole (up to 40 characters: what a reader looks for); sizes, then reasons, wrap
         table.add_column(col, justify="left" if col in ("item", "run", "why", "size → output") else "right",
-                         no_wrap=col != "why", overflow="fold",
-                         min_width={"item": widest, "why": 8}.get(col))
+                         no_wrap=col not in ("why", "size → output"), overflow="fold",
+                         min_width={"item": widest, "why": 18, "size → output": 9}.get(col))
     for r in rows[:PLAN_ROWS]:
         gpu = r["gpu_seconds_estimate"]
         table.add_row(text(r["id"]), r["action"], text(r["why"]), "?" if gpu is None else f"{gpu:.1f}",

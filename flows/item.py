@@ -197,7 +197,7 @@ def _skipped(item: ItemSpec, ctx: RunContext, keyed: Keyed) -> ItemResult:
     fresh = freshness.Freshness(keyed.key, None, keyed.previous, keyed.inputs, keyed.backend, keyed.params)
     freshness.record_skip(ctx.output, fresh, run_id=ctx.run_id, job=ctx.job, item=item,
                           manifest=str(ctx.manifest_path), manifest_sha256=ctx.manifest_sha256)
-    return ItemResult(item.id, "skipped", "unchanged", fresh.outputs, content_key=keyed.key)
+    return ItemResult(item.id, "skipped", "unchanged", fresh.outputs, frames=item.frames, content_key=keyed.key)
 
 
 def _prepare_inputs(item: ItemSpec, ctx: RunContext, keyed: Keyed) -> tuple[Conditioning, dict]:

@@ -229,7 +229,7 @@ def skip_current(job, items: list[ItemSpec], *, run_id: str, force: bool) -> tup
             record_skip(job.output, fresh, run_id=run_id, job=job.name, item=item,
                         manifest=str(job.manifest_path), manifest_sha256=job.manifest_sha256)
         skipped[item.id] = {"id": item.id, "status": "skipped", "reason": "unchanged", "outputs": fresh.outputs,
-                            "seconds": 0.0, "frames": 0, "content_key": fresh.key, "windows_reused": 0,
+                            "seconds": 0.0, "frames": item.frames, "content_key": fresh.key, "windows_reused": 0,
                             "metrics": {}, "gpu_seconds": 0.0}
     return skipped, todo
 
@@ -265,7 +265,7 @@ def settle_if_current(job, items: list[ItemSpec]) -> dict | None:
         "seconds": 0.0, "gpu_seconds": 0.0, "counts": {"done": 0, "skipped": len(checked), "failed": 0},
         "contact_sheet": None,
         "items": [{"id": item.id, "status": "skipped", "reason": "unchanged", "outputs": fresh.outputs,
-                   "seconds": 0.0, "frames": 0, "content_key": fresh.key, "windows_reused": 0,
+                   "seconds": 0.0, "frames": item.frames, "content_key": fresh.key, "windows_reused": 0,
                    "metrics": _summary_metrics(fresh.previous), "gpu_seconds": 0.0, "prompt": item.prompt}
                   for item, fresh in checked],
     }

@@ -72,6 +72,9 @@ def test_rerun_of_the_current_demo_starts_no_ray_and_plan_says_why(tmp_path, cap
     out = folder / "out" / "demo"
     rows = [r for r in read_ledger(out).to_pylist() if r["run_id"] == again["run_id"]]
     assert {(r["item_id"], r["status"]) for r in rows} == {(i, "skipped") for i in ("coffee-steam", "chelsea", "rocket")}
+    # the summary's frames are the outputs' frames, as in the ledger (not 0: nothing was rendered)
+    assert {i["id"]: i["frames"] for i in again["items"]} == {r["item_id"]: r["frames"] for r in rows if r["format"] == "mp4"}
+    assert {i["id"]: i["frames"] for i in again["items"]} == {i["id"]: i["frames"] for i in first["items"]}
     assert (out / "report.html").is_file()
 
     # plan: current for everything, with a GPU-seconds estimate from the ledger (0 for current items)
