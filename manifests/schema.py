@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from .catalog_filter import MAX_FILTER_CHARS, FilterError
 from .catalog_filter import parse as parse_filter
@@ -35,20 +35,31 @@ class CatalogSpec(Strict):
         "AND/OR/NOT, parentheses, lower()/upper(). Applied by pyarrow before rows are read.",
     )
 
-    @model_validator(mode="after")
-    def _path_columns_and_filter(self) -> CatalogSpec:
-        """One check for the three, so that every problem among them is reported at once."""
-        problems: list[tuple[FieldPath, str]] = []
-        if Path(self.path).suffix.lower() not in (".parquet", ".csv"):
-            problems.append(("path", f"must name a .parquet or .csv file, got {self.path!r}"))
-        if self.filter is not None:
+    # field validators, each on its own field: every problem among path, columns and filter at once
+    @field_validator("path")
+    @classmethod
+    def _parquet_or_csv(cls, value: str) -> str:
+        if Path(value).suffix.lower() not in (".parquet", ".csv"):
+            raise value_error(f"must name a .parquet or .csv file, got {value!r}")
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_parses(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                parse_filter(self.filter)
+                parse_filter(value)
             except FilterError as error:
-                problems.append(("filter", str(error)))
-        if "id" not in self.columns:
-            problems.append(("columns.id", "required: map id to the column holding item ids, e.g. columns: {id: sku}"))
-        for field in self.columns:
+                raise value_error(str(error)) from None
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_name_item_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        problems: list[tuple[FieldPath, str]] = []
+        if "id" not in columns:
+            problems.append(("id", "required: map id to the column holding item ids, e.g. columns: {id: sku}"))
+        for field in columns:
             if field in CATALOG_FIELDS:
                 continue
             if field in SECTION_MODELS:
@@ -62,9 +73,9 @@ class CatalogSpec(Strict):
                 message = f"not a key of {section}" + did_you_mean(field, keys)
             else:
                 message = "not an item field" + did_you_mean(field, CATALOG_FIELDS)
-            problems.append((("columns", field), message))
+            problems.append(((field,), message))  # under catalog.columns
         raise_rule_problems(problems)
-        return self
+        return columns
 
 
 class C2paSpec(Strict):

@@ -98,3 +98,9 @@ def test_a_catalogs_path_filter_and_columns_are_reported_together(tmp_path, caps
     err = capsys.readouterr().err
     assert "catalog.path: must name a .parquet or .csv file" in err, err
     assert "catalog.filter: syntax error" in err and "catalog.columns.nosuch: not an item field" in err, err
+    del doc["catalog"]["columns"]  # a missing field does not hide the others either
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["validate", str(tmp_path / "job.yaml")]) == 2
+    err = capsys.readouterr().err
+    for where in ("catalog.path: must name", "catalog.columns: ", "catalog.filter: syntax error"):
+        assert where in err, (where, err)
