@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from tasks import store
 from tasks.errors import ItemError
 
-__all__ = ["check_image", "checker", "image_errors", "refuse_oversized", "to_8bit"]
+__all__ = ["check_image", "checker", "image_errors", "refuse_oversized", "to_8bit", "wide_scale"]
 
 WIDE = ("I;16", "I;16B", "I;16L", "I", "F")  # one channel wider than 8 bits: integer or float
 
@@ -51,27 +51,41 @@ def refuse_oversized(im: Image.Image, name: str, max_pixels: int) -> None:
         )
 
 
-def to_8bit(im: Image.Image, name: str) -> Image.Image:
-    """A one-channel image wider than 8 bits (16- or 32-bit integer, 32-bit float) as 8-bit
-    ``L``, scaled by its format's range, not clipped: integers by 0–65535 (a 32-bit one whose
-    values fit 0–255 by 0–255), floats by 0–1. Values outside that range (or NaN) have no
-    meaning as brightness: refused with an :class:`ItemError` naming ``name``. Other images
-    are returned as they are."""
+def wide_scale(im: Image.Image, name: str) -> float | None:
+    """The value that is white in a one-channel image wider than 8 bits (None for other
+    images), read off its values without copying them: 16-bit by 65535; 32-bit integer by
+    255 when its values fit 0–255, else 65535; floating point by 1 when its values fit 0–1,
+    else 255. Values outside that range (negative, larger, NaN) are no brightness: refused
+    with an :class:`ItemError` naming ``name`` and what to do."""
     if im.mode not in WIDE:
-        return im
-    arr = np.asarray(im, dtype=np.float64)
-    finite = bool(np.isfinite(arr).all())
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        return None
+    arr = np.asarray(im)
+    if arr.size == 0:
+        return 255.0
+    lo, hi = arr.min(), arr.max()
     if im.mode == "F":
-        top, rule = 1.0, "a floating-point image is read as 0 (black) to 1 (white)"
+        kind, rule = "floating-point", "0–1 or 0–255"
+        top = 1.0 if hi <= 1 else 255.0
+        bad = not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255
     else:
+        kind, rule = ("16-bit" if im.mode.startswith("I;16") else "32-bit integer"), "0–255 or 0–65535"
         top = 65535.0 if hi > 255 or im.mode.startswith("I;16") else 255.0
-        rule = "an integer image is read as 8-bit (0–255) or 16-bit (0–65535)"
-    if not finite or lo < 0 or hi > top:
-        seen = "NaN or infinite values" if not finite else f"values from {lo:g} to {hi:g}"
-        raise ItemError(f"{name}: a {im.mode} image with {seen}, and {rule}; "
-                        f"save it as an 8- or 16-bit image (or scale it into that range)")
-    return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        bad = lo < 0 or hi > 65535
+    if bad:
+        seen = "NaN or infinite values" if not (np.isfinite(lo) and np.isfinite(hi)) else f"values from {lo:.10g} to {hi:.10g}"
+        raise ItemError(f"{name}: a {kind} image with {seen}, outside {rule}; "
+                        f"save it as an 8- or 16-bit image (or scale its values into that range)")
+    return top
+
+
+def to_8bit(im: Image.Image, name: str) -> Image.Image:
+    """A one-channel image wider than 8 bits as 8-bit ``L``, scaled by :func:`wide_scale`
+    (not clipped); other images as they are."""
+    top = wide_scale(im, name)
+    if top is None:
+        return im
+    scaled = np.asarray(im).astype(np.float32) * np.float32(255.0 / top) + np.float32(0.5)
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
 
 
 def check_image(location: store.Location, *, max_pixels: int) -> str | None:
@@ -87,7 +101,7 @@ def check_image(location: store.Location, *, max_pixels: int) -> str | None:
                 if im.format == "JPEG":
                     im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
-                to_8bit(im, name)  # a float or 32-bit image whose values are no brightness
+                wide_scale(im, name)  # a float or 32-bit image whose values are no brightness
     except ItemError as e:
         return str(e)
     except (OSError, store.StoreError) as e:  # unreadable file or object

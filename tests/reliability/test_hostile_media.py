@@ -44,9 +44,9 @@ def _make_inputs(img: Path) -> dict[str, dict]:
     (img / "words.png").write_text("this is a text file, not a PNG\n")
     (img / "empty.png").write_bytes(b"")
     Image.new("RGB", (100, 100), (1, 2, 3)).save(img / "huge.png")  # 10,000 px > MAX_PIXELS
-    Image.fromarray(np.full((40, 48), 200.0, np.float32)).save(img / "float255.tif")  # mode F, not 0–1
+    Image.fromarray(np.full((40, 48), 300.0, np.float32)).save(img / "float300.tif")  # mode F, past 0–255
     Image.fromarray(np.full((40, 48), 4_000_000, np.int32)).save(img / "int32.tif")  # mode I, past 16 bits
-    for name in ("truncated.png", "truncated.jpg", "words.png", "empty.png", "huge.png", "float255.tif",
+    for name in ("truncated.png", "truncated.jpg", "words.png", "empty.png", "huge.png", "float300.tif",
                  "int32.tif"):
         items["bad-" + name.replace(".", "-")] = {"image": f"img/{name}"}
 
@@ -57,6 +57,8 @@ def _make_inputs(img: Path) -> dict[str, dict]:
     items["sixteen-bit"] = {"image": "img/sixteen.png"}
     Image.fromarray(np.full((40, 48), 0.25, np.float32)).save(img / "float.tif")  # mode F: 0–1
     items["float"] = {"image": "img/float.tif"}
+    Image.fromarray(np.full((40, 48), 200.0, np.float32)).save(img / "float255.tif")  # mode F: 0–255
+    items["float-255"] = {"image": "img/float255.tif"}
     Image.fromarray(np.full((40, 48), 49152, np.int32)).save(img / "wide.tif")  # mode I with 16-bit values
     items["thirty-two-bit"] = {"image": "img/wide.tif"}
     Image.new("L", (48, 40), 77).save(img / "gray.png")
@@ -101,8 +103,8 @@ BROKEN = [
     ("bad-words-png", "words.png", "not a readable image"),
     ("bad-empty-png", "empty.png", "not a readable image"),
     ("bad-huge-png", "huge.png", "FRAMEFOLD_MAX_IMAGE_PIXELS"),
-    ("bad-float255-tif", "float255.tif", "a F image with values from 200 to 200, and a floating-point image"),
-    ("bad-int32-tif", "int32.tif", "a I image with values from 4e+06 to 4e+06"),
+    ("bad-float300-tif", "float300.tif", "a floating-point image with values from 300 to 300, outside 0–1 or 0–255"),
+    ("bad-int32-tif", "int32.tif", "a 32-bit integer image with values from 4000000 to 4000000, outside 0–255 or 0–65535"),
 ]
 
 
@@ -152,7 +154,7 @@ def test_batch_of_valid_stills_exits_0_and_every_item_has_one_row(batch):
     assert not list(out.glob(".*.part"))
 
 
-@pytest.mark.parametrize("item", ["one-pixel", "sixteen-bit", "float", "thirty-two-bit", "grayscale", "palette", "transparent", "cmyk",
+@pytest.mark.parametrize("item", ["one-pixel", "sixteen-bit", "float", "float-255", "thirty-two-bit", "grayscale", "palette", "transparent", "cmyk",
                                   "exif-rotated", "animated-gif", "multipage-tiff"])
 def test_unusual_still_is_done(batch, item):
     _, out, rows, _ = batch
@@ -165,6 +167,7 @@ def test_unusual_still_is_done(batch, item):
     ("one-pixel", (10, 200, 10)),  # fitted to 32×32: every pixel the one colour
     ("sixteen-bit", (128, 128, 128)),  # 32768 of 65535 scaled, not clipped to white
     ("float", (64, 64, 64)),  # 0.25 of 0–1, not 0.25 of 255
+    ("float-255", (200, 200, 200)),  # values past 1: read as 0–255
     ("thirty-two-bit", (191, 191, 191)),  # 49152 of 65535
     ("grayscale", (77, 77, 77)),
     ("palette", (10, 20, 250)),
