@@ -13,6 +13,7 @@ then stops every server process that carries the token.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -46,19 +47,21 @@ def stop(token: str, grace_s: float = 5.0) -> list[int]:
     """SIGTERM the servers of ``token``, SIGKILL those still there after ``grace_s``; their pids."""
     pids = servers(token)
     for pid in pids:
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # gone since the scan (e.g. a Ctrl-C reached it too)
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and servers(token):
         time.sleep(0.1)
     for pid in servers(token):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return pids
 
 
 def tie() -> subprocess.Popen | None:
     """Tie the temporary server this process's Prefect will start to this process's life
     (once per process; the server need not have started yet). None where there is no
-    ``/proc`` to find it by."""
+    ``/proc`` to find it by (not Linux): there a killed run's server stays, as Prefect leaves it."""
     global _watchdog
     if _watchdog is not None and _watchdog.poll() is None:
         return _watchdog

@@ -29,16 +29,22 @@ def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_els
     other_run = _sleeper(MARKER, token="t2")  # another run's server
     not_a_server = _sleeper("some.other.program", token="t1")  # the run's token, another program
     procs = (server, other_run, not_a_server)
+    dog = subprocess.Popen([sys.executable, "-m", "flows.ephemeral", "t1"], stdin=subprocess.PIPE, cwd=REPO)
     try:
-        dog = subprocess.Popen([sys.executable, "-m", "flows.ephemeral", "t1"], stdin=subprocess.PIPE, cwd=REPO)
-        time.sleep(0.5)
-        assert dog.poll() is None and all(p.poll() is None for p in procs)  # it waits on its pipe
+        # it waits on its pipe: its stdin read blocks (a watchdog that does not wait would be gone)
+        deadline = time.monotonic() + 60
+        while "flows.ephemeral" not in " ".join(psutil.Process(dog.pid).cmdline()) or \
+                psutil.Process(dog.pid).status() != psutil.STATUS_SLEEPING:
+            assert time.monotonic() < deadline and dog.poll() is None, "the watchdog did not wait on its pipe"
+            time.sleep(0.1)
+        time.sleep(1)
+        assert dog.poll() is None and all(p.poll() is None for p in procs)
         dog.stdin.close()  # what the kernel does when the run ends, however it ends
         assert dog.wait(timeout=30) == 0
         assert server.wait(timeout=10) == -signal.SIGTERM
         assert other_run.poll() is None and not_a_server.poll() is None
     finally:
-        for p in procs:
+        for p in (*procs, dog):
             p.kill()
             p.wait()
 
