@@ -189,29 +189,36 @@ class ItemSpec(Resolved):
         if self.backend == "diffusers":
             problems += diffusers_problems(self)
         elif self.loop and self.motion.modes > math.floor(self.motion.max_hz * self.duration + 1e-9):
-            problems.append(self._loop_too_short())
+            problems.append(self._loop_too_short(settings.max_frames))
         problems += upscale_problems(self.size, self.upscale.factor, settings.max_output_side)
         problems += aspect_problems(self)
         raise_rule_problems(problems)
         return self
 
-    def _loop_too_short(self) -> tuple[str, str]:
+    def _loop_too_short(self, max_frames: int) -> tuple[str, str]:
         """A looping motion needs each of its ``modes`` at its own whole number of cycles in
-        the clip: the problem, with every fix that works on its own."""
-        modes, hz, seconds = self.motion.modes, self.motion.max_hz, self.duration
+        the clip: the problem, with every fix that works on its own (within the limits:
+        ``max_hz`` up to 12 Hz and half the frame rate, ``max_frames``)."""
+        modes, hz, seconds, fps = self.motion.modes, self.motion.max_hz, self.duration, self.fps
         available = math.floor(hz * seconds + 1e-9)
         fixes = [f"lower motion.modes to {available}"] if available >= 1 else []
-        if _round(modes / seconds, up=True) <= MAX_HZ:
-            fixes.append(f"raise motion.max_hz to >= {_round(modes / seconds, up=True):g}")
-        fixes.append(f"make the clip at least {math.ceil(modes * self.fps / hz - 1e-9)} frames "
-                     f"({modes / hz:.6g} s at {self.fps:g} fps)")
-        fixes.append(f"lower fps to <= {_round(self.frames * hz / modes, up=False):g}")
+        raise_to = _round(modes / seconds, up=True)
+        if raise_to <= min(MAX_HZ, fps / 2):
+            fixes.append(f"raise motion.max_hz to >= {raise_to:g}")
+        frames = math.ceil(modes * fps / hz - 1e-9)
+        if frames <= max_frames:
+            fixes.append(f"make the clip at least {frames} frames long (frames: {frames}; a duration must be at "
+                         f"least {modes / hz:.6g} s and a whole number of frames at {fps:g} fps)")
+        slower = _round(self.frames * hz / modes, up=False)
+        if slower > 0:
+            fixes.append(f"with frames: set, lower fps to <= {slower:g}")
         return (
-            "motion.modes" if available >= 1 else "motion.max_hz",
-            f"with loop: true, each of the {modes} motion modes needs its own whole number of cycles: "
-            f"a {seconds:.6g} s clip ({self.frames} frames at {self.fps:g} fps) has {available} looping "
-            f"frequencies (multiples of 1/duration = {1 / seconds:.6g} Hz) <= max_hz ({hz:g} Hz); "
-            + ", or ".join(fixes),
+            # where a one-field fix is: modes when fewer fit, else max_hz when it may rise
+            "motion.max_hz" if not available and fixes[0].startswith("raise motion.max_hz") else "motion.modes",
+            f"with loop: true, each of the {modes} motion mode{'s' * (modes != 1)} needs its own whole number of "
+            f"cycles: a {seconds:.6g} s clip ({self.frames} frame{'s' * (self.frames != 1)} at {fps:g} fps) has "
+            f"{available} looping frequenc{'y' if available == 1 else 'ies'} (multiples of 1/duration = "
+            f"{1 / seconds:.6g} Hz) <= max_hz ({hz:g} Hz); " + ", or ".join(fixes),
         )
 
 

@@ -445,31 +445,40 @@ def test_looping_motion_needs_enough_frequencies(project: Any, base: dict[str, A
     assert "lower motion.modes to 3" in str(info.value)
 
 
-@pytest.mark.parametrize(("frames", "fps", "modes"), [(1, 24, 4), (4, 24, 1), (2, 8, 2), (30, 24, 4), (5, 6, 3)])
-def test_a_loop_too_short_for_its_motion_gets_fixes_that_each_work(project: Any, base: dict[str, Any], frames, fps,
+@pytest.mark.parametrize(("length", "fps", "modes"), [(1, 24, 4), (4, 24, 1), (2, 8, 2), (30, 24, 4), (5, 6, 3),
+                                                     (0.5, 24, 3), (1.0, 8, 4)])  # fmt: skip
+def test_a_loop_too_short_for_its_motion_gets_fixes_that_each_work(project: Any, base: dict[str, Any], length, fps,
                                                                    modes):  # fmt: skip
-    """Each fix the message offers (fewer modes, raise max_hz — only where 12 Hz allows it —,
-    more frames, lower fps), applied alone, makes the item valid."""
+    """Each fix the message offers (fewer modes; max_hz up to 12 Hz and half the frame rate;
+    more frames; with frames set, a lower fps), applied alone, makes the item valid. A float
+    ``length`` is a duration in seconds, an int a number of frames."""
     import re
 
-    base["items"] = [{"id": "short", "image": base["items"][0]["image"], "loop": True, "frames": frames, "fps": fps,
-                      "motion": {"modes": modes}}]  # fmt: skip
+    timing = {"duration": length} if isinstance(length, float) else {"frames": length}
+    item = {"id": "short", "image": base["items"][0]["image"], "loop": True, "fps": fps, **timing,
+            "motion": {"modes": modes}}  # fmt: skip
+    base["items"] = [item]
     ((where, message),) = _problems(project.write(base))
+    frames = round(length * fps) if "duration" in timing else length
     available = int(3.0 * frames / fps)  # looping frequencies up to the default max_hz, 3 Hz
-    assert where == ("items[0].motion.modes" if available else "items[0].motion.max_hz"), message
     fixes = message.split("; ", 1)[1].split(", or ")
-    assert (modes * fps / frames <= 12) == any(f.startswith("raise motion.max_hz") for f in fixes), fixes
+    raising = modes * fps / frames <= min(12, fps / 2)
+    assert raising == any(f.startswith("raise motion.max_hz") for f in fixes), fixes
+    assert where == ("items[0].motion.max_hz" if raising and not available else "items[0].motion.modes"), message
     assert bool(available) == any(f.startswith("lower motion.modes") for f in fixes), fixes
     for fix in fixes:
-        item = {**base["items"][0], "motion": {"modes": modes}}
+        fixed = {**item, "motion": {"modes": modes}}
         number = float(re.search(r"(?:>=|<=|least|to) ([0-9.]+)", fix).group(1))
         if fix.startswith("lower motion.modes"):
-            item["motion"] = {"modes": int(number)}
+            fixed["motion"] = {"modes": int(number)}
         elif fix.startswith("raise motion.max_hz"):
-            item["motion"] = {"modes": modes, "max_hz": number}
+            fixed["motion"] = {"modes": modes, "max_hz": number}
         elif fix.startswith("make the clip"):
-            item["frames"] = int(number)
+            fixed.pop("duration", None)
+            fixed["frames"] = int(number)
         else:
-            assert fix.startswith("lower fps"), fix
-            item["fps"] = number
-        load_manifest(project.write({**base, "items": [item]}))  # valid: no ManifestError
+            assert fix.startswith("with frames: set, lower fps"), fix
+            if "duration" in timing:
+                continue  # it says what it needs: frames, not a duration
+            fixed["fps"] = number
+        load_manifest(project.write({**base, "items": [fixed]}))  # valid: no ManifestError
