@@ -206,18 +206,23 @@ def _plan(args) -> int:
     if args.json:
         print(json.dumps({"job": job.name, "output": str(job.output), "items": rows, "totals": totals}, indent=2))
         return EXIT_OK
-    table = Table(title=text(f"plan: {job.name}"), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    widest = min(40, max((len(r["id"]) for r in rows[:PLAN_ROWS]), default=4))
-    for col in ("item", "run", "why", "GPU-s", "frames", "windows", "size → output"):
-        # ids stay whole (up to 40 characters: what a reader looks for); sizes, then reasons, wrap
-        table.add_column(col, justify="left" if col in ("item", "run", "why", "size → output") else "right",
-                         no_wrap=col not in ("why", "size → output"), overflow="fold",
-                         min_width={"item": widest, "why": 18, "size → output": 9}.get(col))
-    for r in rows[:PLAN_ROWS]:
-        gpu = r["gpu_seconds_estimate"]
-        table.add_row(text(r["id"]), r["action"], text(r["why"]), "?" if gpu is None else f"{gpu:.1f}",
-                      str(r["frames"]), f"{r['windows']}×{r['window']}/{r['overlap']}",
-                      f"{r['size'][0]}×{r['size'][1]} → {r['output_size'][0]}×{r['output_size'][1]}")
+    headers = ("item", "run", "why", "GPU-s", "frames", "windows", "size → output")
+    cells = [(r["id"], r["action"], r["why"],
+              "?" if r["gpu_seconds_estimate"] is None else f"{r['gpu_seconds_estimate']:.1f}", str(r["frames"]),
+              f"{r['windows']}×{r['window']}/{r['overlap']}",
+              f"{r['size'][0]}×{r['size'][1]} → {r['output_size'][0]}×{r['output_size'][1]}")
+             for r in rows[:PLAN_ROWS]]  # fmt: skip
+    natural = [max([len(h), *(len(c[k]) for c in cells)]) for k, h in enumerate(headers)]
+    # the other columns keep their width; ids, reasons and sizes share the rest, in that order
+    # (ids are what a reader looks for), each folding only when the terminal is too narrow
+    probe = _plan_table(job.name, headers, cells, {})
+    overhead = out.measure(probe, options=out.options.update_width(10**6)).maximum - sum(natural)  # edges, gaps
+    room = out.width - overhead - sum(natural) + natural[0] + natural[2] + natural[6]
+    size_min = min(natural[6], 9)  # "256×256 →" over "512×512"
+    item = min(natural[0], max(8, room - min(natural[2], 8) - size_min))
+    why = min(natural[2], max(8, room - item - size_min))
+    size = min(natural[6], max(size_min, room - item - why))
+    table = _plan_table(job.name, headers, cells, {"item": item, "why": why, "size → output": size})
     if len(rows) > PLAN_ROWS:
         table.caption = f"the first {PLAN_ROWS} of {len(rows)} items (--json lists all)"
     out.print(table)
@@ -228,6 +233,18 @@ def _plan(args) -> int:
               + ("GPU-seconds: no estimate yet (the ledger has no finished item of this backend and model)" if gpu is None
                  else f"about {gpu:.1f} GPU-seconds (from the ledger's history)"))
     return EXIT_OK
+
+
+def _plan_table(name: str, headers: tuple[str, ...], cells: list[tuple[str, ...]], widths: dict[str, int]) -> Table:
+    """The plan as a table; columns named in ``widths`` fold at that width, the others keep theirs."""
+    table = Table(title=text(f"plan: {name}"), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in headers:
+        table.add_column(col, justify="left" if col in ("item", "run", "why", "size → output") else "right",
+                         no_wrap=col not in widths, overflow="fold", min_width=widths.get(col),
+                         max_width=widths.get(col))
+    for cell in cells:
+        table.add_row(text(cell[0]), cell[1], text(cell[2]), *cell[3:])
+    return table
 
 
 PLAN_ROWS = 100  # items shown in the plan table (rendering 10,000 rows takes longer than planning them)
