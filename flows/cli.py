@@ -77,12 +77,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sb = sub.add_parser("submit", help="run a manifest on a Ray cluster as a Ray Job: streams its logs, "
                         "prints its summary, exits with its exit code")
-    sb.add_argument("manifest", type=Path, help="on storage the cluster sees at this path, or inside --working-dir")
+    sb.add_argument("manifest", help="on storage the cluster sees at this path, inside --working-dir, or a store URL")
     sb.add_argument("--address", metavar="URL", help="the cluster's job server (default: $RAY_API_SERVER_ADDRESS, "
                     "else RAY_ADDRESS's host on port 8265, else http://127.0.0.1:8265)")
     sb.add_argument("--working-dir", type=Path, metavar="DIR", help="upload DIR with the job (the manifest must be "
                     "inside it; a checkout of framefold runs its own code); default: framefold installed on the cluster")
-    sb.add_argument("--out", type=Path, help="output root, as the cluster sees it (default: the manifest's `output`)")
+    sb.add_argument("--out", help="output root, as the cluster sees it, or a store URL (default: the manifest's `output`)")
     sb.add_argument("--force", action="store_true", help="regenerate items even when their output is current")
     sb.add_argument("--only", nargs="+", metavar="ID", help="run only these item ids")
     sb.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -285,7 +285,8 @@ def _run(args) -> int:
     from tasks.errors import ClusterError
 
     try:  # an unreachable cluster is named in seconds, before a Prefect server starts
-        precheck(os.environ.get("FRAMEFOLD_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS"))
+        var = "FRAMEFOLD_RAY_ADDRESS" if os.environ.get("FRAMEFOLD_RAY_ADDRESS") else "RAY_ADDRESS"
+        precheck(os.environ.get(var), var)
     except ClusterError as e:
         error(str(e))
         return EXIT_FAILED
@@ -334,10 +335,20 @@ def _submit(args) -> int:
     try:
         _, summary = follow(jobs, job_id, lambda line: say(err, line))
     except KeyboardInterrupt:
-        say(err, f"stopped following; the job keeps running on the cluster (`ray job stop {job_id}` "
-                 f"--address {url} ends it)")
+        say(err, f"stopped following; the job keeps running on the cluster "
+                 f"(`ray job stop {job_id} --address {url}` ends it)")
         return 130
-    info = jobs.get_job_info(job_id)
+    except Exception as e:  # noqa: BLE001 - the head or its job server went away mid-job
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        error(f"lost the Ray job server at {url} while following job {job_id} ({type(e).__name__}: {first}); "
+              f"once the head is back, `ray job status {job_id} --address {url}` tells how the job ended, and "
+              f"submitting again resumes what it had not finished")
+        return EXIT_FAILED
+    try:
+        info = jobs.get_job_info(job_id)
+    except Exception as e:  # noqa: BLE001
+        error(f"lost the Ray job server at {url} after job {job_id} ({type(e).__name__}: {e})")
+        return EXIT_FAILED
     code = info.driver_exit_code
     if code is None:
         code = EXIT_OK if str(info.status) in ("SUCCEEDED", "JobStatus.SUCCEEDED") else EXIT_FAILED

@@ -51,12 +51,19 @@ class Job:
     runtime_env: dict
 
 
-def job_for(manifest: Path, *, out: Path | None = None, force: bool = False, only: list[str] | None = None,
-            working_dir: Path | None = None) -> Job:
+def job_for(manifest: str | Path, *, out: str | Path | None = None, force: bool = False,
+            only: list[str] | None = None, working_dir: Path | None = None) -> Job:
     """The Ray Job that runs ``manifest``. Without ``working_dir`` the cluster must see
-    the manifest at its absolute path (shared storage) and have framefold installed;
-    with it, the folder is uploaded and the manifest named relative to it."""
-    manifest = manifest.resolve()
+    the manifest at its absolute path (shared storage) or its store URL, and have framefold
+    installed; with it, the folder is uploaded and the manifest named relative to it.
+    Store URLs (``s3://…``) pass through as written."""
+    from manifests.locations import is_url
+
+    remote = is_url(str(manifest))
+    if remote and working_dir is not None:
+        raise SubmitError(f"--working-dir {working_dir}: the manifest {manifest} is a store URL, not a file in it; "
+                          f"drop --working-dir or give the manifest's path inside the folder")
+    manifest = str(manifest) if remote else Path(manifest).resolve()
     env = {k: v for k, v in os.environ.items()
            if (k.startswith("FRAMEFOLD_") and k != "FRAMEFOLD_RAY_ADDRESS") or k in FORWARDED}
     runtime_env: dict = {"env_vars": env} if env else {}
@@ -72,7 +79,10 @@ def job_for(manifest: Path, *, out: Path | None = None, force: bool = False, onl
         if (working_dir / "flows" / "cli.py").is_file():  # a checkout: run its code, not an installed copy
             command = ["python", "-m", "flows.cli", "run"]
     args = [*command, target, "--json"]
-    if out is not None:
+    if out is not None and is_url(str(out)):
+        args += ["--out", str(out)]
+    elif out is not None:
+        out = Path(out)
         args += ["--out", str(out if working_dir is not None and not out.is_absolute() else out.resolve())]
     if force:
         args.append("--force")

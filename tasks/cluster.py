@@ -350,10 +350,11 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return parts.hostname, port
 
 
-def precheck(address: str | None) -> None:
+def precheck(address: str | None, var: str = "RAY_ADDRESS") -> None:
     """Fail in seconds, naming the cause (:class:`ClusterError`), where Ray would fail late
     or vaguely: a GCS address nobody listens on makes ``ray.init`` retry for minutes, and a
-    refused token makes Ray's client time out. Nothing to check without an address."""
+    refused token makes Ray's client time out. Nothing to check without an address.
+    ``var``: the environment variable the address came from, named in the messages."""
     if not address:
         return
     if address.startswith("ray://"):
@@ -361,7 +362,7 @@ def precheck(address: str | None) -> None:
             import grpc  # noqa: F401
         except ImportError:
             raise ClusterError(
-                f"RAY_ADDRESS={address} needs Ray's client extra (grpcio), missing from this environment; "
+                f"{var}={address} needs Ray's client extra (grpcio), missing from this environment; "
                 f"install framefold with its dependencies (`pip install -c constraints.txt .`, which brings "
                 f"ray[default,client]=={ray.__version__}) or `pip install 'ray[client]=={ray.__version__}'`"
             ) from None
@@ -373,14 +374,14 @@ def precheck(address: str | None) -> None:
         socket.create_connection((host, port), timeout=10).close()
     except socket.gaierror as e:
         raise ClusterError(f"cannot connect to the Ray cluster at {address}: unknown host {host!r} ({e.strerror}); "
-                           f"fix RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS") from None
+                           f"fix {var}") from None
     except OSError as e:
         what = "connection refused" if isinstance(e, ConnectionRefusedError) else (e.strerror or type(e).__name__)
         kind = "Ray client server (ray start --head serves it on port 10001)" if address.startswith("ray://") \
             else "GCS (the head's --port, 6379 by default)"
         raise ClusterError(
             f"cannot connect to the Ray cluster at {address}: {what} — nothing answers on {host}:{port}; "
-            f"start the cluster (`ray start --head`), or fix RAY_ADDRESS: it must name the head's {kind}"
+            f"start the cluster (`ray start --head`), or fix {var}: it must name the head's {kind}"
         ) from None
     if address.startswith("ray://"):
         _ping_client_server(address, host, port)

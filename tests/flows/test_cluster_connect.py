@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +204,41 @@ def test_a_lasting_failure_is_not_tried_again(monkeypatch, address, message):
     with pytest.raises(ClusterError, match=message.splitlines()[-1][:30]):
         cluster.connect(address=address)
     assert calls == [address]
+
+
+def test_submit_passes_store_urls_through_as_written():
+    from flows.cli import _parser
+
+    args = _parser().parse_args(["submit", "s3://assets/jobs/spring.yaml", "--out", "s3://assets/out/sub"])
+    assert (args.manifest, args.out) == ("s3://assets/jobs/spring.yaml", "s3://assets/out/sub")  # not s3:/assets/…
+    job = job_for(args.manifest, out=args.out)
+    assert shlex.split(job.entrypoint) == ["framefold", "run", "s3://assets/jobs/spring.yaml", "--json",
+                                           "--out", "s3://assets/out/sub"]
+    with pytest.raises(SubmitError, match="is a store URL"):
+        job_for(args.manifest, working_dir=Path("."))
+
+
+def test_submit_names_a_job_server_lost_mid_job_in_one_line(small_job, monkeypatch, capsys):
+    """The head dies while its job's logs stream: Ray's client raises from the log socket
+    (as it does: "WebSocket connection closed unexpectedly"); submit says what happened
+    and how to find the job, exit 1, no traceback."""
+    import flows.submit
+    from flows.cli import main
+
+    class Jobs:  # Ray's JobSubmissionClient, as far as submit uses it
+        def submit_job(self, **_):
+            return "raysubmit_test"
+
+        async def tail_job_logs(self, job_id):
+            yield "framefold: running 'small'\n"
+            raise RuntimeError("WebSocket connection closed unexpectedly with close code 1006")
+
+        def get_job_info(self, job_id):
+            raise AssertionError("not asked after the server is gone")
+
+    monkeypatch.setattr(flows.submit, "client", lambda url: Jobs())
+    assert main(["submit", str(small_job), "--address", "http://127.0.0.1:8999"]) == 1
+    err = capsys.readouterr().err
+    assert "framefold: running 'small'" in err and "Traceback" not in err
+    assert "lost the Ray job server at http://127.0.0.1:8999 while following job raysubmit_test" in err
+    assert "ray job status raysubmit_test --address http://127.0.0.1:8999" in err
