@@ -267,6 +267,13 @@ def _run(args) -> int:
             error(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
             return EXIT_BAD_INPUT
     total = len(args.only) if args.only else len(job.items)
+    from tasks.store import StoreError, check_writable
+
+    try:  # a bucket that is missing or may not be written is bad input, named before any work
+        check_writable(job.output)
+    except StoreError as e:
+        error(str(e))
+        return EXIT_BAD_INPUT
     if not args.force and not _prefect_api_configured():
         # every item current: recorded in the ledger and report.html, without starting Prefect or Ray
         from tasks.freshness import settle_if_current

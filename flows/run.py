@@ -141,8 +141,8 @@ def _contact_sheet(output: store.Location, results: list[ItemResult]) -> store.L
         path = store.join(output, CONTACT_SHEET)
         contact_sheet(rows, path, total=len(results))
         return path
-    except Exception:  # noqa: BLE001 - reporting must never fail a finished run
-        logging.getLogger("framefold").warning("could not write the contact sheet", exc_info=True)
+    except Exception as e:  # noqa: BLE001 - reporting must never fail a finished run
+        _not_written("the contact sheet", e)
         return None
 
 
@@ -210,9 +210,16 @@ def _report(output: Path, summary: dict) -> str | None:
     """``OUTPUT/report.html`` (tasks/report.py), or None when it could not be written (logged)."""
     try:
         return str(write_report(output, summary))
-    except Exception:  # noqa: BLE001 - reporting must never fail a finished run
-        logging.getLogger("framefold").warning("could not write the batch report", exc_info=True)
+    except Exception as e:  # noqa: BLE001 - reporting must never fail a finished run
+        _not_written("the batch report", e)
         return None
+
+
+def _not_written(what: str, e: Exception) -> None:
+    """One warning line naming the cause (a store error names the URI); the traceback with -v."""
+    log = logging.getLogger("framefold")
+    log.warning("could not write %s: %s", what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    log.debug("could not write %s", what, exc_info=True)
 
 
 ARTIFACT_TABLE_ROWS = 2000  # ~170 bytes a row: a table artifact's event stays well under Prefect's 1.5 MB

@@ -250,6 +250,20 @@ def retrying(action: str, uri: str, fn: Callable[[], T], *, policy: RetryPolicy 
 _DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
 
 
+def redacted(location: str) -> str:
+    """``location`` with the credentials of a URL's ``user:secret@`` replaced by ``***@``, so
+    that a message never prints a secret.
+
+    >>> redacted("s3://key:secret@bucket/jobs/a.yaml"), redacted("s3://bucket/a@b.yaml")
+    ('s3://***@bucket/jobs/a.yaml', 's3://bucket/a@b.yaml')
+    """
+    head, sep, rest = location.partition("://")
+    if not sep:
+        return location
+    netloc, slash, path = rest.partition("/")
+    return f"{head}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}" if "@" in netloc else location
+
+
 def url_problem(url: str) -> str | None:
     """Why a store URL is refused, or None: credentials, a query or fragment, ``.``/``..``
     segments (also percent-encoded), backslashes, empty segments or control characters —
@@ -260,7 +274,8 @@ def url_problem(url: str) -> str | None:
     if "\\" in url:
         return f"{url!r} contains a backslash"
     if "@" in parts.netloc or parts.username or parts.password:
-        return f"{url!r} carries credentials; put them in the environment (e.g. AWS_ACCESS_KEY_ID), not in the URL"
+        return (f"{redacted(url)!r} carries credentials (not repeated here); put them in the environment "
+                f"(e.g. AWS_ACCESS_KEY_ID), not in the URL")
     if parts.query or parts.fragment or "?" in url or "#" in url:
         return f"{url!r} has a query or fragment; a store location is scheme://bucket/key"
     if not parts.netloc:

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .fields import RULE_ERROR, did_you_mean, is_safe_name
+from .locations import redacted
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class ManifestError(Exception):
 
     def __init__(self, file: Path | str, problems: Sequence[Problem]) -> None:
         super().__init__(file, list(problems))  # args mirror __init__, so the error pickles (Ray, Prefect)
-        self.file = file if isinstance(file, str) and "://" in file else Path(file)  # a path, or a store URL
+        # a path, or a store URL (never printed with the credentials a URL may carry)
+        self.file = redacted(file) if isinstance(file, str) and "://" in file else Path(file)
         self.problems = list(problems)
 
     def __str__(self) -> str:

@@ -299,6 +299,23 @@ def put_file(local: Path, final: Location, *, metadata: dict[str, str] | None = 
     local.unlink(missing_ok=True)
 
 
+def check_writable(output: Location) -> None:
+    """Fail now, naming the output root (:class:`StoreError`), when objects cannot be written
+    under a store ``output`` — a missing bucket, credentials the store refuses or that may
+    not write, an unreachable endpoint — instead of after every item's work. A probe object
+    is written and deleted. Local folders are checked where they are made."""
+    output = local_or_url(output)
+    if isinstance(output, Path):
+        return
+    probe = join(output, ".framefold-cache", f"write-check-{secrets.token_hex(6)}")
+    try:
+        write_bytes(probe, b"")
+        delete(probe)
+    except (FileNotFoundError, PermissionError) as e:
+        raise StoreError(f"cannot write to the output {output}: {describe(e)}; check that the bucket exists and "
+                         f"that these credentials (AWS_* for S3) may write to it") from None
+
+
 def ensure_folder(location: Location) -> None:
     """Create a local folder; object stores need none (a bucket must exist already)."""
     location = local_or_url(location)

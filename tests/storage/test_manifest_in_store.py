@@ -86,3 +86,10 @@ def test_a_store_that_is_down_exits_2_naming_the_manifest(s3, s3_server, capsys)
         assert main([command, f"{s3}/jobs/spring.yaml", "--name", "nightly", "--out", f"{s3}/out"]) == 2
         err = capsys.readouterr().err.replace("\n", "")
         assert f"cannot read manifest {s3}/jobs/spring.yaml" in err, err
+
+
+def test_a_manifest_url_with_credentials_is_refused_without_printing_them(capsys):
+    assert main(["run", "s3://AKIAEXAMPLE:topsecret@assets/jobs/spring.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "carries credentials" in err and "s3://***@assets/jobs/spring.yaml" in err, err
+    assert "topsecret" not in err and "AKIAEXAMPLE" not in err, err

@@ -80,7 +80,7 @@ def test_escapes_exit_2_before_any_work(project, monkeypatch, capsys, field, raw
         err = capsys.readouterr().err
         location = "items[0].image" if field == "image" else "output"
         assert "job.yaml" in err and location in err and expect in err, err
-        assert "Traceback" not in err
+        assert "Traceback" not in err and "AKIA:secret" not in err  # a URL's credentials are never printed
         assert _tree(project.parent) == before, f"{command[0]} created files"
 
 

@@ -173,3 +173,26 @@ def test_store_stopped_mid_run_then_back(s3, s3_server, job, capsys, monkeypatch
     rows = [r for r in ledger.to_pylist() if r["run_id"] == summary["run_id"]]
     assert {r["item_id"] for r in rows} == set(ids) and {r["status"] for r in rows} <= {"done", "skipped"}
     print("outage run:", {r["id"]: (r["status"], r["reason"]) for r in status.values()})
+
+
+def test_an_output_bucket_that_cannot_be_written_exits_2_before_any_work(s3, s3_server, job, tmp_path, capsys,
+                                                                          monkeypatch):  # fmt: skip
+    """A local manifest, outputs to a bucket that does not exist: exit 2 naming the output root,
+    before Ray or any item starts (it was each item's "internal error: FileNotFoundError" after
+    all the work, and a traceback with bad credentials)."""
+    draw_image(tmp_path / "a.png", (40, 32), seed=1)
+    doc = {"version": 1, "name": "local", "output": "out",
+           "defaults": {"backend": "motion", "frames": 8, "fps": 8, "size": [32, 32], "window": {"length": 8}},
+           "items": [{"id": "a", "image": "a.png"}]}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.delenv("FRAMEFOLD_OUTPUT_ROOTS")
+    started = []
+    monkeypatch.setattr("flows.run.run_job", lambda *a, **k: started.append(1))
+    assert main(["run", str(tmp_path / "job.yaml"), "--out", "s3://no-such-bucket/out"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "cannot write to the output s3://no-such-bucket/out" in err and "bucket" in err, err
+    assert "Traceback" not in err and not started
+    s3_server.stop()  # unreachable: named the same way, exit 2
+    assert main(["run", str(tmp_path / "job.yaml"), "--out", f"{s3}/out"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"cannot write {s3}/out/.framefold-cache/write-check-" in err and "connection refused" in err, err
