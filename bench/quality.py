@@ -359,10 +359,10 @@ def prompt_following(frames: np.ndarray, prompt: str) -> dict:
     out = {"colour_match": float(np.mean(nearest[shape] == names.index(colour))) if shape.any() else 0.0}
     motion = prompt.split(" ", 3)[-1]
     if motion in DIRECTIONS:
-        size = x.shape[2]
-        theta = 2 * np.pi * (np.arange(size) + 0.5) / size
         own = shape & (nearest == names.index(colour))
         axis = 2 if DIRECTIONS[motion][0] else 1  # x: columns, y: rows
+        size = own.shape[axis]
+        theta = 2 * np.pi * (np.arange(size) + 0.5) / size
         weights = own.sum(axis=3 - axis)  # (T, size): the shape's pixels per column (row)
         centre = np.angle((weights * np.exp(1j * theta)).sum(1)) * size / (2 * np.pi)
         seen = weights.sum(1) > 0
@@ -377,11 +377,15 @@ def following(model: Path, *, seeds: int = 8, frames: int = 16, steps: int = 5, 
     """Does the trained model do what its prompt says? Per prompt (every colour; every
     direction of motion, on a square and a circle), :func:`prompt_following` over
     ``seeds`` clips of the model and, alongside, over training clips of that prompt."""
+    with tempfile.TemporaryDirectory(prefix="ff-following-") as tmp:
+        return _following(model, Path(tmp), seeds=seeds, frames=frames, steps=steps, mode=mode)
+
+
+def _following(model: Path, work: Path, *, seeds: int, frames: int, steps: int, mode: str) -> dict:
     import shutil
 
     from bench.train_tiny import COLOURS, captions_of, render_clips, sample_params
 
-    work = Path(tempfile.mkdtemp(prefix="ff-following-"))
     shutil.copytree(model, work / model.name)
     prompts = [f"a {c} circle pulsing" for c in COLOURS]
     prompts += [f"a red {s} {m}" for s in ("square", "circle") for m in DIRECTIONS]
@@ -398,12 +402,69 @@ def following(model: Path, *, seeds: int = 8, frames: int = 16, steps: int = 5, 
         row = {}
         for key in ("colour_match", "velocity"):
             vals = [g[key] for g in got if g.get(key) is not None]
+            known = [t[key] for t in truth if t.get(key) is not None]
             if vals:
                 row[key] = {"mean": round(float(np.mean(vals)), 3), "std": round(float(np.std(vals)), 3),
-                            "training": round(float(np.mean([t[key] for t in truth])), 3)}
+                            "training": round(float(np.mean(known)), 3) if known else None}
         out[prompt] = row
         print(prompt, json.dumps(row), file=sys.stderr, flush=True)
     return {"mode": mode, "seeds": seeds, "frames": frames, "steps": steps, "prompts": out}
+
+
+def motion_words(model: Path, *, noise_levels=(200, 400, 600, 800, 950)) -> dict:
+    """Does the trained model read its motion words? Three probes of its components:
+    ``text_distance`` — how far the text encoder's output moves (largest over token
+    positions; ``norm``: its size) when one word changes: the direction, the shape or the
+    colour; ``loss`` — the denoising loss (x₀ units) of 16 training clips moving left or
+    right at each noise level, with their own caption, with the direction word swapped and
+    with no caption; ``tracked_velocity`` — the velocity (pixels per frame, along the
+    motion) of the x̂₀ the model predicts for 8 training clips of a red shape moving right
+    (1–2 in the clips) at each noise level."""
+    import diffusers
+    import torch.nn.functional as F
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from bench import train_tiny as T
+
+    unet = diffusers.UNetMotionModel.from_pretrained(model / "unet").eval()
+    text = CLIPTextModel.from_pretrained(model / "text_encoder").eval()
+    tok = CLIPTokenizer.from_pretrained(model / "tokenizer")
+    scheduler = diffusers.DDIMScheduler.from_pretrained(model / "scheduler")
+    with torch.no_grad():
+        emb = T.encode_text(tok, text, ["a red square moving right", "a red square moving left",
+                                        "a red circle moving right", "a blue square moving right"])
+    distance = {word: round(float((emb[0] - emb[i]).norm(dim=-1).max()), 3)
+                for i, word in ((1, "direction"), (2, "shape"), (3, "colour"))}
+    distance["norm"] = round(float(emb[0].norm(dim=-1).max()), 3)
+
+    def predict(params: list[dict], captions: list[str], t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x0 = T.to_latents(T.render_clips(params, range(5, 5 + T.FRAMES)))
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+        steps = torch.full((len(params),), t)
+        with torch.no_grad():
+            hidden = T.encode_text(tok, text, captions).repeat_interleave(T.FRAMES, 0)
+            pred = unet(scheduler.add_noise(x0, noise, steps), steps, encoder_hidden_states=hidden).sample
+        return pred, x0
+
+    pool = T.sample_params(np.random.default_rng(11), 400)
+    sideways = [p for p in pool if p["motion"] in ("moving right", "moving left")][:16]
+    own = T.captions_of(sideways)
+    swapped = [c.replace("right", "?").replace("left", "right").replace("?", "left") for c in own]
+    right = [p for p in pool if p["motion"] == "moving right" and p["colour"] == "red"][:8]
+    loss, tracked = {}, {}
+    for t in noise_levels:
+        row = {}
+        for name, captions in (("own caption", own), ("direction swapped", swapped), ("no caption", [""] * 16)):
+            pred, x0 = predict(sideways, captions, t, seed=t)
+            row[name] = round(float((pred - x0).pow(2).mean()), 5)
+        loss[t] = row
+        pred, _ = predict(right, T.captions_of(right), t, seed=t)
+        frames = F.pixel_shuffle(pred.permute(0, 2, 1, 3, 4).flatten(0, 1), T.FACTOR)
+        frames = ((frames.clamp(-1, 1) + 1) / 2 * 255).round().byte().view(len(right), T.FRAMES, 3, T.SIZE, T.SIZE)
+        v = [prompt_following(clip.permute(0, 2, 3, 1).numpy(), "a red square moving right").get("velocity")
+             for clip in frames]  # fmt: skip
+        tracked[t] = [None if x is None else round(x, 2) for x in v]
+    return {"text_distance": distance, "loss": loss, "tracked_velocity": tracked}
 
 
 def save_strip(frames: np.ndarray, path: Path, *, first: int, count: int, scale: int = 4) -> None:
@@ -437,8 +498,9 @@ def peak_rss_mib() -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="quality side by side")
-    ap.add_argument("what", choices=["reference", "trained", "following", "strips", "loops"],
+    ap.add_argument("what", choices=["reference", "trained", "following", "words", "strips", "loops"],
                     help="following: what of its prompts the trained model shows (colour, direction); "
+                         "words: whether it reads its motion words (text encoder, loss, x0 probes); "
                          "strips: stack LABEL=PNG strips (the rest of the line) into --out; "
                          "loops: the loop items of --manifest, plain vs loop-coded mp4")
     ap.add_argument("strips", nargs="*", metavar="LABEL=PNG")
@@ -463,6 +525,8 @@ def main(argv=None) -> int:
         return 0
     if a.what == "loops":
         res = loops(a.manifest)
+    elif a.what == "words":
+        res = motion_words(a.model)
     elif a.what == "following":
         res = following(a.model, seeds=a.seeds, frames=a.frames, steps=a.steps, mode=a.mode)
     elif a.what == "trained":
