@@ -129,14 +129,13 @@ def test_prompt_following_tells_a_wrong_colour_and_skips_velocity_without_a_dire
 
 
 @pytest.mark.slow
-def test_it_draws_the_prompted_colour():
+def test_it_draws_the_prompted_colour(tmp_path):
     """Colour is what the model follows of a prompt (docs/quality.md: the direction of motion it does not)."""
+    import shutil
+
     from bench.quality import items_for, prompt_following, render
 
-    import shutil
-    import tempfile
-
-    work = Path(tempfile.mkdtemp())
+    work = tmp_path
     shutil.copytree(MODEL, work / "shapes")
     for prompt in ("a green circle pulsing", "a red square moving right"):
         items = items_for(work / "shapes", mode="independent", seeds=range(2), frames=8, length=8, overlap=4,
