@@ -104,6 +104,7 @@ def load_manifest(
     problems += resolve.defaults_problems
     items: list[ItemSpec] = []
     ids: list[tuple[str, str]] = []  # (id, location) of every entry with a usable id
+    reported = {p.location for p in problems}  # fields with a problem already (validation's)
     for index, raw in enumerate(raw_items):
         label = f"items[{index}]"
         item_id = usable_id(raw)
@@ -111,7 +112,7 @@ def load_manifest(
             ids.append((item_id, label))
         if f"items[{index}]" in failed or defaults is None:
             if isinstance(raw, dict):  # its stills' problems belong in the same report
-                problems += resolve.input_problems(raw, label, item_id, {p.location for p in problems})
+                problems += resolve.input_problems(raw, label, item_id, reported)
             continue
         entry = ItemEntry.model_validate(raw, strict=True)
         spec, item_problems = resolve(entry, source=label, prefix=label)
