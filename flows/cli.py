@@ -421,8 +421,9 @@ def _print_summary(summary: dict) -> None:
             out.print(text(f"  {r['id']}: {r['reason']}"), soft_wrap=True)  # whole, never cut into a column
     c = summary["counts"]
     report = f"; report: {summary['report']}" if summary.get("report") else ""
-    out.print(text(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s "
-                     f"→ {summary['output']}{report}"), soft_wrap=True)
+    where = f" on Ray {summary['ray']}" if summary.get("ray") else ""  # which cluster made them
+    out.print(text(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s"
+                   f"{where} → {summary['output']}{report}"), soft_wrap=True)
 
 
 def _inspect(args) -> int:

@@ -112,6 +112,7 @@ def test_cluster_recipe_runs_a_job_both_ways(tmp_path: Path) -> None:
                 assert record["video"]["frames"] == 12 and record["device"]["nodes"], record["device"]
                 assert record["device"]["gpu_source"] == "none" and record["device"]["cpu_fallback"] is True
             assert "done 4, skipped 0, failed 0" in runs[command][1], runs[command][1][-2000:]
+        assert f"on Ray ray://127.0.0.1:{client} →" in runs[run_cmd][1], runs[run_cmd][1][-2000:]  # which cluster
         assert runs[run_cmd][2].count("error") == 0, runs[run_cmd][2][-2000:]
         assert "Ray job " in runs[submit_cmd][2] and "Running entrypoint" in runs[submit_cmd][2]
 
