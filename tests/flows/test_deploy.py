@@ -35,7 +35,7 @@ README_PORT = "4200"  # the recipe's port; the tests substitute a free one
 SERVER_START_TIMEOUT = 120  # healthy after ~18 s on an idle 2-core machine
 SERVE_START_TIMEOUT = 120  # imports Prefect, Ray, torch; registers the deployment
 RUN_TIMEOUT = 240
-STOP_GRACE = 40  # a Prefect process may take ~35 s to honour SIGTERM
+STOP_GRACE = 90  # a Prefect process may take ~35 s to honour SIGTERM, over 40 s on a loaded 2-core machine
 
 
 # -- the declaration itself (no server) --------------------------------------------------
