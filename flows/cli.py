@@ -274,7 +274,8 @@ def _run(args) -> int:
     except StoreError as e:
         error(str(e))
         return EXIT_BAD_INPUT
-    if not args.force and not _prefect_api_configured():
+    to_server = _prefect_api_configured()  # else Prefect starts a temporary server of its own
+    if not args.force and not to_server:
         # every item current: recorded in the ledger and report.html, without starting Prefect or Ray
         from tasks.freshness import settle_if_current
 
@@ -298,7 +299,7 @@ def _run(args) -> int:
         error(str(e))
         return EXIT_FAILED
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
-    if not _prefect_api_configured():
+    if not to_server:
         from flows.ephemeral import tie
 
         tie()  # a temporary Prefect server ends with this process, even a killed one
