@@ -214,7 +214,7 @@ class ItemSpec(Resolved):
             fixes.append(f"with frames: set, lower fps to <= {slower:g}")
         return (
             # where a one-field fix is: modes when fewer fit, else max_hz when it may rise
-            "motion.max_hz" if not available and fixes[0].startswith("raise motion.max_hz") else "motion.modes",
+            "motion.max_hz" if not available and fixes and fixes[0].startswith("raise motion.max_hz") else "motion.modes",
             f"with loop: true, each of the {modes} motion mode{'s' * (modes != 1)} needs its own whole number of "
             f"cycles: a {seconds:.6g} s clip ({self.frames} frame{'s' * (self.frames != 1)} at {fps:g} fps) has "
             f"{available} looping frequenc{'y' if available == 1 else 'ies'} (multiples of 1/duration = "
