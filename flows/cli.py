@@ -310,6 +310,9 @@ def _run(args) -> int:
         except ClusterError as e:
             error(str(e))
             return EXIT_FAILED
+        except StoreError as e:  # the store failed the run itself (its ledger, or writes since the check above)
+            error(str(e))
+            return EXIT_FAILED
         finally:
             install(None)
     if args.json:

@@ -86,6 +86,7 @@ def run_manifest(
     # 1. Validate (again: a scheduled run reads the manifest as it is now).
     job = load_manifest(manifest, output=output or None, settings=settings, only=only or None)
     job = preflight(job, settings=settings)  # the checks that load a model or a key
+    store.check_writable(job.output)  # a missing or read-only bucket fails the run here, not each item
     items = [i for i in job.items if not only or i.id in set(only)]
 
     # 2. Freshness, before any Ray start: items whose outputs are current are recorded as skipped.

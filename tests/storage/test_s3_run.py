@@ -196,3 +196,22 @@ def test_an_output_bucket_that_cannot_be_written_exits_2_before_any_work(s3, s3_
     assert main(["run", str(tmp_path / "job.yaml"), "--out", f"{s3}/out"]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert f"cannot write {s3}/out/.framefold-cache/write-check-" in err and "connection refused" in err, err
+
+
+def test_a_scheduled_run_to_an_unwritable_bucket_fails_before_any_item(s3, s3_server, tmp_path, monkeypatch):
+    """The flow a deployment runs (no CLI in front of it) checks its output too: a missing
+    bucket fails the flow run with one message naming the output, and no item is attempted."""
+    from flows.run import run_manifest
+
+    draw_image(tmp_path / "a.png", (40, 32), seed=1)
+    doc = {"version": 1, "name": "nightly", "output": "out",
+           "defaults": {"backend": "motion", "frames": 8, "fps": 8, "size": [32, 32], "window": {"length": 8}},
+           "items": [{"id": "a", "image": "a.png"}]}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.delenv("FRAMEFOLD_OUTPUT_ROOTS", raising=False)
+    started = []
+    monkeypatch.setattr("flows.run._make", lambda *a, **k: started.append(1))
+    state = run_manifest(str(tmp_path / "job.yaml"), output="s3://no-such-bucket/out", return_state=True)
+    assert state.is_failed() and not started
+    with pytest.raises(store.StoreError, match=r"cannot write to the output s3://no-such-bucket/out: .*bucket"):
+        state.result()
