@@ -383,29 +383,53 @@ def precheck(address: str | None, var: str = "RAY_ADDRESS") -> None:
             f"cannot connect to the Ray cluster at {address}: {what} — nothing answers on {host}:{port}; "
             f"start the cluster (`ray start --head`), or fix {var}: it must name the head's {kind}"
         ) from None
-    if address.startswith("ray://"):
-        _ping_client_server(address, host, port)
+    client = address.startswith("ray://")
+    answer = _ask(host, port, "client" if client else "gcs")
+    if answer in ("refused token",):
+        raise ClusterError(_token_message(address))
+    if answer == "unimplemented" and _ask(host, port, "gcs" if client else "client") == "ok":
+        # the other kind of Ray port: Ray would time out after 20-30 s with a vague message
+        if client:
+            raise ClusterError(
+                f"cannot connect to the Ray cluster at {address}: {host}:{port} is the head's GCS port, not its Ray "
+                f"client server; fix {var}: either {host}:{port} without ray:// (this machine joins the cluster's "
+                f"network as a driver), or ray://{host}:10001 (the head's --ray-client-server-port)")
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at {address}: {host}:{port} is a Ray client server, not the head's "
+            f"GCS port; fix {var}: write ray://{host}:{port}, or the GCS address ({host}:6379, the head's --port)")
 
 
-def _ping_client_server(address: str, host: str, port: int) -> None:
-    """One ping of the Ray client server, as Ray's client sends it (auth token included):
-    a refused token is named now, where Ray's client would retry until its timeout."""
-    import grpc
-
+def _ask(host: str, port: int, kind: str) -> str:
+    """One ping of a Ray port as Ray sends it (auth token included): ``kind`` "client" asks
+    as Ray's client asks its server, "gcs" as a driver asks the GCS. Returns "ok", "refused
+    token", "unimplemented" (the port serves another kind) or "unknown" (anything else: left
+    to ``ray.init`` to report)."""
     try:
-        import ray.core.generated.ray_client_pb2 as pb
-        import ray.core.generated.ray_client_pb2_grpc as pb_grpc
+        import grpc
         from ray._private.grpc_utils import init_grpc_channel
-    except ImportError:  # another Ray layout: leave the diagnosis to ray.init
-        return
+
+        if kind == "client":
+            import ray.core.generated.ray_client_pb2 as pb
+            import ray.core.generated.ray_client_pb2_grpc as pb_grpc
+        else:
+            import ray.core.generated.gcs_service_pb2 as pb
+            import ray.core.generated.gcs_service_pb2_grpc as pb_grpc
+    except ImportError:  # another Ray layout, or no client extra: leave the diagnosis to ray.init
+        return "unknown"
     channel = init_grpc_channel(f"{host}:{port}", options=[], asynchronous=False)
     try:
-        pb_grpc.RayletDriverStub(channel).ClusterInfo(pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING), timeout=15)
+        if kind == "client":
+            pb_grpc.RayletDriverStub(channel).ClusterInfo(pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING),
+                                                          timeout=15)
+        else:
+            pb_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(pb.GetClusterIdRequest(), timeout=15)
+        return "ok"
     except grpc.RpcError as e:
         if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            raise ClusterError(_token_message(address)) from None
+            return "refused token"
+        return "unimplemented" if e.code() == grpc.StatusCode.UNIMPLEMENTED else "unknown"
     except Exception:  # noqa: BLE001 - anything else: ray.init reports it
-        pass
+        return "unknown"
     finally:
         channel.close()
 

@@ -127,6 +127,17 @@ def test_cluster_recipe_runs_a_job_both_ways(tmp_path: Path) -> None:
             assert proc.wait(timeout=120) == 1, proc.tail()
             error = proc.err.read_text()
             assert "refused this client's token" in error and "ray get-auth-token" in error, error
+        # the other kind of port in each address form: one line naming the mix-up, in seconds (Ray: 20-30 s)
+        for address, says in ((f"ray://127.0.0.1:{gcs}", "is the head's GCS port, not its Ray client server"),
+                              (f"127.0.0.1:{client}", "is a Ray client server, not the head's GCS port")):
+            proc = Owned(["bash", "-c", f"RAY_ADDRESS={address} framefold run manifests/examples/cluster.yaml "
+                                        "--out out/never"], env=env, log=tmp_path / "kind.log", cwd=work)
+            owned.append(proc)
+            t0 = time.monotonic()
+            assert proc.wait(timeout=120) == 1, proc.tail()
+            error = proc.err.read_text()
+            assert says in error and "Traceback" not in error, error
+            runs[f"wrong kind {address}"] = (1, "", error, time.monotonic() - t0)
         assert not (work / "out" / "never").exists()
     finally:
         leftover = teardown(owned, temp_dir)
