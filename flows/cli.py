@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    if args.command == "run":
+    if args.command in ("run", "submit"):
         _settle_only(args, parser)
     try:
         return args.func(args)
@@ -41,7 +41,7 @@ def _settle_only(args, parser: argparse.ArgumentParser) -> None:
     --only took (nothing else can be, since MANIFEST is not given elsewhere); ids may be ``a,b``."""
     if args.manifest is None:
         if not args.only or len(args.only) < 2:
-            parser.error("run: the following arguments are required: MANIFEST")
+            parser.error(f"{args.command}: the following arguments are required: MANIFEST")
         args.manifest = args.only.pop()
     if args.only:
         args.only = [part for value in args.only for part in value.split(",") if part]
@@ -77,14 +77,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sb = sub.add_parser("submit", help="run a manifest on a Ray cluster as a Ray Job: streams its logs, "
                         "prints its summary, exits with its exit code")
-    sb.add_argument("manifest", help="on storage the cluster sees at this path, inside --working-dir, or a store URL")
+    sb.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                    help="on storage the cluster sees at this path, inside --working-dir, or a store URL")
     sb.add_argument("--address", metavar="URL", help="the cluster's job server (default: $RAY_API_SERVER_ADDRESS, "
                     "else RAY_ADDRESS's host on port 8265, else http://127.0.0.1:8265)")
     sb.add_argument("--working-dir", type=Path, metavar="DIR", help="upload DIR with the job (the manifest must be "
                     "inside it; a checkout of framefold runs its own code); default: framefold installed on the cluster")
     sb.add_argument("--out", help="output root, as the cluster sees it, or a store URL (default: the manifest's `output`)")
     sb.add_argument("--force", action="store_true", help="regenerate items even when their output is current")
-    sb.add_argument("--only", nargs="+", metavar="ID", help="run only these item ids")
+    sb.add_argument("--only", nargs="+", action="extend", metavar="ID",
+                    help="run only these item ids (also ID,ID); before the manifest, its last word is the manifest")
     sb.add_argument("--json", action="store_true", help="print the run summary as JSON")
     sb.set_defaults(func=_submit)
 
@@ -259,13 +261,8 @@ def _run(args) -> int:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         _quiet_third_parties()
     job = _load(args.manifest, args.out, args.only or None)
-    if job is None:
+    if job is None or _unknown_only(job, args.only):
         return EXIT_BAD_INPUT
-    if args.only:
-        unknown = sorted(set(args.only) - {i.id for i in job.items})
-        if unknown:
-            error(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
-            return EXIT_BAD_INPUT
     total = len(args.only) if args.only else len(job.items)
     from tasks.store import StoreError, check_writable
 
@@ -322,11 +319,19 @@ def _run(args) -> int:
     return EXIT_FAILED if summary["counts"]["failed"] else EXIT_OK
 
 
+def _unknown_only(job, only: list[str] | None) -> bool:
+    """Whether ``--only`` names an id the manifest does not have (reported)."""
+    unknown = sorted(set(only or ()) - {i.id for i in job.items})
+    if unknown:
+        error(f"--only: no item with id {', '.join(map(repr, unknown))} in {job.manifest_path}")
+    return bool(unknown)
+
+
 def _submit(args) -> int:
     from flows.submit import SubmitError, client, follow, job_for, job_server
 
     job = _load(args.manifest, args.out, args.only or None)  # bad input stops here, before anything reaches the cluster
-    if job is None:
+    if job is None or _unknown_only(job, args.only):
         return EXIT_BAD_INPUT
     url = job_server(args.address)
     try:
@@ -421,13 +426,30 @@ def _print_summary(summary: dict) -> None:
     out.print(table)
     if failed:
         say(out, ("failed", "bold red"), f" ({len(failed)}):")
-        for r in failed:
-            out.print(text(f"  {r['id']}: {r['reason']}"), soft_wrap=True)  # whole, never cut into a column
+        for ids, reason in _by_reason(failed):  # whole, never cut into a column
+            out.print(text(f"  {ids}: {reason}"), soft_wrap=True)
     c = summary["counts"]
     report = f"; report: {summary['report']}" if summary.get("report") else ""
     where = f" on Ray {summary['ray']}" if summary.get("ray") else ""  # which cluster made them
     out.print(text(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s"
                    f"{where} → {summary['output']}{report}"), soft_wrap=True)
+
+
+FAILED_IDS = 10  # item ids named on one line of failures that share a reason
+
+
+def _by_reason(failed: list[dict]) -> list[tuple[str, str]]:
+    """``(ids, reason)`` per distinct reason, in order of first failure: items failing the same
+    way (a lost cluster, a missing model) share one line, ``a, b, c (3)``."""
+    groups: dict[str, list[str]] = {}
+    for r in failed:
+        groups.setdefault(r["reason"], []).append(r["id"])
+    out = []
+    for reason, ids in groups.items():
+        named = ", ".join(ids[:FAILED_IDS]) + (f", … ({len(ids)})" if len(ids) > FAILED_IDS else
+                                               f" ({len(ids)})" if len(ids) > 1 else "")
+        out.append((named, reason))
+    return out
 
 
 def _inspect(args) -> int:

@@ -80,9 +80,13 @@ def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | 
     retried lost workers)."""
     t0 = time.perf_counter()
     try:
+        if ctx.run_id in LOST:  # the cluster is gone: fail at once, without a Ray call (Ray's client would reconnect)
+            raise ClusterLost(f"not started: {LOST[ctx.run_id]}")
         with _item_lock(store.staging(ctx.output), item.id), pools.lease(item) as lease:
             result = _produce(item, ctx, lease)
     except Exception as e:  # one bad item never sinks the batch
+        if not isinstance(e, ItemError) and (gone := _lost(ctx)) is not None:
+            e = ClusterLost(gone)
         if isinstance(e, ItemError):
             reason = str(e)
             get_run_logger().error("item %s failed: %s", item.id, reason)
@@ -93,11 +97,29 @@ def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | 
         try:
             provenance.append_rows(ctx.output, ctx.run_id, item.id, _rows(ctx, item, result))
         except store.StoreError as error:  # the store is down: the run's summary still carries the reason
-            get_run_logger().error("item %s: no ledger row: %s", item.id, error)
+            get_run_logger().error("item %s: ledger row kept on this machine until the store is back: %s", item.id, error)
         reporter().item_finished(item.id, "failed")
         return Failed(message=reason, data=result)
     reporter().item_finished(item.id, result.status)
     return result
+
+
+class ClusterLost(ItemError):
+    """The run's Ray cluster stopped answering: this item, and every item after it, fails."""
+
+
+LOST: dict[str, str] = {}  # run id -> why its cluster is gone (set once, by the first item to find out)
+
+
+def _lost(ctx: RunContext) -> str | None:
+    """The reason for items of a run whose cluster is gone, or None while it answers."""
+    if ctx.run_id not in LOST:
+        gone = ctx.cluster.gone()
+        if gone is None:
+            return None
+        LOST.setdefault(ctx.run_id, f"lost the Ray cluster at {ctx.cluster.address} ({gone}); the items done are "
+                                    "kept: run again once the cluster is back")
+    return LOST[ctx.run_id]
 
 
 def _produce(item: ItemSpec, ctx: RunContext, lease: Lease) -> ItemResult:

@@ -91,6 +91,22 @@ class Cluster:
         return (f"gpus: {requested:g} per window, but the Ray cluster at {self.address} {has}; "
                 f"set gpus: auto (or 0), or point RAY_ADDRESS at a GPU cluster")
 
+    def gone(self) -> str | None:
+        """Why this cluster's head no longer answers ("connection refused on HOST:PORT"), or
+        None while it does (or when its address cannot be probed). Asked after an item failed
+        for no reason of its own: a lost head fails every item after it the same way."""
+        target = _host_port(self.address)
+        if target is None:
+            return None
+        host, port = target
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as e:
+            what = "connection refused" if isinstance(e, ConnectionRefusedError) else (e.strerror or type(e).__name__)
+            return f"{what} on {host}:{port}"
+        answer = _ask(host, port, "client" if self.address.startswith("ray://") else "gcs", timeout=5)
+        return f"no answer from {host}:{port}" if answer == "unavailable" else None
+
     def check(self, requests: Iterable[tuple[str, float | str]]) -> None:
         """Refuse up front (:class:`ClusterError`) the first ``(item id, gpus)`` that no node
         of this cluster can ever satisfy: Ray would keep such work pending forever."""
@@ -312,6 +328,7 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
                 time.sleep(delay)
             except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
                 raise ClusterError(_explain(e, address)) from e
+    _no_auto_connect()
     resources = ray.cluster_resources()
     ctx = ray.get_runtime_context()
     remote = bool(address)
@@ -332,6 +349,17 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
         gpus_now=gpus_now,
         gpu_wait_s=gpu_wait_s,
     )
+
+
+def _no_auto_connect() -> None:
+    """Once connected, a Ray call never connects again by itself (RAY_ENABLE_AUTO_CONNECT=0):
+    after a lost head, Ray's client would start a new connection on each call and wait 30 s
+    for it, per item; the calls fail at once instead, and the items say why."""
+    try:
+        from ray._private import auto_init_hook
+    except ImportError:  # another Ray layout: its own default
+        return
+    auto_init_hook.enable_auto_connect = False
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -399,11 +427,11 @@ def precheck(address: str | None, var: str = "RAY_ADDRESS") -> None:
             f"GCS port; fix {var}: write ray://{host}:{port}, or the GCS address ({host}:6379, the head's --port)")
 
 
-def _ask(host: str, port: int, kind: str) -> str:
+def _ask(host: str, port: int, kind: str, timeout: float = 15) -> str:
     """One ping of a Ray port as Ray sends it (auth token included): ``kind`` "client" asks
     as Ray's client asks its server, "gcs" as a driver asks the GCS. Returns "ok", "refused
-    token", "unimplemented" (the port serves another kind) or "unknown" (anything else: left
-    to ``ray.init`` to report)."""
+    token", "unimplemented" (the port serves another kind), "unavailable" (nothing serves it)
+    or "unknown" (anything else: left to ``ray.init`` to report)."""
     try:
         import grpc
         from ray._private.grpc_utils import init_grpc_channel
@@ -420,14 +448,15 @@ def _ask(host: str, port: int, kind: str) -> str:
     try:
         if kind == "client":
             pb_grpc.RayletDriverStub(channel).ClusterInfo(pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING),
-                                                          timeout=15)
+                                                          timeout=timeout)
         else:
-            pb_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(pb.GetClusterIdRequest(), timeout=15)
+            pb_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(pb.GetClusterIdRequest(), timeout=timeout)
         return "ok"
     except grpc.RpcError as e:
         if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return "refused token"
-        return "unimplemented" if e.code() == grpc.StatusCode.UNIMPLEMENTED else "unknown"
+        return {grpc.StatusCode.UNIMPLEMENTED: "unimplemented",
+                grpc.StatusCode.UNAVAILABLE: "unavailable"}.get(e.code(), "unknown")
     except Exception:  # noqa: BLE001 - anything else: ray.init reports it
         return "unknown"
     finally:

@@ -189,6 +189,10 @@ def test_options_may_come_anywhere_on_the_line(small_job, capsys):
         main(["run", "--only", "a"])  # no manifest at all
     assert exit_.value.code == 2
     assert "required: MANIFEST" in capsys.readouterr().err
+    # submit reads its line the same way, and refuses an unknown id before reaching a cluster
+    assert main(["submit", "--only", "a,zzz", str(small_job), "--address", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "no item with id 'zzz'" in err and "'a'" not in err and "job server" not in err
 
 
 def test_version_is_looked_up_only_when_asked(capsys) -> None:
@@ -215,3 +219,17 @@ def test_plan_table_keeps_ids_whole_on_a_narrow_terminal(tmp_path, monkeypatch):
         assert all(len(line) <= width for line in lines), lines  # nothing cut off at the edge
         rows = [line.split() for line in lines if "32×32 → 32×32" in line]  # every column there
         assert [r[:3] for r in rows] == [["product-sku-00042-blue-large", "make", "new"], ["b", "make", "new"]], lines
+
+
+def test_failures_sharing_a_reason_share_a_line():
+    from flows.cli import FAILED_IDS, _by_reason
+
+    failed = [{"id": f"sku-{n}", "reason": "lost the cluster"} for n in range(FAILED_IDS + 3)]
+    failed.insert(1, {"id": "odd", "reason": "bad still"})
+    failed.append({"id": "pair", "reason": "bad still"})
+    groups = _by_reason(failed)
+    assert [reason for _, reason in groups] == ["lost the cluster", "bad still"]  # in order of first failure
+    ids, _ = groups[0]
+    assert ids.startswith("sku-0, sku-1, ") and ids.endswith(f"sku-{FAILED_IDS - 1}, … ({FAILED_IDS + 3})"), ids
+    assert groups[1][0] == "odd, pair (2)"
+    assert _by_reason([{"id": "one", "reason": "r"}]) == [("one", "r")]
