@@ -87,6 +87,11 @@ def run_manifest(
     job = load_manifest(manifest, output=output or None, settings=settings, only=only or None)
     job = preflight(job, settings=settings)  # the checks that load a model or a key
     store.check_writable(job.output)  # a missing or read-only bucket fails the run here, not each item
+    try:  # ledger rows an earlier run kept on this machine while the store was down
+        if flushed := provenance.flush_pending(job.output):
+            logger.info("ledger: added the rows kept here while the store was down (run %s)", ", ".join(flushed))
+    except store.StoreError as error:
+        logger.warning("ledger rows kept while the store was down are not added yet: %s", error)
     items = [i for i in job.items if not only or i.id in set(only)]
 
     # 2. Freshness, before any Ray start: items whose outputs are current are recorded as skipped.

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import platform
+import re
 import secrets
 from datetime import UTC, datetime
 from importlib import metadata
@@ -164,10 +165,46 @@ def _parquet(table: pa.Table) -> bytes:
 
 def append_rows(root: store.Location, run_id: str, item_id: str, rows: list[dict]) -> store.Location:
     """Append an item's rows: one Parquet part file (or object), written atomically (a
-    re-append of the same run and item replaces it, so rows are never duplicated)."""
-    path = store.join(root, LEDGER_DIR, f"part-{run_id}-{item_id}.parquet")
-    store.write_bytes(path, _parquet(pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)))
+    re-append of the same run and item replaces it, so rows are never duplicated).
+
+    When the store refuses the part (it is down: :class:`store.StoreError`), the part is kept
+    in this machine's cache for the output (``pending_ledger``) and the error raised: the next
+    run that reaches the store adds it to the ledger (:func:`flush_pending`)."""
+    name = f"part-{run_id}-{item_id}.parquet"
+    data = _parquet(pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA))
+    path = store.join(root, LEDGER_DIR, name)
+    try:
+        store.write_bytes(path, data)
+    except store.StoreError:
+        if not isinstance(store.local_or_url(root), Path):
+            pending = pending_ledger(root)
+            pending.mkdir(parents=True, exist_ok=True)
+            store.write_bytes(pending / name, data)
+        raise
     return path
+
+
+def pending_ledger(root: store.Location) -> Path:
+    """Where ledger parts wait, on this machine, for a store that refused them."""
+    return store.local_cache(root) / "ledger-pending"
+
+
+def flush_pending(root: store.Location) -> list[str]:
+    """Add the ledger parts a store refused (:func:`append_rows`) to its ledger, and merge
+    each of their runs; returns their run ids. A part leaves the cache only once written."""
+    folder = pending_ledger(root) if not isinstance(store.local_or_url(root), Path) else None
+    if folder is None or not folder.is_dir():
+        return []
+    runs: list[str] = []
+    for part in sorted(folder.glob("part-*.parquet")):
+        store.write_bytes(store.join(root, LEDGER_DIR, part.name), part.read_bytes())
+        part.unlink()
+        run = re.match(r"part-(\d{8}T\d{6}Z-[0-9a-f]+)-", part.name)
+        if run and run.group(1) not in runs:
+            runs.append(run.group(1))
+    for run_id in runs:
+        compact(root, run_id)
+    return runs
 
 
 def has_rows(root: store.Location, run_id: str, item_id: str) -> bool:
@@ -225,14 +262,17 @@ def rows_from_record(record: dict) -> list[dict]:
 
 
 def compact(root: store.Location, run_id: str) -> store.Location | None:
-    """Merge a run's part files into ``run-RUN.parquet`` (readers de-duplicate by row_id,
-    so a crash between writing the merged file and deleting the parts loses nothing)."""
+    """Merge a run's part files into ``run-RUN.parquet``, with the rows it holds already
+    (readers de-duplicate by row_id, so a crash between writing the merged file and deleting
+    the parts loses nothing)."""
     folder = store.join(root, LEDGER_DIR)
-    parts = [store.join(folder, n) for n in store.listdir(folder) if fnmatch.fnmatchcase(n, f"part-{run_id}-*.parquet")]
+    names = store.listdir(folder)
+    parts = [store.join(folder, n) for n in names if fnmatch.fnmatchcase(n, f"part-{run_id}-*.parquet")]
     if not parts:
         return None
-    table = pa.concat_tables([_read_part(p) for p in parts])
     merged = store.join(folder, f"run-{run_id}.parquet")
+    before = [merged] if f"run-{run_id}.parquet" in names else []  # parts added later to a merged run (flush_pending)
+    table = pa.concat_tables([_read_part(p) for p in before + parts])
     store.write_bytes(merged, _parquet(table))
     for p in parts:
         store.delete(p)

@@ -64,6 +64,19 @@ def test_leftover_part_files_are_not_rows(tmp_path: Path) -> None:
     assert provenance.read_ledger(tmp_path).column("item_id").to_pylist() == ["a"]
 
 
+def test_a_part_added_to_a_merged_run_joins_it(tmp_path: Path) -> None:
+    """A row that reaches the ledger after its run was merged (kept while the store was down)
+    is merged with the run's rows, not over them."""
+    for item in "ab":
+        provenance.append_rows(tmp_path, "r1", item, [_row("r1", item)])
+    provenance.compact(tmp_path, "r1")
+    provenance.append_rows(tmp_path, "r1", "c", [_row("r1", "c")])
+    provenance.compact(tmp_path, "r1")
+    folder = tmp_path / provenance.LEDGER_DIR
+    assert [p.name for p in folder.iterdir()] == ["run-r1.parquet"]
+    assert sorted(provenance.read_ledger(tmp_path).column("item_id").to_pylist()) == ["a", "b", "c"]
+
+
 def test_compaction_is_idempotent_and_survives_a_crash_before_deleting_parts(tmp_path: Path) -> None:
     for item in "abc":
         provenance.append_rows(tmp_path, "r1", item, [_row("r1", item)])

@@ -145,6 +145,7 @@ def test_store_stopped_mid_run_then_back(s3, s3_server, job, capsys, monkeypatch
     code, summary = _run(manifest, capsys)
     watcher.join(timeout=5)
     assert code == 1
+    outage_run = summary["run_id"]
     status = {r["id"]: r for r in summary["items"]}
     failed = [r for r in status.values() if r["status"] == "failed"]
     assert len(failed) >= 2 and sum(r["status"] == "done" for r in status.values()) >= 1, summary
@@ -172,6 +173,11 @@ def test_store_stopped_mid_run_then_back(s3, s3_server, job, capsys, monkeypatch
     ledger = provenance.read_ledger(f"{s3}/out")
     rows = [r for r in ledger.to_pylist() if r["run_id"] == summary["run_id"]]
     assert {r["item_id"] for r in rows} == set(ids) and {r["status"] for r in rows} <= {"done", "skipped"}
+    # the outage run's failures, kept on this machine while the store was down, are in the ledger now, once each
+    outage = [r for r in ledger.to_pylist() if r["run_id"] == outage_run]
+    assert sorted(r["item_id"] for r in outage if r["status"] == "failed") == sorted(r["id"] for r in failed), outage
+    assert sum(r["status"] == "done" for r in outage) >= 1 and len({r["row_id"] for r in outage}) == len(outage)
+    assert not list(provenance.pending_ledger(f"{s3}/out").glob("*.parquet"))
     print("outage run:", {r["id"]: (r["status"], r["reason"]) for r in status.values()})
 
 
