@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     )
     cache_dir: Path | None = Field(
         None,
-        description="Window cache folder (resume of killed runs); default: OUTPUT/.framefold-cache. Safe to delete.",
+        description="Window cache folder (resume of killed runs); default: OUTPUT/.framefold-cache/windows. Safe to delete.",
     )
     window_cache_bytes: int = Field(
         4 << 30,
