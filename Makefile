@@ -39,7 +39,7 @@ chromium:
 test-fast: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# The benchmark suite (about 20 minutes): writes bench/RESULTS.md and its plots.
+# The benchmark suite (about 23 minutes): writes bench/RESULTS.md and its plots.
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
