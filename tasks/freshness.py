@@ -192,7 +192,8 @@ def _read(path: store.Location | None, keep: bool) -> tuple[bytes | None, str] |
 
 def _intact(record: dict | None, output: store.Location, key: str) -> bool:
     """Every output the sidecar describes exists with its recorded size (and, in a store that keeps
-    object metadata, the content key): one HEAD request per object, never a download."""
+    object metadata, the content key: an object replaced by another tool, which writes none, is not
+    framefold's output): one HEAD request per object, never a download."""
     outputs = provenance.outputs_of(record)
     if not outputs:
         return False
@@ -200,7 +201,7 @@ def _intact(record: dict | None, output: store.Location, key: str) -> bool:
         info = store.stat(store.join(output, Path(o["path"]).name))
         if info is None or info.size != o.get("bytes"):
             return False
-        if info.metadata.get("framefold-content-key", key) != key:
+        if info.keeps_metadata and info.metadata.get("framefold-content-key") != key:
             return False
     return True
 

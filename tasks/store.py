@@ -215,6 +215,7 @@ def read_json(location: Location) -> Any | None:
 class Stat:
     size: int
     metadata: dict[str, str]
+    keeps_metadata: bool = False  # the store keeps the user metadata framefold writes (S3, GCS, Azure)
 
 
 def stat(location: Location) -> Stat | None:
@@ -234,13 +235,15 @@ def stat(location: Location) -> Stat | None:
             if _is_s3(fs):
                 bucket, key, _ = fs.split_path(path)
                 out = fs.call_s3("head_object", Bucket=bucket, Key=key)
-                return Stat(int(out["ContentLength"]), {k.lower(): v for k, v in (out.get("Metadata") or {}).items()})
+                return Stat(int(out["ContentLength"]), {k.lower(): v for k, v in (out.get("Metadata") or {}).items()},
+                            keeps_metadata=True)
             info = fs.info(path)
         except FileNotFoundError:
             return None
         if info.get("type") != "file":
             return None
-        return Stat(int(info.get("size") or 0), {k.lower(): str(v) for k, v in (info.get("metadata") or {}).items()})
+        return Stat(int(info.get("size") or 0), {k.lower(): str(v) for k, v in (info.get("metadata") or {}).items()},
+                    keeps_metadata=bool(_metadata_kwargs(fs, {"": ""})))
 
     return retrying("look up", location, head)
 
