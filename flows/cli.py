@@ -430,6 +430,7 @@ def _print_summary(summary: dict) -> None:
             out.print(text(f"  {ids}: {reason}"), soft_wrap=True)
     c = summary["counts"]
     report = f"; report: {summary['report']}" if summary.get("report") else ""
+    report += "".join(f"; {what} not written ({why})" for what, why in (summary.get("not_written") or {}).items())
     where = f" on Ray {summary['ray']}" if summary.get("ray") else ""  # which cluster made them
     out.print(text(f"done {c['done']}, skipped {c['skipped']}, failed {c['failed']} in {summary['seconds']:.1f} s"
                    f"{where} → {summary['output']}{report}"), soft_wrap=True)

@@ -6,7 +6,6 @@ import json
 import logging
 import time
 from collections import Counter
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -19,8 +18,7 @@ from flows.item import ItemResult, RunContext, produce_item
 from flows.progress import reporter
 from manifests import ItemSpec, Job, Settings, load_manifest
 from tasks import freshness, provenance, store
-from tasks.report import write_report
-from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
+from tasks.report import publish
 from tasks.generate import connect
 from tasks.backends import spec_of
 from tasks.pool import Pools, uses_pool
@@ -113,7 +111,6 @@ def run_manifest(
 
     # 3. Report: contact sheet and report.html next to the outputs, Prefect artifacts.
     counts = Counter(r.status for r in results)
-    sheet = _contact_sheet(job.output, results)
     summary = {
         "run_id": run_id,
         "flow_run_id": str(prefect_runtime.flow_run.id) if prefect_runtime.flow_run.id else None,
@@ -123,10 +120,9 @@ def run_manifest(
         "seconds": round(time.perf_counter() - t0, 3),
         "gpu_seconds": round(sum(r.gpu_seconds for r in results), 3),
         "counts": {s: counts.get(s, 0) for s in ("done", "skipped", "failed")},
-        "contact_sheet": str(sheet) if sheet else None,
         "items": [{**r.__dict__, "prompt": item.prompt} for item, r in zip(items, results)],
     }
-    summary["report"] = _report(job.output, summary)
+    publish(job.output, summary)
     _artifacts(summary)
     if counts.get("failed"):
         failed = [r.id for r in results if r.status == "failed"]
@@ -134,22 +130,6 @@ def run_manifest(
         logger.error("%s", message)
         return Failed(message=message, data=summary)
     return summary
-
-
-CONTACT_SHEET = "contact-sheet.jpg"
-
-
-def _contact_sheet(output: store.Location, results: list[ItemResult]) -> store.Location | None:
-    """``OUTPUT/contact-sheet.jpg``: first, middle and last frame of each item of the run."""
-    try:
-        rows = [(r.id, r.status, None if r.status == "failed" else ensure_thumb(output, r.id))
-                for r in results[:SHEET_ROWS]]  # strips are rebuilt (decoding) only for rows drawn
-        path = store.join(output, CONTACT_SHEET)
-        contact_sheet(rows, path, total=len(results))
-        return path
-    except Exception as e:  # noqa: BLE001 - reporting must never fail a finished run
-        _not_written("the contact sheet", e)
-        return None
 
 
 def _make(job: Job, items: list[ItemSpec], *, run_id: str, force: bool,
@@ -210,22 +190,6 @@ def _make(job: Job, items: list[ItemSpec], *, run_id: str, force: bool,
     finally:
         pools.close()
     return results, cluster.address
-
-
-def _report(output: Path, summary: dict) -> str | None:
-    """``OUTPUT/report.html`` (tasks/report.py), or None when it could not be written (logged)."""
-    try:
-        return str(write_report(output, summary))
-    except Exception as e:  # noqa: BLE001 - reporting must never fail a finished run
-        _not_written("the batch report", e)
-        return None
-
-
-def _not_written(what: str, e: Exception) -> None:
-    """One warning line naming the cause (a store error names the URI); the traceback with -v."""
-    log = logging.getLogger("framefold")
-    log.warning("could not write %s: %s", what, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-    log.debug("could not write %s", what, exc_info=True)
 
 
 ARTIFACT_TABLE_ROWS = 2000  # ~170 bytes a row: a table artifact's event stays well under Prefect's 1.5 MB

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from tasks import provenance, store
 from tasks.errors import ItemError
 
 __all__ = ["Freshness", "History", "check", "estimate_gpu_seconds", "record_skip"]
+
+log = logging.getLogger("framefold")
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,10 @@ def settle_if_current(job, items: list[ItemSpec]) -> dict | None:
         if not fresh.current:
             return None
         checked.append((item, fresh))
+    try:  # ledger rows an earlier run kept on this machine while the store was down
+        provenance.flush_pending(job.output)
+    except store.StoreError as e:
+        log.warning("ledger rows kept while the store was down are not added yet: %s", e)
     run_id = provenance.new_run_id()
     with contextlib.ExitStack() as locks:
         if not all(locks.enter_context(unless_busy(job.output, item.id)) for item, _ in checked):
@@ -264,15 +271,14 @@ def settle_if_current(job, items: list[ItemSpec]) -> dict | None:
     summary = {
         "run_id": run_id, "flow_run_id": None, "job": job.name, "output": str(job.output), "ray": None,
         "seconds": 0.0, "gpu_seconds": 0.0, "counts": {"done": 0, "skipped": len(checked), "failed": 0},
-        "contact_sheet": None,
         "items": [{"id": item.id, "status": "skipped", "reason": "unchanged", "outputs": fresh.outputs,
                    "seconds": 0.0, "frames": item.frames, "content_key": fresh.key, "windows_reused": 0,
                    "metrics": _summary_metrics(fresh.previous), "gpu_seconds": 0.0, "prompt": item.prompt}
                   for item, fresh in checked],
     }
-    from tasks.report import write_report
+    from tasks.report import publish
 
-    summary["report"] = str(write_report(job.output, summary))
+    publish(job.output, summary)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 

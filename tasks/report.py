@@ -22,9 +22,44 @@ from tasks import provenance, store
 from tasks.renditions import PREVIEWS, STALE_PREVIEW_PART_S, make_preview, preview_name
 
 REPORT = "report.html"
+CONTACT_SHEET = "contact-sheet.jpg"
 _ORDER = {"failed": 0, "done": 1, "skipped": 2}
 
 log = logging.getLogger("framefold")
+
+
+def publish(output: store.Location, summary: dict) -> None:
+    """A run's contact sheet and report.html next to its outputs, for every run (one that skipped
+    everything too). Sets ``summary["contact_sheet"]`` and ``summary["report"]``: None when not
+    written, with the cause in ``summary["not_written"]`` and one warning line (the traceback
+    at debug level); writing them never fails a finished run."""
+    from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
+
+    not_written = summary.setdefault("not_written", {})
+    try:
+        rows = [(r["id"], r["status"], None if r["status"] == "failed" else ensure_thumb(output, r["id"]))
+                for r in summary["items"][:SHEET_ROWS]]  # strips are rebuilt (decoding) only for rows drawn
+        path = store.join(output, CONTACT_SHEET)
+        contact_sheet(rows, path, total=len(summary["items"]))
+        summary["contact_sheet"] = str(path)
+    except Exception as e:  # noqa: BLE001 - reporting must never fail a finished run
+        summary["contact_sheet"] = None
+        not_written["contact sheet"] = _not_written("the contact sheet", e)
+    try:
+        summary["report"] = str(write_report(output, summary))
+    except Exception as e:  # noqa: BLE001
+        summary["report"] = None
+        not_written["report"] = _not_written("the batch report", e)
+    if not not_written:
+        del summary["not_written"]
+
+
+def _not_written(what: str, e: Exception) -> str:
+    """One warning line naming the cause (a store error names the URI), returned; the traceback at debug level."""
+    cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    log.warning("could not write %s: %s", what, cause)
+    log.debug("could not write %s", what, exc_info=True)
+    return cause
 
 
 def write_report(output: store.Location, summary: dict) -> store.Location:

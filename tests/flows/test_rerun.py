@@ -57,12 +57,15 @@ def test_rerun_of_the_current_demo_starts_no_ray_and_plan_says_why(tmp_path, cap
         assert sessions, "the first run started a local Ray under RAY_TMPDIR"
         assert "Token authentication" not in first_err  # Ray's notice only with -v
 
+        sheet = folder / "out" / "demo" / "contact-sheet.jpg"
+        sheet.unlink()  # a run that skips everything draws the sheet again too
         again_s, again, _ = _run(manifest, env)
         ratio = again_s / first_s
         print(f"demo: first run {first_s:.1f} s, rerun with every item current {again_s:.1f} s, ratio {ratio:.3f}",
               file=sys.__stderr__)  # shown by `pytest -s` (capsys holds stdout)
         assert again["counts"] == {"done": 0, "skipped": 3, "failed": 0}
         assert again["ray"] is None and again["flow_run_id"] is None  # no Ray, no Prefect
+        assert again["contact_sheet"] == str(sheet) and sheet.stat().st_size > 0
         assert sorted(p.name for p in (ray_tmp / "ray").glob("session_2*")) == sessions  # no new Ray session
         assert ratio <= 0.25
     finally:

@@ -232,3 +232,26 @@ def test_a_scheduled_run_to_an_unwritable_bucket_fails_before_any_item(s3, s3_se
     assert state.is_failed() and not started
     with pytest.raises(store.StoreError, match=r"cannot write to the output s3://no-such-bucket/out: .*bucket"):
         state.result()
+
+
+def test_a_rerun_that_skips_everything_adds_the_ledger_rows_kept_while_the_store_was_down(s3, s3_server, job, capsys,
+                                                                                          monkeypatch):  # fmt: skip
+    from manifests import load_manifest
+    from tasks.freshness import settle_if_current
+
+    manifest = job(["sku-1"])
+    assert _run(manifest, capsys)[0] == 0
+    monkeypatch.setenv("FRAMEFOLD_STORE_RETRIES", "1")
+    row = provenance.ledger_row(run_id="20261205T000000Z-abcdef", item_id="sku-1", status="failed", reason="down")
+    s3_server.stop()
+    with pytest.raises(store.StoreError):
+        provenance.append_rows(f"{s3}/out", row["run_id"], "sku-1", [row])
+    s3_server.start()
+    assert len(list(provenance.pending_ledger(f"{s3}/out").glob("*.parquet"))) == 1
+    loaded = load_manifest(manifest)
+    summary = settle_if_current(loaded, list(loaded.items))  # what `framefold run` does when everything is current
+    assert summary is not None and summary["counts"]["skipped"] == 1 and summary["contact_sheet"]
+    kept = [r for r in provenance.read_ledger(f"{s3}/out").to_pylist() if r["run_id"] == row["run_id"]]
+    assert [(r["item_id"], r["status"]) for r in kept] == [("sku-1", "failed")]
+    assert not list(provenance.pending_ledger(f"{s3}/out").glob("*.parquet"))
+    assert f"out/ledger/run-{row['run_id']}.parquet" in keys(s3)
