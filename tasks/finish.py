@@ -294,10 +294,13 @@ PLACEMENT = Placement()
 
 def _generate(item: ItemSpec, ctx, key: str, plan, conditioning: Conditioning, pool: ActorPool | None,
               gpus: float, cache: WindowCache) -> Iterator[tuple[int, Rendered]]:
-    """The item's windows as they finish; windows cached by a killed run are read back, not rendered."""
+    """The item's windows as they finish; windows cached by a killed run are read back, not rendered
+    (but with ``--force``, which regenerates everything)."""
     submit = pool.submit if pool is not None else task_submitter(spec_of(item), gpus=gpus)
 
     def cached(index: int):
+        if ctx.force:
+            return None
         w = plan.windows[index]
         return cache.get(key, w.start, w.length)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,17 @@ def test_sigkill_mid_item_then_rerun_reuses_windows(tmp_path):
     cached_before = len(list(cache.glob("*/*.npy")))
     assert cached_before >= 6
     assert not (out / "long.mp4").exists() and not (out / "long.json").exists()
+    kept = {p.name: p.read_bytes() for p in cache.glob("*/*")}
+
+    # --force regenerates: no window is read from the cache (into another output, the cache copied there)
+    forced_out = tmp_path / "forced"
+    shutil.copytree(out / ".framefold-cache", forced_out / ".framefold-cache")
+    forced = subprocess.run([*cmd, "--force", "--out", str(forced_out)], env=_env(tmp_path), capture_output=True,
+                            text=True, timeout=400)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    (item,) = json.loads(forced.stdout[forced.stdout.index("{"):])["items"]
+    assert item["status"] == "done" and item["windows_reused"] == 0 and item["reason"] == "forced", item
+    assert {p.name: p.read_bytes() for p in cache.glob("*/*")} == kept  # this output's cache untouched
 
     rerun = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
