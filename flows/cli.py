@@ -7,9 +7,11 @@ Exit codes: 0 every item done or skipped, 1 some item failed, 2 bad input
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from rich import box
@@ -104,9 +106,9 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="print the provenance of an output and validate its C2PA content credentials "
                        "(exit 1 when they do not match the file)")
-    i.add_argument("video", type=Path, metavar="FILE",
+    i.add_argument("video", metavar="FILE",
                    help="an output: an mp4 or webm (its record is inside), a GIF or poster (from its sidecar "
-                        "or its credentials)")
+                        "or its credentials); a path or a store URL (s3://bucket/out/sku.mp4)")
     i.add_argument("--json", action="store_true", help="print the whole record as JSON")
     i.set_defaults(func=_inspect)
 
@@ -454,30 +456,67 @@ def _by_reason(failed: list[dict]) -> list[tuple[str, str]]:
 
 
 def _inspect(args) -> int:
+    from tasks import store
+
+    if not store.is_url(args.video):
+        return _inspect_file(Path(args.video), args)
+    with tempfile.TemporaryDirectory(prefix="framefold-inspect-") as tmp:
+        local = _fetch(args.video, Path(tmp))
+        return EXIT_BAD_INPUT if local is None else _inspect_file(local, args)
+
+
+def _fetch(url: str, folder: Path) -> Path | None:
+    """An output in a store, downloaded into ``folder`` under its own name, with the sidecars
+    that could describe it (a GIF or poster carries no record of its own); None: reported."""
+    from manifests.locations import redacted
+    from tasks import store
+
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    local = folder / name
+    try:
+        local.write_bytes(store.read_bytes(url))
+    except FileNotFoundError:
+        error(f"{redacted(url)}: no such object")
+        return None
+    except store.StoreError as e:
+        error(str(e))
+        return None
+    if not name.endswith((".mp4", ".webm")):
+        for cut in (i for i, ch in enumerate(name) if ch == "." and i > 0):
+            sidecar = name[:cut] + ".json"
+            with contextlib.suppress(FileNotFoundError, store.StoreError):
+                (folder / sidecar).write_bytes(store.read_bytes(url[: len(url) - len(name)] + sidecar))
+    return local
+
+
+def _inspect_file(video: Path, args) -> int:
     from tasks.encode import TAG, read_tags
     from tasks.errors import EncodeError
 
-    if not args.video.is_file():
-        error(f"{args.video}: no such file")
+    from manifests.locations import redacted
+
+    shown = redacted(args.video)  # as given: a path or the store URL (without a secret)
+    if not video.is_file():
+        error(f"{shown}: no such file")
         return EXIT_BAD_INPUT
-    credentials = _credentials(args.video)
+    credentials = _credentials(video)
     if credentials is None:
         return EXIT_BAD_INPUT
     try:
-        tags = {k.lower(): v for k, v in read_tags(args.video).items()}  # Matroska (webm) upper-cases tag names
+        tags = {k.lower(): v for k, v in read_tags(video).items()}  # Matroska (webm) upper-cases tag names
     except EncodeError as e:
-        error(f"{args.video}: not a readable video ({e})")
+        error(f"{shown}: not a readable video ({e})")
         return EXIT_BAD_INPUT
     if TAG in tags:
         try:
             record = json.loads(tags[TAG])
         except ValueError:
-            error(f"{args.video}: the framefold tag is not valid JSON (file damaged?)")
+            error(f"{shown}: the framefold tag is not valid JSON (file damaged?)")
             return EXIT_BAD_INPUT
     else:  # a GIF or poster carries no tag: its item's sidecar describes it (when the bytes match), or its credentials
-        record = _sidecar_of(args.video) or credentials.get("framefold")
+        record = _sidecar_of(video) or credentials.get("framefold")
         if record is None:
-            error(f"{args.video}: no framefold provenance in this file "
+            error(f"{shown}: no framefold provenance in this file "
                   "(and no sidecar ITEM.json beside it lists this file with these bytes)")
             return EXIT_BAD_INPUT
     c2pa = {k: v for k, v in credentials.items() if k != "framefold"}
@@ -487,7 +526,7 @@ def _inspect(args) -> int:
     if args.json:
         print(json.dumps({**record, "c2pa": c2pa}, indent=2, ensure_ascii=False))
         return status
-    say(out, (str(args.video), "bold"))
+    say(out, (str(shown), "bold"))
     for label, value in _readable(record, c2pa):
         out.print(text(f"  {label:12} {value}"), soft_wrap=True)
     return status

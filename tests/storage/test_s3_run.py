@@ -94,6 +94,13 @@ def test_catalog_in_a_bucket_to_outputs_in_the_bucket(s3, s3_server, job, capsys
     assert sorted(set(ledger.column("item_id").to_pylist())) == ["sku-a", "sku-b", "sku-c"]
     assert set(ledger.column("status").to_pylist()) == {"done"}
 
+    # inspect reads an output in the bucket as it reads a file: the mp4's own record, the poster's from its sidecar
+    for name in ("sku-a.mp4", "sku-a.poster.jpg"):
+        assert main(["inspect", f"{s3}/out/{name}", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["item"]["id"] == "sku-a"
+    assert main(["inspect", f"{s3}/out/nothing.mp4"]) == 2
+    assert f"{s3}/out/nothing.mp4: no such object" in capsys.readouterr().err.replace("\n", "")
+
     # a re-run skips everything, reading no video (sidecars and object metadata only)
     s3_server.clear()
     code, summary = _run(manifest, capsys)
