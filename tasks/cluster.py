@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -306,13 +306,14 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
         kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
         for delay in [*CLIENT_INIT_RETRY_S, None]:
             try:
-                ray.init(
-                    address=address or "local",
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                    configure_logging=True,
-                    **kwargs,
-                )
+                with contextlib.nullcontext() if address else _loopback_only():
+                    ray.init(
+                        address=address or "local",
+                        logging_level=logging.WARNING,
+                        log_to_driver=False,
+                        configure_logging=True,
+                        **kwargs,
+                    )
                 break
             except ConnectionAbortedError as e:
                 # Ray Client: the head could not start this driver's server process (a busy
@@ -349,6 +350,25 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
         gpus_now=gpus_now,
         gpu_wait_s=gpu_wait_s,
     )
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A Ray of this process's own serves this machine only: its node address is 127.0.0.1, so
+    its GCS, raylet, workers and agents listen on the loopback interface, not on every one
+    (Ray on Linux takes the machine's network address, and its servers bind to all interfaces).
+    Ray's switch for single-machine Rays, read when the node address is chosen."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: its own default
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def _no_auto_connect() -> None:
