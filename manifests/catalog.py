@@ -82,7 +82,8 @@ def read_catalog(catalog: CatalogSpec, root: Path | str, roots: tuple[str, ...] 
         return _NO_ROWS, [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
     shown = ", ".join(map(repr, available[:50])) + (" ..." if len(available) > 50 else "")
     problems = [
-        Problem(location("catalog", ("columns", field)), f"column {column!r} is not in {name}; available: {shown}")
+        Problem(location("catalog", ("columns", field)),
+                f"column {column!r} is not in {name}{did_you_mean(column, available)}; available: {shown}")
         for field, column in catalog.columns.items()
         if column not in available
     ]
