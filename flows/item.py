@@ -28,7 +28,7 @@ from flows.progress import reporter
 from manifests import ItemSpec
 from tasks import freshness, provenance, store
 from tasks.backends import Conditioning
-from tasks.errors import ItemError
+from tasks.errors import ClusterLost, ItemError
 from tasks.finish import (FINISH_RETRIES, PLACEMENT, Finished, Finishing, Keyed, driver_limits, finish, finish_whole,
                           follow_whole, output_names, record_outputs)
 from tasks.generate import Cluster
@@ -85,8 +85,8 @@ def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | 
         with _item_lock(store.staging(ctx.output), item.id), pools.lease(item) as lease:
             result = _produce(item, ctx, lease)
     except Exception as e:  # one bad item never sinks the batch
-        if not isinstance(e, ItemError) and (gone := _lost(ctx)) is not None:
-            e = ClusterLost(gone)
+        if not isinstance(e, ClusterLost) and (gone := _lost(ctx)) is not None:
+            e = ClusterLost(gone)  # whatever Ray raised (or wrapped) once its head was gone
         if isinstance(e, ItemError):
             reason = str(e)
             get_run_logger().error("item %s failed: %s", item.id, reason)
@@ -102,10 +102,6 @@ def produce_item(item: ItemSpec, ctx: RunContext, pools: Pools) -> ItemResult | 
         return Failed(message=reason, data=result)
     reporter().item_finished(item.id, result.status)
     return result
-
-
-class ClusterLost(ItemError):
-    """The run's Ray cluster stopped answering: this item, and every item after it, fails."""
 
 
 LOST: dict[str, str] = {}  # run id -> why its cluster is gone (set once, by the first item to find out)

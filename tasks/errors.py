@@ -16,3 +16,8 @@ class EncodeError(ItemError):
 class ClusterError(Exception):
     """Ray cannot be reached or started: no item can run. The message names the address
     and the settings to check."""
+
+
+class ClusterLost(ItemError):
+    """The run's Ray cluster stopped answering mid-run: this item, and every item after it,
+    fails with the same reason (the items done are kept)."""

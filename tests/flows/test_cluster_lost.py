@@ -5,6 +5,7 @@ reason share a line, and the items done before the loss are kept and recorded.""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -57,18 +58,20 @@ def test_a_head_lost_mid_run_fails_the_rest_with_one_reason(tmp_path: Path) -> N
         leftover = teardown(owned, temp_dir)
     assert not leftover, f"processes survived the teardown: {leftover}"
 
-    lost = f"lost the Ray cluster at {address} (connection refused on 127.0.0.1:{client}); the items done are kept"
-    lines = [line.strip() for line in out.replace("\n    ", " ").splitlines()]
-    shared = [line for line in lines if lost in line]
-    assert shared, out
-    assert len(shared) <= 2, out  # one line per reason: items failing in flight, items not started
-    assert any(": not started: " + lost in line for line in shared), out  # items after the loss: no Ray call
-    assert "Traceback" not in out + err and "internal error" not in out, out + err
-    assert after < RECONNECT_S + 60, f"the run took {after:.0f} s to end after the head was lost"
-
     ledger = provenance.read_ledger(tmp_path / "out").to_pylist()
     status = {r["item_id"]: r["status"] for r in ledger}
     assert set(status) == {f"i{n}" for n in range(ITEMS)}, status  # every item recorded, once
+    failed = {i for i, s in status.items() if s == "failed"}
+
+    lost = f"lost the Ray cluster at {address} (connection refused on 127.0.0.1:{client}); the items done are kept"
+    lines = [line.strip() for line in out.replace("\n    ", " ").splitlines()]
+    shared = [line for line in lines if lost in line]
+    assert 1 <= len(shared) <= 2, out  # one line per reason: items failing in flight, items not started
+    assert any(": not started: " + lost in line for line in shared), out  # items after the loss: no Ray call
+    named = {i.strip() for line in shared for i in re.sub(r" \(\d+\)$", "", line.split(": ", 1)[0]).split(",")}
+    assert named == failed, f"every failed item gives the lost cluster as its reason: {named} vs {failed}\n{out}"
+    assert "Traceback" not in out + err and "internal error" not in out, out + err
+    assert after < RECONNECT_S + 60, f"the run took {after:.0f} s to end after the head was lost"
     done = [i for i, s in status.items() if s == "done"]
     assert done and all((tmp_path / "out" / f"{i}.mp4").stat().st_size > 0 for i in done), status
     assert f"done {len(done)}, skipped 0, failed {ITEMS - len(done)}" in out, out
