@@ -278,7 +278,11 @@ def _run(args) -> int:
         # every item current: recorded in the ledger and report.html, without starting Prefect or Ray
         from tasks.freshness import settle_if_current
 
-        summary = settle_if_current(job, [i for i in job.items if not args.only or i.id in set(args.only)])
+        try:
+            summary = settle_if_current(job, [i for i in job.items if not args.only or i.id in set(args.only)])
+        except StoreError as e:  # the store failed while recording the skips: one line, not a traceback
+            error(str(e))
+            return EXIT_FAILED
         if summary is not None:
             say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}: every item is current")
             if args.json:
@@ -490,16 +494,15 @@ def _fetch(url: str, folder: Path) -> Path | None:
 
 
 def _inspect_file(video: Path, args) -> int:
+    from manifests.locations import redacted
     from tasks.encode import TAG, read_tags
     from tasks.errors import EncodeError
-
-    from manifests.locations import redacted
 
     shown = redacted(args.video)  # as given: a path or the store URL (without a secret)
     if not video.is_file():
         error(f"{shown}: no such file")
         return EXIT_BAD_INPUT
-    credentials = _credentials(video)
+    credentials = _credentials(video, shown)
     if credentials is None:
         return EXIT_BAD_INPUT
     try:
@@ -576,7 +579,7 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
     return lines
 
 
-def _credentials(path: Path) -> dict | None:
+def _credentials(path: Path, shown: str | None = None) -> dict | None:
     """The file's C2PA credentials as read and validated (trusting FRAMEFOLD_C2PA_TRUST_ANCHORS),
     or None when the trust anchors setting is unusable (reported)."""
     from pydantic import ValidationError
@@ -602,7 +605,7 @@ def _credentials(path: Path) -> dict | None:
         error(f"FRAMEFOLD_C2PA_TRUST_ANCHORS ({anchors_file}): {e}")
         return None
     except OSError as e:
-        error(f"{path}: cannot read ({e.strerror or e})")
+        error(f"{shown or path}: cannot read ({e.strerror or e})")
         return None
 
 

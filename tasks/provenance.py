@@ -197,8 +197,12 @@ def flush_pending(root: store.Location) -> list[str]:
         return []
     runs: list[str] = []
     for part in sorted(folder.glob("part-*.parquet")):
-        store.write_bytes(store.join(root, LEDGER_DIR, part.name), part.read_bytes())
-        part.unlink()
+        try:
+            data = part.read_bytes()
+        except FileNotFoundError:  # another run on this machine added it meanwhile
+            continue
+        store.write_bytes(store.join(root, LEDGER_DIR, part.name), data)  # the same bytes twice: one object
+        part.unlink(missing_ok=True)
         run = re.match(r"part-(\d{8}T\d{6}Z-[0-9a-f]+)-", part.name)
         if run and run.group(1) not in runs:
             runs.append(run.group(1))
