@@ -83,7 +83,7 @@ def read_catalog(catalog: CatalogSpec, root: Path | str, roots: tuple[str, ...] 
     shown = ", ".join(map(repr, available[:50])) + (" ..." if len(available) > 50 else "")
     problems = [
         Problem(location("catalog", ("columns", field)),
-                f"column {column!r} is not in {name}{did_you_mean(column, available)}; available: {shown}")
+                f"column {column!r} is not in {name}{did_you_mean(column, available) or ';'} available: {shown}")
         for field, column in catalog.columns.items()
         if column not in available
     ]

@@ -19,7 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tasks import provenance, store
-from tasks.renditions import PREVIEWS, STALE_PREVIEW_PART_S, make_preview, preview_name
+from tasks.renditions import (PREVIEWS, SHEET_ROWS, STALE_PREVIEW_PART_S, contact_sheet, ensure_thumb, make_preview,
+                              preview_name)
 
 REPORT = "report.html"
 CONTACT_SHEET = "contact-sheet.jpg"
@@ -33,8 +34,6 @@ def publish(output: store.Location, summary: dict) -> None:
     everything too). Sets ``summary["contact_sheet"]`` and ``summary["report"]``: None when not
     written, with the cause in ``summary["not_written"]`` and one warning line (the traceback
     at debug level); writing them never fails a finished run."""
-    from tasks.renditions import SHEET_ROWS, contact_sheet, ensure_thumb
-
     not_written = summary.setdefault("not_written", {})
     try:
         rows = [(r["id"], r["status"], None if r["status"] == "failed" else ensure_thumb(output, r["id"]))

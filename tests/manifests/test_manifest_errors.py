@@ -154,7 +154,7 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("catalog-file-missing", _set("catalog", {"path": "missing.parquet", "columns": {"id": "sku"}}), "catalog.path", "file not found"),
     ("catalog-escapes", _set("catalog", {"path": "../catalog.parquet", "columns": {"id": "sku"}}), "catalog.path", "escapes"),
     ("catalog-missing-column", _set("catalog", {"path": "catalog.parquet", "columns": {"id": "sku", "prompt": "text"}}), "catalog.columns.prompt", "available: 'sku', 'caption', 'seed', 'image'"),
-    ("catalog-column-typo", _set("catalog", {"path": "catalog.parquet", "columns": {"id": "sku", "prompt": "captoin"}}), "catalog.columns.prompt", "column 'captoin' is not in catalog.parquet; did you mean 'caption'?"),
+    ("catalog-column-typo", _set("catalog", {"path": "catalog.parquet", "columns": {"id": "sku", "prompt": "captoin"}}), "catalog.columns.prompt", "column 'captoin' is not in catalog.parquet; did you mean 'caption'? available: 'sku'"),
     ("catalog-not-parquet", _set("catalog", {"path": "garbage.parquet", "columns": {"id": "sku"}}), "catalog.path", "cannot read"),
 ]
 # cases whose mutation alone is valid are marked with a None message: they check no false positive
