@@ -330,6 +330,8 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
             except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
                 raise ClusterError(_explain(e, address)) from e
     _no_auto_connect()
+    if address and address.startswith("ray://"):
+        _quiet_closed_channels()
     resources = ray.cluster_resources()
     ctx = ray.get_runtime_context()
     remote = bool(address)
@@ -380,6 +382,30 @@ def _no_auto_connect() -> None:
     except ImportError:  # another Ray layout: its own default
         return
     auto_init_hook.enable_auto_connect = False
+
+
+def _quiet_closed_channels() -> None:
+    """gRPC's connectivity watcher thread raises "Cannot monitor channel state: Channel
+    closed!" when Ray's client closes a channel to a head that is gone; the items already
+    say the cluster was lost, so that thread's traceback goes to the debug log, not the
+    terminal. Every other thread exception reaches the hook before it."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_closed_channels", False):  # installed already
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        tb, frames = args.exc_traceback, []
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        if isinstance(args.exc_value, ValueError) and "Channel closed" in str(args.exc_value) and any(
+                f.replace("\\", "/").endswith("grpc/_channel.py") for f in frames):
+            log.debug("gRPC channel watcher ended: %s", args.exc_value)
+            return
+        previous(args)
+
+    hook.quiets_closed_channels = True
+    threading.excepthook = hook
 
 
 def _host_port(address: str) -> tuple[str, int] | None:

@@ -44,7 +44,9 @@ def test_a_head_lost_mid_run_fails_the_rest_with_one_reason(tmp_path: Path) -> N
                     env={**env, "RAY_ADDRESS": address}, log=tmp_path / "run.log")  # fmt: skip
         owned.append(run)
         deadline = time.monotonic() + 240
-        while not list((tmp_path / "out").glob("*.mp4")) and run.proc.poll() is None:
+        # an item is done once its sidecar is written (by the driver, after the worker committed its
+        # files): an mp4 alone may be a finished encode whose result the head never passes back
+        while not list((tmp_path / "out").glob("i*.json")) and run.proc.poll() is None:
             assert time.monotonic() < deadline, run.tail()
             time.sleep(0.2)
         assert run.proc.poll() is None, f"the run ended before the head was lost:\n{run.tail()}"
