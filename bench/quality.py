@@ -181,7 +181,7 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
 
 def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: int = 10, actors: int = 1,
             prompt: str = "a red square moving right", loop: bool = False, strip: Path | None = None,
-            overlap: int = 4, weighting: str = "linear") -> dict:  # fmt: skip
+            overlap: int = 4, weighting: str = "linear", guidance: float = 3.0) -> dict:  # fmt: skip
     """One mode on the trained model: seam and drift metrics measured on each seed's
     mp4 (decoded back), coherence against the training clips (frame-to-frame change; the
     prompt's shape: :func:`shape_stats`), seconds per clip and this process's peak memory
@@ -196,7 +196,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     shutil.copytree(model, work / model.name)
     model = work / model.name
     items = items_for(model, mode=mode, seeds=range(seeds), frames=frames, length=8, overlap=overlap, size=32,
-                      steps=steps, prompt=prompt, guidance=3.0, weighting=weighting, loop=loop)  # fmt: skip
+                      steps=steps, prompt=prompt, guidance=guidance, weighting=weighting, loop=loop)  # fmt: skip
     pool = None
     if actors > 1:
         import ray
@@ -245,7 +245,7 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
         return {"mean": round(float(np.mean(vals)), 6), "std": round(float(np.std(vals)), 6)} if vals else None
 
     return {"mode": mode, "actors": actors, "seeds": seeds, "frames": frames, "steps": steps, "loop": loop,
-            "window": [8, overlap], "weighting": weighting,
+            "window": [8, overlap], "weighting": weighting, "guidance": guidance,
             "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
             "loop_closure_per_seed": [m.get("loop_closure_ratio") for m in per_seed] if loop else None,
@@ -515,6 +515,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--loop", action="store_true")
+    ap.add_argument("--guidance", type=float, default=3.0, help="trained: classifier-free guidance scale")
     ap.add_argument("--prompt", default="a red square moving right", help="trained: the items' prompt")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--manifest", type=Path, default=Path(__file__).resolve().parents[1] / "manifests/examples/loops.yaml")
@@ -531,7 +532,8 @@ def main(argv=None) -> int:
         res = following(a.model, seeds=a.seeds, frames=a.frames, steps=a.steps, mode=a.mode)
     elif a.what == "trained":
         res = trained(a.model, mode=a.mode, seeds=a.seeds, frames=a.frames, steps=a.steps, actors=a.actors,
-                      loop=a.loop, strip=a.strip, overlap=a.overlap, prompt=a.prompt, weighting=a.weighting)  # fmt: skip
+                      loop=a.loop, strip=a.strip, overlap=a.overlap, prompt=a.prompt, weighting=a.weighting,
+                      guidance=a.guidance)  # fmt: skip
     else:
         res = reference(a.seeds, a.frames, steps=a.steps, loop=a.loop, modes=a.modes.split(","),
                         weighting=a.weighting, overlap=a.overlap)  # fmt: skip

@@ -68,6 +68,7 @@ RECIPE = {
     "grad_clip": 1.0,
     "prediction_type": "sample",  # x0: clean frames at every step (v left per-pixel noise here)
     "snr_clamp": [1.0, 5.0],
+    "temporal_weight": 0.0,
     "timesteps": 1000,
     "threads": 1,
     "data": {
@@ -87,7 +88,7 @@ RECIPE = {
 }
 
 
-OBJECTIVE = ("prediction_type", "snr_clamp", "batch", "threads")  # per training phase
+OBJECTIVE = ("prediction_type", "snr_clamp", "batch", "threads", "temporal_weight")  # per training phase
 
 # --------------------------------------------------------------------------- data
 
@@ -245,11 +246,15 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids.input_ids)[0]
 
 
-def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator, snr_clamp=None) -> torch.Tensor:
+def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator, snr_clamp=None,
+            temporal_weight: float = 0.0) -> torch.Tensor:
     """MSE against the scheduler's prediction type (``sample``: x₀, ``v_prediction``: v,
     ``epsilon``: ε) on one batch, timesteps and noise from ``generator``. ``snr_clamp``
     ``(low, high)`` weights each clip's x₀ error by its signal-to-noise ratio clamped to
-    that range (min-SNR-γ with a floor: every noise level keeps a weight, none dominates)."""
+    that range (min-SNR-γ with a floor: every noise level keeps a weight, none dominates).
+    ``temporal_weight`` (x₀-prediction only) adds that multiple of the error in the
+    frame-to-frame differences of x̂₀: errors a window's frames share cost less than
+    errors that make its motion uneven."""
     x0 = to_latents(clips)
     n, _, t = x0.shape[:3]
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator)
@@ -262,6 +267,11 @@ def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator
     emb = encode_text(tokenizer, text_encoder, captions).repeat_interleave(t, dim=0)  # (N*T, L, D)
     pred = unet(xt, steps, encoder_hidden_states=emb).sample
     per_clip = (pred - target).pow(2).flatten(1).mean(1)
+    if temporal_weight:
+        if kind != "sample":
+            raise ValueError("temporal_weight compares x0 frame differences: use it with prediction_type sample")
+        moved = (pred.diff(dim=2) - target.diff(dim=2)).pow(2).flatten(1).mean(1)
+        per_clip = per_clip + temporal_weight * moved
     if snr_clamp is None:
         return per_clip.mean()
     if kind == "epsilon":
@@ -280,13 +290,15 @@ def objective_of(given: dict, before: dict | None) -> dict:
     if before is None:
         base = {k: RECIPE[k] for k in OBJECTIVE}
     else:  # a recipe from before snr_clamp existed trained without one
-        base = {k: before.get(k, None if k == "snr_clamp" else RECIPE[k]) for k in OBJECTIVE}
+        base = {k: before.get(k, {"snr_clamp": None, "temporal_weight": 0.0}.get(k, RECIPE.get(k))) for k in OBJECTIVE}
     out = base | {k: v for k, v in given.items() if v is not None}
     clamp = out["snr_clamp"]
     if clamp is not None and (len(clamp) != 2 or not 0 <= clamp[0] <= clamp[1]):
         raise SystemExit(f"--snr-clamp LOW HIGH needs 0 <= LOW <= HIGH, got {clamp}")
     if clamp is not None and out["prediction_type"] == "epsilon":
         raise SystemExit("--snr-clamp weights x0 errors: use it with --prediction-type sample or v_prediction")
+    if out["temporal_weight"] and out["prediction_type"] != "sample":
+        raise SystemExit("--temporal-weight compares x0 frame differences: use it with --prediction-type sample")
     return out
 
 
@@ -371,7 +383,8 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
             1.0, (step - step0 + 1) / RECIPE["warmup_steps"])
         for g in opt.param_groups:
             g["lr"] = rate
-        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen, objective["snr_clamp"])
+        loss = loss_on(unet, text_encoder, tokenizer, scheduler, clips, caps, gen, objective["snr_clamp"],
+                       objective["temporal_weight"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, RECIPE["grad_clip"])
@@ -478,6 +491,8 @@ def main(argv=None) -> int:
                     help="what the UNet predicts (default: the recipe's); a resumed model may switch")
     ap.add_argument("--snr-clamp", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                     help="weight each clip's x0 error by its SNR clamped to [LOW, HIGH]")
+    ap.add_argument("--temporal-weight", type=float, default=None,
+                    help="weight of the x0 frame-difference error (x0-prediction; default: the recipe's)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
@@ -486,7 +501,8 @@ def main(argv=None) -> int:
         return 0
     if a.out is None:
         ap.error("--out is required to train")
-    objective = {"prediction_type": a.prediction_type, "snr_clamp": a.snr_clamp, "batch": a.batch, "threads": a.threads}
+    objective = {"prediction_type": a.prediction_type, "snr_clamp": a.snr_clamp, "batch": a.batch, "threads": a.threads,
+                 "temporal_weight": a.temporal_weight}
     train(a.out, a.minutes, a.steps, a.save_every, a.resume, a.lr, a.lr_final, a.ema_decay, argv, objective)
     return 0
 

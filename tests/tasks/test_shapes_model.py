@@ -142,3 +142,38 @@ def test_it_draws_the_prompted_colour(tmp_path):
                           size=32, steps=5, prompt=prompt, guidance=3.0)  # fmt: skip
         for item in items:
             assert prompt_following(render(item).numpy(), prompt)["colour_match"] >= 0.9, (prompt, item.id)
+
+
+def test_the_temporal_loss_counts_uneven_motion_and_only_with_x0_prediction():
+    """``--temporal-weight``: an x̂₀ whose error differs between frames costs more than one whose
+    error every frame shares, by the weight times the error in the frame differences."""
+    import diffusers
+
+    clips = T.render_clips(T.sample_params(np.random.default_rng(3), 2), range(T.FRAMES))
+    x0 = T.to_latents(clips)
+    scheduler = diffusers.DDIMScheduler(prediction_type="sample")
+    shared = torch.zeros_like(x0) + 0.1  # the same error in every frame
+    uneven = torch.zeros_like(x0)
+    uneven[:, :, ::2] += 0.1  # the same size of error, on every other frame
+
+    class Echo(torch.nn.Module):  # a "UNet" returning x₀ plus a fixed error
+        def __init__(self, error):
+            super().__init__()
+            self.error = error
+
+        def forward(self, xt, steps, encoder_hidden_states):
+            return type("Out", (), {"sample": x0 + self.error})()
+
+    text = lambda ids: (torch.zeros(len(ids), T.MAX_TOKENS, 64),)  # noqa: E731
+    tok = lambda caps, **kw: type("Ids", (), {"input_ids": torch.zeros(len(caps), T.MAX_TOKENS)})()  # noqa: E731
+
+    def loss(error, weight):
+        return float(T.loss_on(Echo(error), text, tok, scheduler, clips, ["a"] * 2, torch.Generator().manual_seed(0),
+                               temporal_weight=weight))
+
+    assert loss(shared, 3.0) == pytest.approx(loss(shared, 0.0))  # shared error: frame differences exact
+    frame_share = 0.1**2 * (x0.shape[2] // 2) / x0.shape[2]
+    assert loss(uneven, 0.0) == pytest.approx(frame_share)
+    assert loss(uneven, 3.0) == pytest.approx(frame_share + 3.0 * 0.1**2)  # every difference off by 0.1
+    with pytest.raises(SystemExit, match="temporal-weight"):
+        T.objective_of({"prediction_type": "v_prediction", "temporal_weight": 1.0}, None)
