@@ -78,11 +78,22 @@ def check(item: ItemSpec, output: store.Location, *, force: bool = False, signin
     key = provenance.content_key(params=params, inputs=inputs, backend=backend)
     previous = provenance.read_sidecar(store.join(output, f"{item.id}.json"))
     why = provenance.why_run(previous, key=key, inputs=inputs, params=params, backend=backend, force=force)
+    if previous is None and not force:
+        why = _why_new(item, output)
     if why is None and signing and not all(o.get("c2pa") for o in provenance.outputs_of(previous)):
         why = "content credentials missing"  # signing was turned on since: make the outputs again, signed
     if why is None and not _intact(previous, output, key):
         why = "output missing or damaged"
     return Freshness(key, why, previous, inputs, backend, params, data)
+
+
+def _why_new(item: ItemSpec, output: store.Location) -> str:
+    """Why an item without a provenance record is made: ``new``, or, when its first output is
+    there all the same (its record deleted, or a run ended between the two), that."""
+    from tasks.renditions import plan_renditions
+
+    first = plan_renditions(item.output_size, item.aspects, item.formats)[0].name(item.id)
+    return "output without provenance record" if store.exists(store.join(output, first)) else "new"
 
 
 @contextlib.contextmanager
@@ -296,7 +307,7 @@ def plan_reason(item: ItemSpec, output: store.Location, history: History, *, for
     would skip it) and the estimated GPU-seconds. An item with no sidecar is ``new`` without
     reading its inputs; one whose inputs cannot be read says so."""
     if not force and provenance.read_sidecar(store.join(output, f"{item.id}.json")) is None:
-        return "new", estimate_gpu_seconds(item, None, history)
+        return _why_new(item, output), estimate_gpu_seconds(item, None, history)
     try:
         fresh = check(item, output, force=force, signing=signing)
     except ItemError as e:

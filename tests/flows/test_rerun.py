@@ -109,6 +109,12 @@ def test_rerun_of_the_current_demo_starts_no_ray_and_plan_says_why(tmp_path, cap
     assert main(["plan", str(manifest)]) == 0
     table = capsys.readouterr().out
     assert "parameters changed" in table and "input changed" in table and "a run would make 4 item(s)" in table
+    (out / "rocket.json").unlink()  # its outputs are there, their record is not
+    assert main(["plan", str(manifest), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert {r["id"]: r["why"] for r in plan["items"]} == {
+        "coffee-steam": "output missing or damaged", "chelsea": "parameters changed",
+        "rocket": "output without provenance record", "coffee-2": "new"}  # fmt: skip
 
     # inspect: a readable record, not Python dicts
     assert main(["inspect", str(out / "chelsea.mp4")]) == 0
