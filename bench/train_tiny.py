@@ -284,9 +284,9 @@ def loss_on(unet, text_encoder, tokenizer, scheduler, clips, captions, generator
 
 
 def objective_of(given: dict, before: dict | None) -> dict:
-    """A run's prediction type, SNR clamp, batch and threads: ``given`` (None: not given)
-    over the resumed model's recipe ``before`` (its objective carries on unless told
-    otherwise), over this script's RECIPE for a fresh model."""
+    """A run's prediction type, SNR clamp, batch, threads and temporal weight: ``given``
+    (None: not given) over the resumed model's recipe ``before`` (its objective carries on
+    unless told otherwise), over this script's RECIPE for a fresh model."""
     if before is None:
         base = {k: RECIPE[k] for k in OBJECTIVE}
     else:  # a recipe from before snr_clamp existed trained without one
@@ -297,6 +297,8 @@ def objective_of(given: dict, before: dict | None) -> dict:
         raise SystemExit(f"--snr-clamp LOW HIGH needs 0 <= LOW <= HIGH, got {clamp}")
     if clamp is not None and out["prediction_type"] == "epsilon":
         raise SystemExit("--snr-clamp weights x0 errors: use it with --prediction-type sample or v_prediction")
+    if (out["temporal_weight"] or 0) < 0:
+        raise SystemExit(f"--temporal-weight must be >= 0, got {out['temporal_weight']}")
     if out["temporal_weight"] and out["prediction_type"] != "sample":
         raise SystemExit("--temporal-weight compares x0 frame differences: use it with --prediction-type sample")
     return out
@@ -323,8 +325,9 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
     from; its step count, time and loss log carry on. The learning rate warms up over
     ``warmup_steps``, then follows a cosine from ``lr`` to ``lr_final`` over the run's
     minutes (both default to the recipe's ``lr``: constant). ``objective``: the recipe's
-    ``prediction_type``, ``snr_clamp``, ``batch`` and ``threads`` for this run (a resumed
-    model may change its prediction type; the scheduler it is saved with follows)."""
+    ``prediction_type``, ``snr_clamp``, ``batch``, ``threads`` and ``temporal_weight`` for
+    this run (a resumed model may change its prediction type; the scheduler it is saved
+    with follows)."""
     import diffusers as d
 
     before = None
@@ -352,7 +355,8 @@ def train(out: Path, minutes: float, max_steps: int, save_every_s: float, resume
             step0, elapsed0 = before["steps"], before["elapsed_s"]
             phases = before.get("phases") or [{"steps": step0, "lr": before["lr"], "lr_final": before["lr"],
                                                "ema_decay": before["ema_decay"]}]  # fmt: skip
-            phases = [{k: before.get(k) for k in OBJECTIVE} | ph for ph in phases]
+            phases = [{k: before.get(k, 0.0 if k == "temporal_weight" else None) for k in OBJECTIVE} | ph
+                      for ph in phases]
             if not log_path.exists():
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(prior / "loss.jsonl", log_path)

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_validate)
 
     pl = sub.add_parser("plan", help="show what a run would do per item and why (new, input changed, parameters "
-                        "changed, model changed, current), windows, frames to generate, redundancy and GPU-seconds")
+                        "changed, model changed, output missing or damaged, current; docs/cli.md lists them all), "
+                        "windows, frames to generate, redundancy and GPU-seconds")
     pl.add_argument("manifest", help="manifest file: a path or a store URL")
     pl.add_argument("--out", help="output root, as given to `run` (default: the manifest's `output`)")
     pl.add_argument("--force", action="store_true", help="plan as `run --force` would (every item made)")

@@ -302,6 +302,8 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
     if not ray.is_initialized():
         if address:
             precheck(address)
+        if address and address.startswith("ray://"):
+            _quiet_closed_channels()
         # "local": always a fresh cluster of our own, never whatever else runs here
         kwargs = {} if address else {"num_cpus": num_cpus, "num_gpus": num_gpus, "include_dashboard": False}
         for delay in [*CLIENT_INIT_RETRY_S, None]:
@@ -330,8 +332,6 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, num_gpus
             except (ConnectionError, ray.exceptions.RayError, RuntimeError, ValueError) as e:
                 raise ClusterError(_explain(e, address)) from e
     _no_auto_connect()
-    if address and address.startswith("ray://"):
-        _quiet_closed_channels()
     resources = ray.cluster_resources()
     ctx = ray.get_runtime_context()
     remote = bool(address)
@@ -398,8 +398,9 @@ def _quiet_closed_channels() -> None:
         while tb is not None:
             frames.append(tb.tb_frame.f_code.co_filename)
             tb = tb.tb_next
-        if isinstance(args.exc_value, ValueError) and "Channel closed" in str(args.exc_value) and any(
-                f.replace("\\", "/").endswith("grpc/_channel.py") for f in frames):
+        watcher = any(f.replace("\\", "/").endswith("grpc/_channel.py") for f in frames)
+        if watcher and isinstance(args.exc_value, ValueError) and str(args.exc_value).startswith(
+                "Cannot monitor channel state"):
             log.debug("gRPC channel watcher ended: %s", args.exc_value)
             return
         previous(args)

@@ -3,7 +3,8 @@
 An item is *current* when its sidecar records the content key the item has now (same input
 bytes, parameters and model) and every output file it lists is there with its recorded
 size (and signed, when the run signs). :func:`check` answers that with the reason a run
-would make the item again — ``new``, ``input changed``, ``parameters changed``, ``model
+would make the item again — ``new``, ``output without provenance record`` (its sidecar
+gone or unreadable, an output there), ``input changed``, ``parameters changed``, ``model
 changed``, ``upscaler changed``, ``output missing or damaged``, ``content credentials
 missing``, ``forced`` — or None when it is current. It reads input digests and the sidecar
 only: no model, no Ray, no Prefect. The flow checks every item this way before it starts
@@ -88,12 +89,12 @@ def check(item: ItemSpec, output: store.Location, *, force: bool = False, signin
 
 
 def _why_new(item: ItemSpec, output: store.Location) -> str:
-    """Why an item without a provenance record is made: ``new``, or, when its first output is
-    there all the same (its record deleted, or a run ended between the two), that."""
+    """Why an item without a provenance record is made: ``new``, or, when one of its outputs
+    is there all the same (its record deleted, or a run ended between the two), that."""
     from tasks.renditions import plan_renditions
 
-    first = plan_renditions(item.output_size, item.aspects, item.formats)[0].name(item.id)
-    return "output without provenance record" if store.exists(store.join(output, first)) else "new"
+    names = (r.name(item.id) for r in plan_renditions(item.output_size, item.aspects, item.formats))
+    return "output without provenance record" if any(store.exists(store.join(output, n)) for n in names) else "new"
 
 
 @contextlib.contextmanager
@@ -304,8 +305,9 @@ def _summary_metrics(record: dict | None) -> dict:
 def plan_reason(item: ItemSpec, output: store.Location, history: History, *, force: bool = False,
                 signing: bool = False) -> tuple[str, float | None]:
     """What ``framefold plan`` shows for an item: why a run would make it (``current`` when it
-    would skip it) and the estimated GPU-seconds. An item with no sidecar is ``new`` without
-    reading its inputs; one whose inputs cannot be read says so."""
+    would skip it) and the estimated GPU-seconds. An item with no sidecar is ``new`` (or
+    ``output without provenance record``) without reading its inputs; one whose inputs
+    cannot be read says so."""
     if not force and provenance.read_sidecar(store.join(output, f"{item.id}.json")) is None:
         return _why_new(item, output), estimate_gpu_seconds(item, None, history)
     try:

@@ -177,3 +177,5 @@ def test_the_temporal_loss_counts_uneven_motion_and_only_with_x0_prediction():
     assert loss(uneven, 3.0) == pytest.approx(frame_share + 3.0 * 0.1**2)  # every difference off by 0.1
     with pytest.raises(SystemExit, match="temporal-weight"):
         T.objective_of({"prediction_type": "v_prediction", "temporal_weight": 1.0}, None)
+    with pytest.raises(SystemExit, match="must be >= 0, got -1.0"):
+        T.objective_of({"temporal_weight": -1.0}, None)

@@ -23,8 +23,10 @@ def _raise_in_thread(code: str, filename: str) -> None:
 def hook(monkeypatch):
     monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
     cluster._quiet_closed_channels()
+    installed = threading.excepthook
     cluster._quiet_closed_channels()  # twice: installed once
-    return threading.excepthook
+    assert threading.excepthook is installed and installed is not threading.__excepthook__
+    return installed
 
 
 def test_closed_channel_from_grpc_is_quiet(hook, capsys):
@@ -37,6 +39,7 @@ def test_closed_channel_from_grpc_is_quiet(hook, capsys):
 @pytest.mark.parametrize("message, filename", [
     ("Cannot monitor channel state: Channel closed!", "/app/mine.py"),  # the same words from other code
     ("something else", "/venv/lib/python3.11/site-packages/grpc/_channel.py"),  # another gRPC error
+    ("Cannot invoke RPC: Channel closed!", "/venv/lib/python3.11/site-packages/grpc/_channel.py"),  # a call's own
 ])  # fmt: skip
 def test_other_thread_errors_still_print(hook, capsys, message, filename):
     _raise_in_thread(f"def run():\n    raise ValueError({message!r})\n", filename)
