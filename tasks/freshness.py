@@ -89,12 +89,14 @@ def check(item: ItemSpec, output: store.Location, *, force: bool = False, signin
 
 
 def _why_new(item: ItemSpec, output: store.Location) -> str:
-    """Why an item without a provenance record is made: ``new``, or, when one of its outputs
-    is there all the same (its record deleted, or a run ended between the two), that."""
+    """Why an item without a provenance record is made: ``new``, or, when its first output
+    is there all the same (its record deleted, or a run ended between the two), that. One
+    look-up per item, the first rendition's: a new catalog's plan asks a store twice per
+    item, not once per rendition."""
     from tasks.renditions import plan_renditions
 
-    names = (r.name(item.id) for r in plan_renditions(item.output_size, item.aspects, item.formats))
-    return "output without provenance record" if any(store.exists(store.join(output, n)) for n in names) else "new"
+    first = plan_renditions(item.output_size, item.aspects, item.formats)[0].name(item.id)
+    return "output without provenance record" if store.exists(store.join(output, first)) else "new"
 
 
 @contextlib.contextmanager
