@@ -10,6 +10,7 @@ Model weights are local files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -62,6 +63,46 @@ def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Pa
                     "download or save the model again"
                 )
     return resolved, None
+
+
+def model_tasks(path: Path, family: str) -> tuple[tuple[str, ...], str] | None:
+    """What a wan or cogvideox model directory can do, read off its configs: ``(tasks, why)``
+    with tasks ``("t2v",)``, ``("i2v",)`` or both, or None when its configs do not tell. A
+    text-to-video transformer takes the VAE's latent channels; an image-to-video one takes
+    the image's latents too (wan 2.1: latents + 4 mask + image latents; cogvideox: twice the
+    latents); wan 2.2's TI2V (``expand_timesteps``) does both with the latent channels alone."""
+    if family not in ("wan", "cogvideox"):
+        return None
+    try:  # read once per directory and version of its configs (a catalog's items share one model)
+        stamp = tuple((path / n).stat().st_mtime_ns for n in ("model_index.json", "transformer/config.json"))
+    except OSError:
+        return None
+    return _model_tasks(str(path), family, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_tasks(root: str, family: str, stamp: tuple[int, ...]) -> tuple[tuple[str, ...], str] | None:
+    path = Path(root)
+
+    def config(name: str) -> dict:
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    channels = config("transformer/config.json").get("in_channels")
+    vae = config("vae/config.json")
+    latent = vae.get("z_dim" if family == "wan" else "latent_channels")
+    if not isinstance(channels, int) or not isinstance(latent, int):
+        return None
+    why = f"its transformer takes {channels} input channels, its VAE makes {latent}"
+    if channels == latent:
+        both = family == "wan" and config("model_index.json").get("expand_timesteps") is True
+        return (("t2v", "i2v") if both else ("t2v",)), why
+    if channels == (2 * latent + 4 if family == "wan" else 2 * latent):
+        return ("i2v",), why
+    return None
 
 
 def upscaler_file(raw: str, settings: Settings, manifest_root: Location) -> tuple[Path | None, str | None]:

@@ -4,9 +4,11 @@ constraints, output sizes, rendition crops. Each returns ``[(field path, message
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .families import FAMILIES, FREENOISE_WEIGHTINGS
+from .paths import model_tasks
 
 if TYPE_CHECKING:
     from .items import ItemSpec
@@ -55,6 +57,13 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
     if item.task not in family.tasks:
         need = "set image: PATH (image-to-video)" if "i2v" in family.tasks else "remove image (text-to-video)"
         problems.append(("image", f"model family {family.name!r} does {', '.join(family.tasks)} only; {need}"))
+    elif (can := model_tasks(Path(item.model.path), family.name)) is not None and item.task not in can[0]:
+        if item.task == "i2v":
+            problems.append(("image", f"the {family.name} model at {item.model.path} is text-to-video ({can[1]}): "
+                                      "it takes no image; remove image, or use an image-to-video model"))
+        else:
+            problems.append(("image", f"the {family.name} model at {item.model.path} is image-to-video ({can[1]}): "
+                                      "set image: PATH, or use a text-to-video model"))
     bad = [s for s in item.size if s % family.size_multiple or s < family.min_side]
     if bad:
         problems.append(

@@ -1,0 +1,88 @@
+"""A wan or cogvideox model directory is text- or image-to-video by its weights, not its
+family: an item that gives an image to a text-to-video model (or none to an image-to-video
+one) is refused by `framefold validate`, exit 2, naming the item, the field and the fix,
+before any model is loaded (it failed at its first window, exit 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from flows.cli import main
+from manifests.paths import model_tasks
+from tests.fixtures.tiny_models import build_tiny_pipeline
+
+CASES = {  # family: (window frames, size)
+    "wan": (5, 32),
+    "cogvideox": (9, 32),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    for family in CASES:
+        for task in ("t2v", "i2v"):
+            build_tiny_pipeline(family, task, root / f"{family}-{task}")
+    return root
+
+
+def _validate(tmp_path: Path, models: Path, family: str, model_task: str, with_image: bool, capsys, monkeypatch):
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(models))
+    frames, size = CASES[family]
+    item = {"id": "shot", "prompt": "waves"}
+    if with_image:
+        Image.new("RGB", (40, 30), (200, 120, 40)).save(tmp_path / "still.png")
+        item["image"] = "still.png"
+    doc = {"version": 1, "name": "tasks", "output": "out",
+           "defaults": {"backend": "diffusers", "model": {"family": family, "path": f"{family}-{model_task}"},
+                        "frames": frames, "size": [size, size], "steps": 1,
+                        "window": {"length": frames, "overlap": 0}},
+           "items": [item]}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    code = main(["validate", str(tmp_path / "job.yaml")])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_the_directory_says_what_it_does(models, family):
+    assert model_tasks(models / f"{family}-t2v", family)[0] == ("t2v",)
+    assert model_tasks(models / f"{family}-i2v", family)[0] == ("i2v",)
+    assert model_tasks(models / f"{family}-i2v", "animatediff") is None  # the family decides alone there
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+@pytest.mark.parametrize(("model_task", "with_image", "fix"), [
+    ("t2v", True, "is text-to-video (its transformer takes"),
+    ("i2v", False, "is image-to-video (its transformer takes"),
+])  # fmt: skip
+def test_a_task_the_model_cannot_do_is_refused(tmp_path, models, family, model_task, with_image, fix, capsys,
+                                               monkeypatch):
+    code, out = _validate(tmp_path, models, family, model_task, with_image, capsys, monkeypatch)
+    assert code == 2, out
+    assert "job.yaml" in out and "shot" in out and "image" in out and fix in out, out
+    assert "set image: PATH" in out if model_task == "i2v" else "remove image" in out, out
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+@pytest.mark.parametrize(("model_task", "with_image"), [("t2v", False), ("i2v", True)])
+def test_a_task_the_model_does_validates(tmp_path, models, family, model_task, with_image, capsys, monkeypatch):
+    code, out = _validate(tmp_path, models, family, model_task, with_image, capsys, monkeypatch)
+    assert code == 0, out
+
+
+def test_wan_ti2v_does_both(tmp_path, models):
+    """Wan 2.2's TI2V: latent channels in, expand_timesteps in its model_index: text or image."""
+    import shutil
+
+    ti2v = tmp_path / "wan-ti2v"
+    shutil.copytree(models / "wan-t2v", ti2v)
+    index = json.loads((ti2v / "model_index.json").read_text())
+    (ti2v / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
+    assert model_tasks(ti2v, "wan")[0] == ("t2v", "i2v")
