@@ -38,6 +38,21 @@ def _inside_model_root(raw: str, settings: Settings, manifest_root: Location) ->
     return resolved, message
 
 
+def model_files(root: Path) -> list[Path]:
+    """Every file under a model directory, in path order, through symlinked folders too (a
+    component linked from a shared folder is part of the model); each real folder once."""
+    seen: set[str] = set()
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        files += [Path(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+    return sorted(files)
+
+
 def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Path | None, str | None]:
     resolved, message = _inside_model_root(raw, settings, manifest_root)
     if resolved is None:
@@ -46,7 +61,7 @@ def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Pa
         return resolved, f"model directory not found: {resolved}"
     if not (resolved / "model_index.json").is_file():
         return resolved, f"{resolved} is not a diffusers model directory (no model_index.json); save it with save_pretrained"
-    files = sorted(p for p in resolved.rglob("*") if p.is_file())
+    files = model_files(resolved)
     if not settings.allow_pickle:  # suffixes in any case: case-insensitive filesystems open MODEL.BIN as model.bin
         pickles = [str(p.relative_to(resolved)) for p in files if p.suffix.lower() in PICKLE_SUFFIXES]
         if pickles:

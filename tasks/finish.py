@@ -388,6 +388,8 @@ def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: Rendit
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
             "nodes": sorted(tally.nodes), "node_resources": ctx.cluster.describe(tally.nodes),
             "gpu_source": ctx.cluster.gpu_source, "cpu_fallback": ctx.cluster.fallback(item.gpus),
+            # a model's windows on a CPU compute in float32 whatever its dtype (tasks.backends.diffusers_backend)
+            "compute_dtype": (keyed.backend["dtype"] if gpus else "float32") if keyed.backend.get("dtype") else None,
         },
         "libraries": provenance.library_versions(),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

@@ -61,7 +61,7 @@ class DiffusersBackend:
         cls = getattr(diffusers, self.module.PIPELINES[spec["task"]])
         try:
             pipe = cls.from_pretrained(
-                path, dtype=self.dtype, local_files_only=True, use_safetensors=not spec.get("allow_pickle")
+                path, dtype=self.dtype, local_files_only=True, use_safetensors=None if spec.get("allow_pickle") else True
             )
         except (OSError, ValueError, EnvironmentError) as e:
             raise ItemError(f"cannot load {cls.__name__} from {path}: {e}") from None

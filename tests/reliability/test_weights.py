@@ -82,3 +82,45 @@ def test_damaged_safetensors_are_refused_naming_the_file(project, capsys, damage
     weights.write_bytes(damage(weights.read_bytes()))
     message = _refused(project, capsys, WEIGHTS)
     assert words in message
+
+
+def test_a_pickle_in_a_symlinked_component_folder_is_refused(project, capsys, tmp_path):
+    """A component linked from a shared folder is part of the model: its pickle is found too."""
+    shared = tmp_path / "models" / "shared-transformer"
+    shutil.move(project / "models" / "wan" / "transformer", shared)
+    (project / "models" / "wan" / "transformer").symlink_to(shared, target_is_directory=True)
+    assert main(["validate", str(project / "job.yaml")]) == 0  # linked, intact: fine
+    (shared / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04N.")
+    _refused(project, capsys, "transformer/diffusion_pytorch_model.bin")
+
+
+def test_the_weights_digest_follows_symlinked_folders_and_counts_pickles(model, tmp_path, monkeypatch):
+    from tasks.backends.weights import weights_digest
+
+    monkeypatch.setenv("FRAMEFOLD_DIGEST_CACHE", str(tmp_path / "digests"))
+    wan = tmp_path / "wan"
+    shutil.copytree(model, wan)
+    shutil.move(wan / "transformer", tmp_path / "shared")
+    (wan / "transformer").symlink_to(tmp_path / "shared", target_is_directory=True)
+    (wan / "loop").symlink_to(wan, target_is_directory=True)  # a link back up the tree is read once
+    linked = weights_digest(wan)
+    assert linked == weights_digest(model)  # the same files, linked or not
+    data = bytearray((tmp_path / "shared" / "diffusion_pytorch_model.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # a weight changed in the shared folder
+    (tmp_path / "shared" / "diffusion_pytorch_model.safetensors").write_bytes(bytes(data))
+    changed = weights_digest(wan)
+    assert changed != linked
+    (tmp_path / "shared" / "extra.bin").write_bytes(b"\x80\x04N.")  # pickle weights, where allowed, count too
+    assert weights_digest(wan) != changed
+
+
+def test_allowing_pickle_still_loads_a_safetensors_model(project, monkeypatch):
+    """FRAMEFOLD_ALLOW_PICKLE=1 allows pickle weights; it does not ask diffusers for them only."""
+    from tasks.backends import load, spec_of
+    from manifests import load_manifest
+
+    monkeypatch.setenv("FRAMEFOLD_ALLOW_PICKLE", "1")
+    item = load_manifest(project / "job.yaml").items[0]
+    spec = spec_of(item)
+    assert spec["allow_pickle"] is True
+    assert load(spec).pipe.transformer is not None
