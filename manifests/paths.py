@@ -30,9 +30,14 @@ def _inside_model_root(raw: str, settings: Settings, manifest_root: Location) ->
         if not isinstance(manifest_root, Path):
             return None, f"{raw!r}: a manifest read from a store names model weights under FRAMEFOLD_MODEL_ROOT (a local folder)"
         resolved, message = inside(raw, manifest_root)
+        if message is not None and resolved is None and "escapes" in message:
+            message = (message.split("; to allow it")[0] + "; model weights are read inside the manifest folder, or "
+                       "inside FRAMEFOLD_MODEL_ROOT when it is set: set it to a folder that holds the model")
     else:
         resolved, message = inside(raw, settings.model_root.resolve())
-        message = (message or "").replace("manifest folder", "model root (FRAMEFOLD_MODEL_ROOT)") or None
+        if message is not None and resolved is None and "escapes" in message:
+            message = (message.split("; to allow it")[0].replace("manifest folder", "model root (FRAMEFOLD_MODEL_ROOT)")
+                       + "; move the model inside it, or set FRAMEFOLD_MODEL_ROOT to a folder that holds it")
     if resolved is not None and not isinstance(resolved, Path):
         return None, f"{raw!r}: model weights are read from local files; copy them to a folder on this machine"
     return resolved, message
@@ -61,6 +66,10 @@ def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Pa
         return resolved, f"model directory not found: {resolved}"
     if not (resolved / "model_index.json").is_file():
         return resolved, f"{resolved} is not a diffusers model directory (no model_index.json); save it with save_pretrained"
+    missing = missing_components(resolved)
+    if missing:
+        return resolved, (f"{resolved} lacks {', '.join(missing)}, which its model_index.json lists; "
+                          "save the whole pipeline again with save_pretrained (or copy the missing folders)")
     files = model_files(resolved)
     if not settings.allow_pickle:  # suffixes in any case: case-insensitive filesystems open MODEL.BIN as model.bin
         pickles = [str(p.relative_to(resolved)) for p in files if p.suffix.lower() in PICKLE_SUFFIXES]
@@ -78,6 +87,44 @@ def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Pa
                     "download or save the model again"
                 )
     return resolved, None
+
+
+def missing_components(root: Path) -> list[str]:
+    """Components model_index.json lists (``name: [library, class]``) with no folder holding a
+    config (``name/``, or ``name/*.json`` for a scheduler or tokenizer)."""
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(index, dict):
+        return []
+    missing = []
+    for name, value in index.items():
+        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and all(value)):
+            continue  # settings (boundary_ratio, …) and absent components ([null, null])
+        folder = root / name
+        if not folder.is_dir() or not any(folder.glob("*.json")):
+            missing.append(f"{name}/ ({value[1]})")
+    return missing
+
+
+FAMILY_PIPELINES = {"animatediff": "AnimateDiff", "svd": "StableVideoDiffusion", "wan": "Wan",
+                    "cogvideox": "CogVideoX"}  # fmt: skip  # family -> its pipelines' class name prefix
+
+
+def pipeline_family(root: Path) -> tuple[str, str] | None:
+    """``(family, pipeline class)`` a model directory's model_index.json names, or None when
+    its class is none of the families'."""
+    try:
+        name = json.loads((root / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    for family, prefix in FAMILY_PIPELINES.items():
+        if name.startswith(prefix):
+            return family, name
+    return None
 
 
 def model_tasks(path: Path, family: str) -> tuple[tuple[str, ...], str] | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .families import FAMILIES, FREENOISE_WEIGHTINGS
-from .paths import model_tasks
+from .paths import model_tasks, pipeline_family
 
 if TYPE_CHECKING:
     from .items import ItemSpec
@@ -54,6 +54,11 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
         return [("model", "backend 'diffusers' needs model: {family, path}")]
     family = FAMILIES[item.model.family]
     problems: list[tuple[str, str]] = []
+    holds = pipeline_family(Path(item.model.path))
+    if holds is not None and holds[0] != family.name:
+        return [("model.family", f"the model at {item.model.path} is a {holds[1]} (its model_index.json), a "
+                                 f"{holds[0]!r} model: set model.family: {holds[0]}, or point model.path at a "
+                                 f"{family.name} model")]
     if item.task not in family.tasks:
         need = "set image: PATH (image-to-video)" if "i2v" in family.tasks else "remove image (text-to-video)"
         problems.append(("image", f"model family {family.name!r} does {', '.join(family.tasks)} only; {need}"))

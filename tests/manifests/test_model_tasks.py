@@ -86,3 +86,49 @@ def test_wan_ti2v_does_both(tmp_path, models):
     index = json.loads((ti2v / "model_index.json").read_text())
     (ti2v / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
     assert model_tasks(ti2v, "wan")[0] == ("t2v", "i2v")
+
+
+def _doc(tmp_path: Path, family: str, path: str, frames: int = 9) -> Path:
+    doc = {"version": 1, "name": "dirs", "output": "out",
+           "defaults": {"backend": "diffusers", "model": {"family": family, "path": path}, "frames": frames,
+                        "size": [32, 32], "steps": 1, "window": {"length": frames, "overlap": 0}},
+           "items": [{"id": "shot", "prompt": "waves"}]}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    return tmp_path / "job.yaml"
+
+
+def _refused(manifest: Path, capsys, *fragments: str) -> str:
+    capsys.readouterr()
+    assert main(["validate", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "job.yaml" in err and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+def test_a_model_of_another_family_is_refused_naming_it(tmp_path, models, capsys, monkeypatch):
+    """A cogvideox directory given as wan failed in the middle of loading (exit 1)."""
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(models))
+    _refused(_doc(tmp_path, "wan", "cogvideox-t2v"), capsys, "model.family", "CogVideoXPipeline",
+             "set model.family: cogvideox")
+
+
+def test_a_missing_component_folder_is_named(tmp_path, models, capsys, monkeypatch):
+    import shutil
+
+    shutil.copytree(models / "cogvideox-t2v", tmp_path / "models" / "cog")
+    shutil.rmtree(tmp_path / "models" / "cog" / "vae")
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "models"))
+    _refused(_doc(tmp_path, "cogvideox", "cog"), capsys, "model.path", "lacks vae/ (AutoencoderKLCogVideoX)",
+             "save_pretrained")
+
+
+def test_a_model_outside_the_model_root_names_the_setting_to_change(tmp_path, models, capsys, monkeypatch):
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere").mkdir()
+    err = _refused(_doc(tmp_path, "cogvideox", str(models / "cogvideox-t2v")), capsys, "FRAMEFOLD_MODEL_ROOT")
+    assert "FRAMEFOLD_INPUT_ROOTS" not in err, err  # inputs' setting: no help for model weights
+    monkeypatch.delenv("FRAMEFOLD_MODEL_ROOT")
+    err = _refused(_doc(tmp_path, "cogvideox", str(models / "cogvideox-t2v")), capsys, "FRAMEFOLD_MODEL_ROOT")
+    assert "FRAMEFOLD_INPUT_ROOTS" not in err, err
