@@ -127,6 +127,16 @@ def pipeline_family(root: Path) -> tuple[str, str] | None:
     return None
 
 
+def two_experts(root: Path) -> bool:
+    """Whether a model switches between two denoisers (wan 2.2 A14B: ``transformer_2``)."""
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return False
+    value = index.get("transformer_2") if isinstance(index, dict) else None
+    return isinstance(value, list) and len(value) == 2 and all(value)
+
+
 def model_tasks(path: Path, family: str) -> tuple[tuple[str, ...], str] | None:
     """What a wan or cogvideox model directory can do, read off its configs: ``(tasks, why)``
     with tasks ``("t2v",)``, ``("i2v",)`` or both, or None when its configs do not tell. A

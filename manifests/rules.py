@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .families import FAMILIES, FREENOISE_WEIGHTINGS
-from .paths import model_tasks, pipeline_family
+from .paths import model_tasks, pipeline_family, two_experts
 
 if TYPE_CHECKING:
     from .items import ItemSpec
@@ -98,6 +98,10 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
                            f"must be a multiple of {family.temporal} so the last window starts on a latent frame, "
                            f"got {item.frames} - {length}")
             )
+    if item.window.mode == "codenoise" and two_experts(Path(item.model.path)):
+        problems.append(("window.mode", f"codenoise co-denoises with one transformer; the model at {item.model.path} "
+                                        "switches between two (transformer_2 in its model_index.json): "
+                                        "use window.mode independent"))
     if item.window.mode == "codenoise" and item.frames > length and (item.frames - 1) % family.temporal:
         problems.append(("frames", f"codenoise with family {family.name!r} needs frames = {family.temporal}k+1 "
                                    f"(one latent of the whole clip), got {item.frames}"))

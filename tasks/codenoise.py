@@ -173,6 +173,15 @@ def wan_decode_chunks(vae, latents: torch.Tensor, chunk: int) -> Iterator[torch.
         yield (out.clamp(-1, 1)[0].movedim(1, 0).float() / 2 + 0.5).clamp(0, 1)
 
 
+def pipeline_settings(loaded, cls, components: dict) -> dict:
+    """The loaded pipeline's own settings that ``cls`` takes besides its components (wan's
+    ``expand_timesteps``, …): a pipeline rebuilt around the windowed denoiser behaves as loaded."""
+    import inspect
+
+    names = set(inspect.signature(cls.__init__).parameters) - set(components) - {"self"}
+    return {k: loaded.config[k] for k in names if k in loaded.config}
+
+
 def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], conditioning: Conditioning, *,
                      submit, stats: dict, chunk: int = DECODE_CHUNK, local: bool = False):
     """Co-denoise one item with the components of the ``loaded`` pipeline (text encoder,
@@ -189,6 +198,9 @@ def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], 
         raise ItemError(f"window.mode codenoise supports {', '.join(DENOISERS)}, not {spec['family']!r}")
     name, frame_dim = DENOISERS[spec["family"]]
     module = family_module(spec["family"])
+    if getattr(loaded, "transformer_2", None) is not None:
+        raise ItemError("window.mode codenoise co-denoises with one transformer; this model switches between two "
+                        "(transformer, transformer_2 at its boundary_ratio): use window.mode independent")
     own = getattr(loaded, name)
     device, dtype = own.device, own.dtype
     window = item_params["window"]
@@ -202,7 +214,8 @@ def codenoise_chunks(loaded, spec: dict[str, Any], item_params: dict[str, Any], 
     # the loaded pipeline's components, a scheduler of its own (schedulers keep state per call)
     components = {**loaded_components(loaded), name: denoiser.to(device),
                   "scheduler": type(loaded.scheduler).from_config(loaded.scheduler.config)}
-    pipe = getattr(diffusers, module.PIPELINES[spec["task"]])(**components)
+    cls = getattr(diffusers, module.PIPELINES[spec["task"]])
+    pipe = cls(**components, **pipeline_settings(loaded, cls, components))
     pipe.set_progress_bar_config(disable=True)
 
     height, width = conditioning.image_size

@@ -132,3 +132,48 @@ def test_a_model_outside_the_model_root_names_the_setting_to_change(tmp_path, mo
     monkeypatch.delenv("FRAMEFOLD_MODEL_ROOT")
     err = _refused(_doc(tmp_path, "cogvideox", str(models / "cogvideox-t2v")), capsys, "FRAMEFOLD_MODEL_ROOT")
     assert "FRAMEFOLD_INPUT_ROOTS" not in err, err
+
+
+def _two_expert_wan(models: Path, dest: Path) -> Path:
+    """The tiny wan with a second expert, as Wan 2.2 A14B is saved (transformer_2, boundary_ratio)."""
+    import shutil
+
+    shutil.copytree(models / "wan-t2v", dest)
+    shutil.copytree(dest / "transformer", dest / "transformer_2")
+    index = json.loads((dest / "model_index.json").read_text())
+    (dest / "model_index.json").write_text(json.dumps(
+        {**index, "transformer_2": index["transformer"], "boundary_ratio": 0.5}))
+    return dest
+
+
+def test_codenoise_on_a_two_expert_wan_is_refused(tmp_path, models, capsys, monkeypatch):
+    """codenoise windows one transformer: on a model that switches experts it ran the first only."""
+    _two_expert_wan(models, tmp_path / "models" / "wan22")
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "models"))
+    manifest = _doc(tmp_path, "wan", "wan22", frames=9)
+    doc = yaml.safe_load(manifest.read_text())
+    doc["defaults"].update(frames=13, window={"length": 9, "overlap": 5, "mode": "codenoise"})
+    manifest.write_text(yaml.safe_dump(doc))
+    _refused(manifest, capsys, "window.mode", "transformer_2", "use window.mode independent")
+    doc["defaults"]["window"]["mode"] = "independent"
+    manifest.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(manifest)]) == 0
+
+
+def test_a_codenoise_pipeline_keeps_the_loaded_settings(tmp_path, models):
+    """Rebuilt around the windowed denoiser, the pipeline keeps wan's expand_timesteps (Wan 2.2 TI2V)."""
+    import diffusers
+
+    from tasks.codenoise import pipeline_settings
+
+    ti2v = tmp_path / "ti2v"
+    import shutil
+
+    shutil.copytree(models / "wan-t2v", ti2v)
+    index = json.loads((ti2v / "model_index.json").read_text())
+    (ti2v / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
+    loaded = diffusers.WanPipeline.from_pretrained(ti2v)
+    components = dict(loaded.components)
+    settings = pipeline_settings(loaded, diffusers.WanPipeline, components)
+    assert settings.get("expand_timesteps") is True
+    assert diffusers.WanPipeline(**components, **settings).config.expand_timesteps is True
