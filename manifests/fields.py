@@ -179,6 +179,7 @@ Shift = Annotated[float, Field(ge=-0.5, le=0.5)]
 FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
 Dtype = Literal["float32", "float16", "bfloat16"]  # tasks.backends.diffusers_backend.DTYPES
 SchedulerName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*Scheduler$", max_length=64)]
+Variant = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")]  # a weights file infix: model.fp16.safetensors
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Guidance = Annotated[float, Field(ge=0, le=50)]
 SIGNING_ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")  # C2PA signature algorithms

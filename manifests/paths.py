@@ -127,6 +127,28 @@ def pipeline_family(root: Path) -> tuple[str, str] | None:
     return None
 
 
+def variant_only(root: Path) -> dict[str, str]:
+    """Components of a model directory whose safetensors are all of one variant
+    (``diffusion_pytorch_model.fp16.safetensors``, sharded or not) with no plain file: name -> variant."""
+    import re
+
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for name, value in (index.items() if isinstance(index, dict) else ()):
+        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and all(value)):
+            continue
+        variants = set()
+        for file in (root / name).glob("*.safetensors"):
+            parts = re.sub(r"-\d{5}-of-\d{5}(?=\.safetensors$)", "", file.name).split(".")
+            variants.add(parts[-2] if len(parts) >= 3 else None)
+        if len(variants) == 1 and None not in variants:
+            found[name] = variants.pop()
+    return found
+
+
 def two_experts(root: Path) -> bool:
     """Whether a model switches between two denoisers (wan 2.2 A14B: ``transformer_2``)."""
     try:

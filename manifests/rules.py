@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .families import FAMILIES, FREENOISE_WEIGHTINGS
-from .paths import model_tasks, pipeline_family, two_experts
+from .paths import model_tasks, pipeline_family, two_experts, variant_only
 
 if TYPE_CHECKING:
     from .items import ItemSpec
@@ -59,6 +59,11 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
         return [("model.family", f"the model at {item.model.path} is a {holds[1]} (its model_index.json), a "
                                  f"{holds[0]!r} model: set model.family: {holds[0]}, or point model.path at a "
                                  f"{family.name} model")]
+    if item.model.variant is None and (variants := variant_only(Path(item.model.path))):
+        names = sorted(set(variants.values()))
+        problems.append(("model.variant", f"the model at {item.model.path} holds only {' / '.join(names)} weights for "
+                                          f"{', '.join(f'{k}/' for k in sorted(variants))}: set model.variant: "
+                                          f"{names[0]}"))
     if item.task not in family.tasks:
         need = "set image: PATH (image-to-video)" if "i2v" in family.tasks else "remove image (text-to-video)"
         problems.append(("image", f"model family {family.name!r} does {', '.join(family.tasks)} only; {need}"))

@@ -28,6 +28,7 @@ from .fields import (
     TileSide,
     UpscaleFactor,
     UpscaleMethod,
+    Variant,
     Weighting,
     WindowLength,
     WindowMode,
@@ -114,6 +115,10 @@ class ModelSpec(Resolved):
         None, description="diffusers scheduler class (e.g. DDIMScheduler) replacing the model's own (its config is "
         "kept). Default: the model's."
     )
+    variant: Variant | None = Field(
+        None, description="Weights variant to load, e.g. fp16 for files named *.fp16.safetensors (saved with "
+        "save_pretrained(variant=...)). Default: the plain files."
+    )
 
 
 # --- The same sections as written in a manifest: every key optional ---------------------
@@ -122,7 +127,7 @@ _FROM_MODEL_ROOT = "relative to FRAMEFOLD_MODEL_ROOT if set, else to the manifes
 ModelPatch = patch_of(
     ModelSpec, "ModelPatch", "`model:` in defaults or an item (backend: diffusers); merged key by key with defaults.",
     written={"path": (RelPath | None, Field(None, description=f"Model directory in diffusers layout, {_FROM_MODEL_ROOT}"))},
-    nullable=("scheduler",),
+    nullable=("scheduler", "variant"),
 )
 WindowPatch = patch_of(
     WindowSpec, "WindowPatch",

@@ -91,6 +91,7 @@ def spec_of(item) -> dict[str, Any]:
         return {
             "backend": "diffusers", "family": m.family, "path": str(m.path), "dtype": m.dtype,
             "scheduler": m.scheduler, "task": item.task, "allow_pickle": Settings().allow_pickle,
+            **({"variant": m.variant} if m.variant else {}),
         }
     return {"backend": item.backend}
 

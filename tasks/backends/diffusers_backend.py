@@ -61,7 +61,8 @@ class DiffusersBackend:
         cls = getattr(diffusers, self.module.PIPELINES[spec["task"]])
         try:
             pipe = cls.from_pretrained(
-                path, dtype=self.dtype, local_files_only=True, use_safetensors=None if spec.get("allow_pickle") else True
+                path, dtype=self.dtype, local_files_only=True, use_safetensors=None if spec.get("allow_pickle") else True,
+                variant=spec.get("variant"),
             )
         except (OSError, ValueError, EnvironmentError) as e:
             raise ItemError(f"cannot load {cls.__name__} from {path}: {e}") from None
@@ -216,4 +217,5 @@ def identify(spec: dict[str, Any]) -> dict[str, Any]:
         "scheduler": spec.get("scheduler") or scheduler_config.get("_class_name"),
         "scheduler_config": {k: v for k, v in scheduler_config.items() if not k.startswith("_")},
         "weights_digest": weights_digest(path),
+        **({"variant": spec["variant"]} if spec.get("variant") else {}),  # absent: keys made before it existed hold
     }

@@ -177,3 +177,27 @@ def test_a_codenoise_pipeline_keeps_the_loaded_settings(tmp_path, models):
     settings = pipeline_settings(loaded, diffusers.WanPipeline, components)
     assert settings.get("expand_timesteps") is True
     assert diffusers.WanPipeline(**components, **settings).config.expand_timesteps is True
+
+
+def test_variant_weights_need_model_variant_and_load_with_it(tmp_path, capsys, monkeypatch):
+    """A model saved with save_pretrained(variant="fp16") has only *.fp16.safetensors files:
+    without model.variant validate names the setting (it failed at run time); with it, it loads."""
+    import diffusers
+
+    from manifests import load_manifest
+    from tasks.backends import identify, load, spec_of
+
+    build_tiny_pipeline("wan", "t2v", tmp_path / "plain")
+    pipe = diffusers.WanPipeline.from_pretrained(tmp_path / "plain")
+    pipe.save_pretrained(tmp_path / "models" / "wan16", variant="fp16", safe_serialization=True)
+    assert list((tmp_path / "models" / "wan16" / "transformer").glob("*.fp16.safetensors"))
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "models"))
+    manifest = _doc(tmp_path, "wan", "wan16", frames=5)
+    _refused(manifest, capsys, "model.variant", "set model.variant: fp16", "transformer/")
+    doc = yaml.safe_load(manifest.read_text())
+    doc["defaults"]["model"]["variant"] = "fp16"
+    manifest.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(manifest)]) == 0
+    spec = spec_of(load_manifest(manifest).items[0])
+    assert load(spec).pipe.transformer is not None
+    assert identify(spec)["variant"] == "fp16"
