@@ -66,10 +66,10 @@ def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Pa
         return resolved, f"model directory not found: {resolved}"
     if not (resolved / "model_index.json").is_file():
         return resolved, f"{resolved} is not a diffusers model directory (no model_index.json); save it with save_pretrained"
-    missing = missing_components(resolved)
+    missing = missing_components(resolved) + missing_shards(resolved)
     if missing:
-        return resolved, (f"{resolved} lacks {', '.join(missing)}, which its model_index.json lists; "
-                          "save the whole pipeline again with save_pretrained (or copy the missing folders)")
+        return resolved, (f"{resolved} is incomplete: {'; '.join(missing)}; save the whole pipeline again with "
+                          "save_pretrained (or copy what is missing)")
     files = model_files(resolved)
     if not settings.allow_pickle:  # suffixes in any case: case-insensitive filesystems open MODEL.BIN as model.bin
         pickles = [str(p.relative_to(resolved)) for p in files if p.suffix.lower() in PICKLE_SUFFIXES]
@@ -104,7 +104,27 @@ def missing_components(root: Path) -> list[str]:
             continue  # settings (boundary_ratio, …) and absent components ([null, null])
         folder = root / name
         if not folder.is_dir() or not any(folder.glob("*.json")):
-            missing.append(f"{name}/ ({value[1]})")
+            missing.append(f"no {name}/ ({value[1]}, listed in model_index.json)")
+    return missing
+
+
+def missing_shards(root: Path) -> list[str]:
+    """Weight shards a ``*.safetensors.index.json`` maps tensors to that are not there (a copy
+    cut short), and configs that are not JSON: ``folder/file (why)``."""
+    missing = []
+    for index in sorted(root.glob("*/*.safetensors.index.json")):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            missing.append(f"{index.relative_to(root)} is not a shard index")
+            continue
+        missing += [f"no {index.parent.name}/{s} (a shard {index.name} names)" for s in sorted(shards)
+                    if not (index.parent / s).is_file()]
+    for config in sorted([*root.glob("*/config.json"), *root.glob("*/scheduler_config.json")]):
+        try:
+            json.loads(config.read_text())
+        except (OSError, ValueError):
+            missing.append(f"{config.relative_to(root)} is not JSON")
     return missing
 
 

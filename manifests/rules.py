@@ -56,8 +56,8 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     holds = pipeline_family(Path(item.model.path))
     if holds is not None and holds[0] != family.name:
-        return [("model.family", f"the model at {item.model.path} is a {holds[1]} (its model_index.json), a "
-                                 f"{holds[0]!r} model: set model.family: {holds[0]}, or point model.path at a "
+        return [("model.family", f"the model at {item.model.path} is a {holds[0]} model ({holds[1]} in its "
+                                 f"model_index.json): set model.family: {holds[0]}, or point model.path at a "
                                  f"{family.name} model")]
     if item.model.variant is None and (variants := variant_only(Path(item.model.path))):
         names = sorted(set(variants.values()))

@@ -7,7 +7,8 @@ flow call it right after loading:
 1. each super-resolution model an item names is read by spandrel (once per file): it must
    be an upscaler, and its scale is the item's ``upscale.factor`` unless the item sets one
    (a factor above the scale is refused: the rest would be plain resampling);
-2. the signer's certificate chain and key are read and checked (``tasks.credentials.check``).
+2. the signer's certificate chain and key are read and checked (``tasks.credentials.check``);
+3. each ``model.scheduler`` must be a diffusers scheduler class.
 
 Problems are raised as ``manifests.ManifestError`` with the locations the loader uses, so a
 bad model or key reads like any other manifest error (exit 2, nothing done).
@@ -16,6 +17,7 @@ bad model or key reads like any other manifest error (exit 2, nothing done).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 from pydantic import ValidationError
 
@@ -35,6 +37,7 @@ def preflight(job: Job, *, settings: Settings | None = None) -> Job:
         problems += _settle_upscalers(job, items, settings or Settings())
     if job.signer is not None:
         problems += _signer_problems(job)
+    problems += _scheduler_problems(items)
     if problems:
         raise ManifestError(job.manifest_path, sorted(dict.fromkeys(problems), key=file_order))
     return dataclasses.replace(job, items=tuple(items))
@@ -72,6 +75,28 @@ def _settle_upscalers(job: Job, items: list[ItemSpec], settings: Settings) -> li
                 f"factor {factor:g} is more than the ×{scale} upscaler makes; the rest would be plain "
                 f"resampling — use a model of scale {factor:g} or more, or factor ≤ {scale}"),
                 _item_of(use.factor_at, use.item_id)))
+    return problems
+
+
+def _scheduler_problems(items: list[ItemSpec]) -> list[Problem]:
+    """``model.scheduler`` must name a diffusers scheduler class (one problem per unknown name)."""
+    names = {}
+    for item in items:
+        if item.model is not None and item.model.scheduler:
+            names.setdefault(item.model.scheduler, item.id)
+    if not names:
+        return []
+    import diffusers  # only manifests that replace a scheduler pay for it here
+
+    problems = []
+    for name, item_id in names.items():
+        cls = getattr(diffusers, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+            known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and not n.startswith("_"))
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            problems.append(Problem("model.scheduler", f"{name!r} is not a diffusers scheduler; {hint}"
+                                                       f"it takes one of {', '.join(known[:8])}, …", item_id))
     return problems
 
 

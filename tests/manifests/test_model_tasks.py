@@ -120,7 +120,7 @@ def test_a_missing_component_folder_is_named(tmp_path, models, capsys, monkeypat
     shutil.copytree(models / "cogvideox-t2v", tmp_path / "models" / "cog")
     shutil.rmtree(tmp_path / "models" / "cog" / "vae")
     monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "models"))
-    _refused(_doc(tmp_path, "cogvideox", "cog"), capsys, "model.path", "lacks vae/ (AutoencoderKLCogVideoX)",
+    _refused(_doc(tmp_path, "cogvideox", "cog"), capsys, "model.path", "no vae/ (AutoencoderKLCogVideoX, listed in model_index.json)",
              "save_pretrained")
 
 
@@ -201,3 +201,37 @@ def test_variant_weights_need_model_variant_and_load_with_it(tmp_path, capsys, m
     spec = spec_of(load_manifest(manifest).items[0])
     assert load(spec).pipe.transformer is not None
     assert identify(spec)["variant"] == "fp16"
+
+
+def test_a_cut_short_or_damaged_copy_is_named(tmp_path, models, capsys, monkeypatch):
+    """A sharded transformer missing a shard, and a config that is not JSON: named at validate
+    (both failed when the model was loaded, after the work had started)."""
+    import diffusers
+    import shutil
+
+    sharded = tmp_path / "models" / "wan"
+    diffusers.WanPipeline.from_pretrained(models / "wan-t2v").save_pretrained(sharded, max_shard_size="20KB")
+    shards = sorted((sharded / "transformer").glob("*-of-*.safetensors"))
+    assert len(shards) > 1
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "models"))
+    manifest = _doc(tmp_path, "wan", "wan", frames=5)
+    assert main(["validate", str(manifest)]) == 0  # sharded and whole: fine
+    shards[-1].unlink()
+    _refused(manifest, capsys, "model.path", f"no transformer/{shards[-1].name}", "save_pretrained")
+    shutil.rmtree(sharded)
+    shutil.copytree(models / "wan-t2v", sharded)
+    (sharded / "vae" / "config.json").write_text("{not json")
+    _refused(manifest, capsys, "vae/config.json is not JSON")
+
+
+def test_an_unknown_scheduler_is_refused_with_the_closest_name(tmp_path, models, capsys, monkeypatch):
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(models))
+    manifest = _doc(tmp_path, "wan", "wan-t2v", frames=5)
+    doc = yaml.safe_load(manifest.read_text())
+    doc["defaults"]["model"]["scheduler"] = "UniPCMultiStepScheduler"
+    manifest.write_text(yaml.safe_dump(doc))
+    _refused(manifest, capsys, "model.scheduler", "'UniPCMultiStepScheduler' is not a diffusers scheduler",
+             "did you mean UniPCMultistepScheduler?")
+    doc["defaults"]["model"]["scheduler"] = "UniPCMultistepScheduler"
+    manifest.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(manifest)]) == 0
