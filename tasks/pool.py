@@ -22,6 +22,7 @@ import ray
 import torch
 
 from tasks.backends import Conditioning, WindowRequest, load
+from tasks.errors import ItemError
 from tasks.generate import Cluster, Rendered, render, worker_device
 
 ACTOR_RESTARTS = 2
@@ -35,7 +36,16 @@ class ModelActor:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.device = worker_device()
-        self.backend = load(spec, self.device)
+        try:
+            self._backend, self._failed = load(spec, self.device), None
+        except ItemError as error:  # a model that cannot be loaded: each call says why, in one line, and
+            self._backend, self._failed = None, error  # Ray does not restart the actor to load it again in vain
+
+    @property
+    def backend(self):
+        if self._failed is not None:
+            raise self._failed
+        return self._backend
 
     def render(self, window: WindowRequest, conditioning: Conditioning) -> Rendered:
         return render(self.backend, window, conditioning)

@@ -64,16 +64,21 @@ class DiffusersBackend:
                 path, dtype=self.dtype, local_files_only=True, use_safetensors=None if spec.get("allow_pickle") else True,
                 variant=spec.get("variant"),
             )
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise ItemError(f"cannot load {cls.__name__} from {path}: {e}") from None
+        except Exception as e:  # whatever diffusers raises for this directory: the item's reason, in one line
+            raise ItemError(f"cannot load {cls.__name__} from {path}: {type(e).__name__}: {e}") from None
         if spec.get("scheduler"):
             scheduler_cls = getattr(diffusers, spec["scheduler"], None)
             if scheduler_cls is None:
                 raise ItemError(f"model.scheduler: diffusers has no scheduler class {spec['scheduler']!r}")
             pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
-        for component in pipe.components.values():
+        for name, component in pipe.components.items():
             if isinstance(component, torch.nn.Module):
                 component.eval()
+                empty = [n for n, t in [*component.named_parameters(), *component.named_buffers()] if t.is_meta]
+                if empty:  # its config describes tensors its weights files do not hold
+                    raise ItemError(f"cannot load {cls.__name__} from {path}: {name} has no weights for "
+                                    f"{len(empty)} of its tensors ({', '.join(empty[:3])}{' …' if len(empty) > 3 else ''}); "
+                                    f"its config.json and weights files do not match: save the model again")
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         LOADS += 1

@@ -4,6 +4,7 @@ refused before any work with exit 2, naming the file, and no traceback."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -124,3 +125,19 @@ def test_allowing_pickle_still_loads_a_safetensors_model(project, monkeypatch):
     spec = spec_of(item)
     assert spec["allow_pickle"] is True
     assert load(spec).pipe.transformer is not None
+
+
+def test_a_model_that_fails_to_load_fails_its_item_once_in_one_line(project, capsys):
+    """Weights that do not fit their config pass every file check; loading them fails. The item
+    fails with diffusers' reason in one line: the actor is not restarted to load it again, and
+    no window is retried."""
+    config = project / "models" / "wan" / "transformer" / "config.json"
+    doc = json.loads(config.read_text())
+    config.write_text(json.dumps({**doc, "num_layers": doc["num_layers"] + 1}))  # a layer with no weights
+    assert main(["validate", str(project / "job.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(project / "job.yaml"), "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    (item,) = summary["items"]
+    assert item["status"] == "failed" and item["reason"].startswith("cannot load WanPipeline from "), item
+    assert "retries" not in item["reason"] and "Traceback" not in item["reason"] and "\n" not in item["reason"], item
