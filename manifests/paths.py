@@ -89,19 +89,37 @@ def model_dir(raw: str, settings: Settings, manifest_root: Location) -> tuple[Pa
     return resolved, None
 
 
+def model_index(root: Path) -> dict:
+    """A model directory's model_index.json ({} when unreadable), read once per version of the
+    file: the per-item rules of a catalog's items that share a model do not re-read it."""
+    try:
+        stamp = (root / "model_index.json").stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _model_index(str(root), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_index(root: str, stamp: int) -> dict:
+    try:
+        index = json.loads((Path(root) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _components(index: dict) -> list[tuple[str, list]]:
+    """The components a model_index lists (``name: [library, class]``), not its settings
+    (boundary_ratio, …) nor absent ones ([null, null])."""
+    return [(k, v) for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and all(v)]
+
+
 def missing_components(root: Path) -> list[str]:
     """Components model_index.json lists (``name: [library, class]``) with no folder holding a
     config (``name/``, or ``name/*.json`` for a scheduler or tokenizer)."""
-    try:
-        index = json.loads((root / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(index, dict):
-        return []
     missing = []
-    for name, value in index.items():
-        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and all(value)):
-            continue  # settings (boundary_ratio, …) and absent components ([null, null])
+    for name, value in _components(model_index(root)):
         folder = root / name
         if not folder.is_dir() or not any(folder.glob("*.json")):
             missing.append(f"no {name}/ ({value[1]}, listed in model_index.json)")
@@ -135,10 +153,7 @@ FAMILY_PIPELINES = {"animatediff": "AnimateDiff", "svd": "StableVideoDiffusion",
 def pipeline_family(root: Path) -> tuple[str, str] | None:
     """``(family, pipeline class)`` a model directory's model_index.json names, or None when
     its class is none of the families'."""
-    try:
-        name = json.loads((root / "model_index.json").read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
+    name = model_index(root).get("_class_name")
     if not isinstance(name, str):
         return None
     for family, prefix in FAMILY_PIPELINES.items():
@@ -152,14 +167,8 @@ def variant_only(root: Path) -> dict[str, str]:
     (``diffusion_pytorch_model.fp16.safetensors``, sharded or not) with no plain file: name -> variant."""
     import re
 
-    try:
-        index = json.loads((root / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return {}
     found = {}
-    for name, value in (index.items() if isinstance(index, dict) else ()):
-        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and all(value)):
-            continue
+    for name, _ in _components(model_index(root)):
         variants = set()
         for file in (root / name).glob("*.safetensors"):
             parts = re.sub(r"-\d{5}-of-\d{5}(?=\.safetensors$)", "", file.name).split(".")
@@ -171,11 +180,7 @@ def variant_only(root: Path) -> dict[str, str]:
 
 def two_experts(root: Path) -> bool:
     """Whether a model switches between two denoisers (wan 2.2 A14B: ``transformer_2``)."""
-    try:
-        index = json.loads((root / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return False
-    value = index.get("transformer_2") if isinstance(index, dict) else None
+    value = model_index(root).get("transformer_2")
     return isinstance(value, list) and len(value) == 2 and all(value)
 
 
