@@ -63,7 +63,9 @@ def frames_from_duration(duration: float, fps: float) -> int:
     ValueError: duration × fps must be a whole number of frames (got 24.24); set frames: N instead
     """
     exact = duration * fps
-    if not math.isfinite(exact) or abs(exact - round(exact)) >= 1e-6:
+    if not math.isfinite(exact):
+        raise ValueError(f"duration × fps is not a number of frames (got {exact!r}); set a duration in seconds")
+    if abs(exact - round(exact)) >= 1e-6:
         raise ValueError(
             f"duration × fps must be a whole number of frames (got {round(exact, 6)!r}); set frames: N instead"
         )

@@ -3,6 +3,8 @@ frames or duration as a unit), check its paths, and build its ``ItemSpec``."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,7 +162,8 @@ class ItemResolver:
                 merged["frames"] = frames_from_duration(timing["duration"], fps)
             except ValueError as error:  # reported; the other rules run on the nearest whole length
                 problems.append(Problem(f"{prefix}.duration", str(error), item_id))
-                merged["frames"] = max(1, round(timing["duration"] * fps))
+                exact = timing["duration"] * fps
+                merged["frames"] = max(1, round(exact)) if math.isfinite(exact) else 1
 
         try:
             spec = ItemSpec.model_validate(

@@ -146,6 +146,7 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("catalog-filter-empty", _set("catalog", {"path": "catalog.parquet", "columns": {"id": "sku"}, "filter": ""}), "catalog.filter", "at least 1 character"),
     ("catalog-filter-number", _set("catalog", {"path": "catalog.parquet", "columns": {"id": "sku"}, "filter": 3}), "catalog.filter", "valid string"),
     ("duration-too-short", _set("items.0.duration", 1e-9), "items[0].duration", "at least 1 frame"),
+    ("duration-overflows", _set("items.0.duration", 1e308), "items[0].duration", "not a number of frames (got inf)"),
     ("gpus-bool", _set("items.0.gpus", True), "items[0].gpus", "'auto' or a number"),
     ("catalog-no-id", _set("catalog", {"path": "catalog.parquet", "columns": {"prompt": "caption"}}), "catalog.columns.id", "required"),
     ("catalog-unknown-field", _set("catalog", {"path": "catalog.parquet", "columns": {"id": "sku", "promt": "caption"}}), "catalog.columns.promt", "did you mean 'prompt'?"),
