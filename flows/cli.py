@@ -292,7 +292,8 @@ def _run(args) -> int:
                 _print_summary(summary)
             return EXIT_OK
     from flows.progress import RichReporter, install
-    from flows.run import run_job
+    from flows.run import connect_cluster, run_job
+    from manifests import Settings
     from tasks.cluster import precheck
     from tasks.errors import ClusterError
 
@@ -304,9 +305,19 @@ def _run(args) -> int:
         return EXIT_FAILED
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
     if not to_server:
-        from flows.ephemeral import tie
+        from flows.ephemeral import start_early, tie
 
         tie()  # a temporary Prefect server ends with this process, even a killed one
+        starting = start_early()
+        try:  # items to make: Ray starts while the server does, not after it
+            connect_cluster(Settings())
+        except ClusterError as e:
+            error(str(e))
+            return EXIT_FAILED
+        except Exception:  # noqa: BLE001 - a bad FRAMEFOLD_* setting, …: the flow connects again and reports it
+            pass
+        finally:
+            starting.join()
     with RichReporter(total) as rep:
         install(rep)
         try:

@@ -9,6 +9,9 @@ end-of-file on a pipe only the run holds — the kernel closes it however the ru
 then stops every server process that carries the token.
 
     python -m flows.ephemeral TOKEN   # the watchdog
+
+The server takes seconds to start; :func:`start_early` starts it on a thread, so a run
+starts its Ray meanwhile instead of after it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +79,23 @@ def tie() -> subprocess.Popen | None:
         cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     return _watchdog
+
+
+def start_early() -> threading.Thread:
+    """Start Prefect's temporary server on a thread: the one Prefect's client starts and
+    uses (its instance for no port), so the run's first API call finds it up. Join the
+    thread before the flow starts. A server that fails to start here is started again,
+    and its error reported, by Prefect's own call."""
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        with contextlib.suppress(Exception):  # Prefect's own start reports it (see above)
+            SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,13 @@ def run_job(job: Job, *, force: bool = False, only: list[str] | None = None, set
     return result
 
 
+def connect_cluster(settings: Settings):
+    """Connect to Ray as ``settings`` say (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS
+    is set); once per process, later calls return the same cluster."""
+    return connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus,
+                   declared_gpus=settings.cluster_gpus, gpu_wait_s=settings.gpu_wait_s)
+
+
 # Threads for items in flight when their number follows the cluster (each mostly waits on its
 # finishing task; the run submits no more items than the cluster has slots for).
 ITEM_THREADS = 256
@@ -137,9 +144,7 @@ def _make(job: Job, items: list[ItemSpec], *, run_id: str, force: bool,
     """Make ``items`` on Ray: one task run per item; returns their results by item id and the
     Ray address."""
     logger = get_run_logger()
-    # Connect to Ray (local unless RAY_ADDRESS / FRAMEFOLD_RAY_ADDRESS is set).
-    cluster = connect(address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus,
-                      declared_gpus=settings.cluster_gpus, gpu_wait_s=settings.gpu_wait_s)
+    cluster = connect_cluster(settings)
     logger.info("ray: %s (%g CPU, %g GPU now, %g GPU possible: %s); %d item(s)", cluster.address, cluster.cpus,
                 cluster.gpus_now or 0, cluster.gpus, cluster.gpu_source, len(items))
     cluster.check((i.id, i.gpus) for i in items)  # work no node can ever take would wait forever: refuse it now
