@@ -29,15 +29,19 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/framefold run manifests/examples/demo.yaml
 
+# Tests run on TEST_WORKERS processes (pytest-xdist), a test file per process at a time: most
+# of a test's time is spent waiting on the Ray, Prefect and ffmpeg processes it starts.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 # Skips the slow end-to-end and fault cases (CI runs everything via `make test`).
 test-fast: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # The benchmark suite (about 23 minutes): writes bench/RESULTS.md and its plots.
 bench: $(STAMP)
