@@ -21,14 +21,6 @@ import yaml  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files that hold slow tests first, in their order, then the others: with the suite
-    spread over processes (`make test`), the long end-to-end files start at once and the
-    quick ones fill in around them, instead of one process ending alone on a long file."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: each file keeps its order
-
-
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray with 2 CPUs, shared by every test that needs one."""
