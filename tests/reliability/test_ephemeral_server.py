@@ -79,3 +79,29 @@ def test_a_killed_run_leaves_no_prefect_server(tmp_path, shared):
             run.kill()
         if server is not None and server.is_running():
             server.kill()
+
+
+_EARLY = """
+import os, sys
+from flows.ephemeral import TOKEN_VAR, servers, start_early, tie
+from prefect.client.orchestration import get_client
+from prefect.server.api.server import SubprocessASGIServer
+
+tie()
+start_early().join()
+started = SubprocessASGIServer().api_url
+with get_client(sync_client=True) as client:  # what a flow run's first API call does
+    client.hello().raise_for_status()
+    used = str(client.api_url).rstrip("/")
+print(started, used, len(servers(os.environ[TOKEN_VAR])))
+"""
+
+
+def test_a_server_started_early_is_the_one_prefects_client_uses(tmp_path):
+    env = child_env(tmp_path)
+    env.pop("PREFECT_API_URL", None)
+    out = subprocess.run([sys.executable, "-c", _EARLY], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    started, used, count = out.stdout.split()
+    assert started == used and count == "1", out.stdout  # one server, up before the client asked
