@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .families import FAMILIES, FREENOISE_WEIGHTINGS
-from .paths import model_tasks, pipeline_family, two_experts, variant_only
+from .paths import FAMILY_PIPELINES, model_index, model_tasks, pipeline_family, two_experts, variant_only
 
 if TYPE_CHECKING:
     from .items import ItemSpec
@@ -59,6 +59,10 @@ def diffusers_problems(item: ItemSpec) -> list[tuple[str, str]]:
         return [("model.family", f"the model at {item.model.path} is a {holds[0]} model ({holds[1]} in its "
                                  f"model_index.json): set model.family: {holds[0]}, or point model.path at a "
                                  f"{family.name} model")]
+    if holds is None and isinstance(named := model_index(Path(item.model.path)).get("_class_name"), str):
+        return [("model.path", f"the model at {item.model.path} is a {named} (its model_index.json), which none of "
+                               f"framefold's model families runs: point model.path at a {family.name} model (a "
+                               f"{FAMILY_PIPELINES[family.name]}… pipeline saved with save_pretrained)")]
     if item.model.variant is None and (variants := variant_only(Path(item.model.path))):
         names = sorted(set(variants.values()))
         problems.append(("model.variant", f"the model at {item.model.path} holds only {' / '.join(names)} weights for "

@@ -114,6 +114,18 @@ def test_a_model_of_another_family_is_refused_naming_it(tmp_path, models, capsys
              "set model.family: cogvideox")
 
 
+def test_a_model_of_no_family_is_refused_naming_its_class(tmp_path, models, capsys, monkeypatch):
+    """A pipeline class no family runs (here a text-to-image one) failed at its first window (exit 1)."""
+    import shutil
+
+    shutil.copytree(models / "wan-t2v", tmp_path / "models" / "sd")
+    index = tmp_path / "models" / "sd" / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "_class_name": "StableDiffusionPipeline"}))
+    monkeypatch.setenv("FRAMEFOLD_MODEL_ROOT", str(tmp_path / "models"))
+    _refused(_doc(tmp_path, "wan", "sd"), capsys, "model.path", "is a StableDiffusionPipeline",
+             "point model.path at a wan model (a Wan… pipeline")
+
+
 def test_a_missing_component_folder_is_named(tmp_path, models, capsys, monkeypatch):
     import shutil
 
