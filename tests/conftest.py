@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # Before Prefect or Ray are imported anywhere: offline, project-local state.
@@ -38,6 +39,21 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Addresses of the session's Prefect API and Ray GCS, for child runs to join."""
+
+    prefect_api_url: str
+    ray_address: str
+
+
+@pytest.fixture(scope="session")
+def shared(ray_cluster, prefect_server) -> Shared:
+    from prefect.settings import PREFECT_API_URL
+
+    return Shared(PREFECT_API_URL.value(), ray_cluster.get_runtime_context().gcs_address)
 
 
 def draw_image(path: Path, size=(96, 80), *, seed: int = 0, mode: str = "RGB") -> Path:

@@ -12,29 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tasks.provenance import read_ledger
+from tests.conftest import Shared
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Shared:
-    """Addresses of the session's Prefect API and Ray GCS, for child runs to join."""
-
-    prefect_api_url: str
-    ray_address: str
-
-
-@pytest.fixture(scope="session")
-def shared(ray_cluster, prefect_server) -> Shared:
-    from prefect.settings import PREFECT_API_URL
-
-    return Shared(PREFECT_API_URL.value(), ray_cluster.get_runtime_context().gcs_address)
 
 
 class Zygote:
