@@ -1,6 +1,6 @@
 """The same frames whatever the cluster: another worker count, another in-flight
 bound, and (fake) GPUs scheduling the windows. Runs the real CLI in a fresh process
-(its own Ray and Prefect), so it is slow."""
+(its own Ray, on the session's Prefect server), so it is slow."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 
 from flows.cli import main
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster", "prefect_server")]
+pytestmark = pytest.mark.slow
 
 
-def test_worker_count_and_fake_gpus_do_not_change_frames(small_job, tmp_path):
+def test_worker_count_and_fake_gpus_do_not_change_frames(small_job, tmp_path, shared):
     out = small_job.parent / "out"
     assert main(["run", str(small_job)]) == 0  # in this process: 2 CPUs, no GPU
     reference = {i: json.loads((out / f"{i}.json").read_text()) for i in "abc"}
@@ -28,8 +28,9 @@ def test_worker_count_and_fake_gpus_do_not_change_frames(small_job, tmp_path):
         "FRAMEFOLD_RAY_NUM_GPUS": "2",  # fake GPUs: Ray schedules by them, torch stays on CPU
         "FRAMEFOLD_WINDOWS_IN_FLIGHT": "1",
         "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": shared.prefect_api_url,
     }
-    for inherited in ("PREFECT_API_URL", "RAY_ADDRESS", "FRAMEFOLD_RAY_ADDRESS"):  # its own Ray and Prefect
+    for inherited in ("RAY_ADDRESS", "FRAMEFOLD_RAY_ADDRESS"):  # its own Ray
         env.pop(inherited, None)
     other = tmp_path / "other"
     proc = subprocess.run(

@@ -1,12 +1,11 @@
 """The driver only orchestrates: a codenoise run (tiny AnimateDiff) loads no pipeline and
 holds no model in the process that reads the manifest, and that process's peak memory is
-a motion-only run's. Each run is `framefold run` in a fresh subprocess (its own local Ray
-and Prefect), which reports what it imported and its peak RSS after the run."""
+a motion-only run's. Each run is `framefold run` in a fresh subprocess (on the session's Ray
+and Prefect server), which reports what it imported and its peak RSS after the run."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import draw_image
+from tests.conftest import Shared, draw_image
 from tests.fixtures.tiny_models import build_tiny_pipeline
+from tests.reliability.conftest import child_env
 
 PROBE = r"""
 import gc, json, resource, sys
@@ -30,12 +30,8 @@ print("PROBE " + json.dumps({"exit": code, "modules": modules, "models": models,
 """
 
 
-def _driver(manifest: Path, tmp: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "HF_HUB_OFFLINE": "1", "FRAMEFOLD_RAY_NUM_CPUS": "2", "RAY_USAGE_STATS_ENABLED": "0",
-           "FRAMEFOLD_DIGEST_CACHE": str(tmp / "digests")}
-    for name in ("RAY_ADDRESS", "FRAMEFOLD_RAY_ADDRESS", "PREFECT_API_URL"):
-        env.pop(name, None)
+def _driver(manifest: Path, tmp: Path, shared: Shared) -> dict:
+    env = child_env(tmp, shared=shared, HF_HUB_OFFLINE="1", FRAMEFOLD_DIGEST_CACHE=str(tmp / "digests"))
     done = subprocess.run([sys.executable, "-c", PROBE, str(manifest)], env=env, cwd=Path(__file__).parents[2],
                           capture_output=True, text=True, timeout=900)
     line = [x for x in done.stdout.splitlines() if x.startswith("PROBE ")]
@@ -44,7 +40,7 @@ def _driver(manifest: Path, tmp: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_codenoise_run_keeps_models_and_frames_off_the_driver(tmp_path):
+def test_a_codenoise_run_keeps_models_and_frames_off_the_driver(tmp_path, shared):
     build_tiny_pipeline("animatediff", "t2v", tmp_path / "ad")
     draw_image(tmp_path / "still.png", (64, 64), seed=1)
     common = {"fps": 8, "frames": 20, "size": [32, 32], "seed": 3}
@@ -58,8 +54,8 @@ def test_a_codenoise_run_keeps_models_and_frames_off_the_driver(tmp_path):
     for doc in (codenoise, motion):
         (tmp_path / f"{doc['name']}.yaml").write_text(yaml.safe_dump(doc))
 
-    cn = _driver(tmp_path / "cn.yaml", tmp_path)
-    mo = _driver(tmp_path / "mo.yaml", tmp_path)
+    cn = _driver(tmp_path / "cn.yaml", tmp_path, shared)
+    mo = _driver(tmp_path / "mo.yaml", tmp_path, shared)
     assert cn["exit"] == 0 and mo["exit"] == 0
     assert cn["modules"] == [] and cn["models"] == 0  # no pipeline, text encoder or VAE in the driver
     record = json.loads((tmp_path / "out-cn" / "clip-1.json").read_text())
