@@ -3,10 +3,13 @@ and small real inputs (images drawn with Pillow, manifests written to tmp dirs).
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 # Before Prefect or Ray are imported anywhere: offline, project-local state.
 _STATE = Path(tempfile.mkdtemp(prefix="framefold-test-"))
@@ -35,10 +38,55 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.testing import utilities
 
-    with prefect_test_harness(server_startup_timeout=90):
+    def seeded_mkdtemp() -> str:  # the harness's database folder, its database already migrated
+        folder = tempfile.mkdtemp()
+        shutil.copyfile(migrated_prefect_db(), Path(folder) / "prefect-test.db")
+        return folder
+
+    with mock.patch.object(utilities, "mkdtemp", seeded_mkdtemp), \
+            utilities.prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+def prefect_home(path: Path) -> Path:
+    """``path`` as a PREFECT_HOME whose database is already migrated: a Prefect server started
+    on it (a run's temporary one, `prefect server start`) skips the migrations a new database
+    takes (12 s of CPU, each time). A user's first run migrates once; tests/flows/test_rerun.py
+    keeps that path."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "prefect.db").exists():
+        shutil.copyfile(migrated_prefect_db(), path / "prefect.db")
+    return path
+
+
+@functools.cache
+def migrated_prefect_db() -> Path:
+    """A Prefect database migrated to this Prefect's schema, made once per machine and version
+    (under a lock: test processes run side by side) with `prefect server database upgrade`."""
+    import fcntl
+    import sqlite3
+    import subprocess
+    import sys
+
+    import prefect
+
+    target = Path(tempfile.gettempdir()) / f"framefold-test-prefect-{prefect.__version__}.db"
+    with open(f"{target}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            staging = Path(tempfile.mkdtemp(prefix="framefold-prefect-db-"))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+            env.update(PREFECT_HOME=str(staging), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+            subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env,
+                           check=True, capture_output=True, timeout=600)
+            part = target.with_name(f"{target.name}.{os.getpid()}.part")
+            with sqlite3.connect(staging / "prefect.db") as src, sqlite3.connect(part) as dst:
+                src.backup(dst)  # one file, whatever the write-ahead log still held
+            os.replace(part, target)
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @dataclass(frozen=True)

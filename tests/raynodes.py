@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import prefect_home
+
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
 NODE_START_TIMEOUT = 120  # s, per node, on a busy 2-core machine
@@ -139,7 +141,7 @@ def base_env(tmp: Path) -> dict[str, str]:
         "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_HOME": str(prefect_home(tmp / "prefect")),
         "PYTHONPATH": str(REPO),
     })
     return env

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import prefect_home
 from tests.raynodes import Owned, free_ports, teardown
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -59,7 +60,7 @@ def _environment(tmp: Path) -> dict[str, str]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         "RAY_USAGE_STATS_ENABLED": "0",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_HOME": str(prefect_home(tmp / "prefect")),
         "PYTHONPATH": str(REPO),
     })
     (tmp / "home").mkdir(parents=True)

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from flows.deploy import DEFAULT_TIMEZONE, deployment
-from tests.conftest import draw_image, write_manifest
+from tests.conftest import draw_image, prefect_home, write_manifest
 
 FLOW = "framefold-run"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -412,9 +412,8 @@ def _env(home: Path, **settings: str | None) -> dict[str, str]:
     plus a private PREFECT_HOME, one local Ray CPU and the given settings."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PREFECT_") and k not in {"RAY_ADDRESS", "FRAMEFOLD_RAY_ADDRESS"}}
-    home.mkdir(parents=True, exist_ok=True)
     env.update(
-        PREFECT_HOME=str(home),
+        PREFECT_HOME=str(prefect_home(home)),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         RAY_USAGE_STATS_ENABLED="0",
         FRAMEFOLD_RAY_NUM_CPUS="1",

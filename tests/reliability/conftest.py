@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tasks.provenance import read_ledger
-from tests.conftest import Shared
+from tests.conftest import Shared, prefect_home
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,7 @@ def child_env(home: Path, *, shared: Shared | None = None, **extra: str) -> dict
         if name.startswith(("PREFECT_", "FRAMEFOLD_")) or name in ("RAY_ADDRESS",):
             env.pop(name)
     env.update({
-        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_HOME": str(prefect_home(home / "prefect")),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "RAY_USAGE_STATS_ENABLED": "0",
