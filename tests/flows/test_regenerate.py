@@ -14,7 +14,7 @@ from tests.conftest import draw_image, write_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster", "prefect_server")]
 
-ROWS = 200
+ROWS = 80
 
 
 def _run(capsys, manifest, *args) -> dict:
@@ -24,7 +24,7 @@ def _run(capsys, manifest, *args) -> dict:
     return summary
 
 
-def test_a_200_row_catalog_regenerates_exactly_what_changed(tmp_path, capsys):
+def test_a_catalog_regenerates_exactly_what_changed(tmp_path, capsys):
     for n in range(ROWS):
         draw_image(tmp_path / "img" / f"p{n:03d}.png", (20, 20), seed=n)
     catalog = tmp_path / "catalog.csv"
@@ -43,12 +43,12 @@ def test_a_200_row_catalog_regenerates_exactly_what_changed(tmp_path, capsys):
     again = _run(capsys, manifest)
     assert again["counts"] == {"done": 0, "skipped": ROWS, "failed": 0}
 
-    draw_image(tmp_path / "img" / "p123.png", (20, 20), seed=9999)  # one product photo replaced
+    draw_image(tmp_path / "img" / "p061.png", (20, 20), seed=9999)  # one product photo replaced
     lines[1 + 45] = "sku-045,img/p045.png,7"  # one row's seed edited
     catalog.write_text("\n".join(lines) + "\n")
     changed = _run(capsys, manifest)
     made = {i["id"]: i["reason"] for i in changed["items"] if i["status"] == "done"}
-    assert made == {"sku-123": "input changed", "sku-045": "parameters changed"}
+    assert made == {"sku-061": "input changed", "sku-045": "parameters changed"}
     assert changed["counts"]["skipped"] == ROWS - 2
 
     forced = _run(capsys, manifest, "--only", "sku-007", "sku-008", "--force")
