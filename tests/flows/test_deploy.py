@@ -489,7 +489,7 @@ def _stop(proc: subprocess.Popen, home: Path) -> tuple[str, list[str]]:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait(30)
-    leftovers = {p.pid: p for p in [*family, *_carrying(home)] if p.is_running()}
+    leftovers = {p.pid: p for p in [*family, *_carrying(home)] if _alive(p)}
     for p in leftovers.values():
         try:
             p.kill()
@@ -498,6 +498,14 @@ def _stop(proc: subprocess.Popen, home: Path) -> tuple[str, list[str]]:
     _, alive = psutil.wait_procs(list(leftovers.values()), timeout=30)
     assert not alive, f"could not stop {alive}"
     return outcome, [" ".join(_cmdline(p)[:3]) for p in leftovers.values()]
+
+
+def _alive(p: psutil.Process) -> bool:
+    """Still running: not gone, and not a zombie (it has exited; its parent has yet to reap it)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
