@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -82,7 +83,7 @@ def migrated_prefect_db() -> Path:
             subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env,
                            check=True, capture_output=True, timeout=600)
             part = target.with_name(f"{target.name}.{os.getpid()}.part")
-            with sqlite3.connect(staging / "prefect.db") as src, sqlite3.connect(part) as dst:
+            with closing(sqlite3.connect(staging / "prefect.db")) as src, closing(sqlite3.connect(part)) as dst:
                 src.backup(dst)  # one file, whatever the write-ahead log still held
             os.replace(part, target)
             shutil.rmtree(staging, ignore_errors=True)
