@@ -287,7 +287,7 @@ def _run(args) -> int:
         if summary is not None:
             say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}: every item is current")
             if args.json:
-                print(json.dumps(summary, indent=2, default=str))
+                _print_summary_json(summary)
             else:
                 _print_summary(summary)
             return EXIT_OK
@@ -331,7 +331,7 @@ def _run(args) -> int:
         finally:
             install(None)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        _print_summary_json(summary)
     else:
         _print_summary(summary)
     return EXIT_FAILED if summary["counts"]["failed"] else EXIT_OK
@@ -391,7 +391,7 @@ def _submit(args) -> int:
               f"summary: {info.message or 'see its logs above'}")
         return code or EXIT_FAILED
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        _print_summary_json(summary)
     else:
         _print_summary(summary)
     return code
@@ -786,5 +786,24 @@ def _version() -> str:
         return "0+unknown"
 
 
-if __name__ == "__main__":
+_COMMAND = False  # set by command(): this process is the `framefold` command itself
+
+
+def _print_summary_json(summary: dict) -> None:
+    """A run's summary as JSON on stdout. In the `framefold` process it is the last thing stdout
+    carries: what Ray's C++ core prints while the process winds down (its event statistics, on a
+    long run) goes to stderr, so `framefold run --json | jq` reads one document."""
+    print(json.dumps(summary, indent=2, default=str), flush=True)
+    if _COMMAND:
+        os.dup2(2, 1)
+
+
+def command() -> None:
+    """The `framefold` command: main() in a process of its own."""
+    global _COMMAND
+    _COMMAND = True
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    command()

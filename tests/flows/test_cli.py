@@ -233,3 +233,19 @@ def test_failures_sharing_a_reason_share_a_line():
     assert ids.startswith("sku-0, sku-1, ") and ids.endswith(f"sku-{FAILED_IDS - 1}, … ({FAILED_IDS + 3})"), ids
     assert groups[1][0] == "odd, pair (2)"
     assert _by_reason([{"id": "one", "reason": "r"}]) == [("one", "r")]
+
+
+def test_a_json_summary_is_the_last_thing_the_commands_stdout_carries() -> None:
+    """In the `framefold` process, what is written to stdout after a --json summary (Ray's C++
+    core prints its event statistics there while a long run's process winds down) goes to
+    stderr: stdout holds one JSON document."""
+    import subprocess
+    import sys
+
+    script = ("import os, flows.cli as cli\n"
+              "cli._COMMAND = True\n"  # as command() sets it
+              "cli._print_summary_json({'counts': {'done': 1}})\n"
+              "os.write(1, b'[state-dump] late\\n')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == {"counts": {"done": 1}}
+    assert done.stderr.endswith("[state-dump] late\n")
