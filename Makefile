@@ -34,14 +34,14 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 # Skips the slow end-to-end and fault cases (CI runs everything via `make test`).
 test-fast: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow"
 
 # The benchmark suite (about 23 minutes): writes bench/RESULTS.md and its plots.
 bench: $(STAMP)

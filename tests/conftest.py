@@ -26,6 +26,30 @@ import yaml  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 
+# Test files that start Ray clusters of their own (`ray start` heads and nodes,
+# `ray.cluster_utils`, an autoscaler) carry this xdist group: `make test` runs them one after
+# another on one test process. Two at once on two cores starve each other's node starts, and
+# every head on a machine hands its drivers Ray Client ports from the same range.
+RAY_CLUSTERS = "ray-clusters"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """For `--dist loadgroup` (`make test`): a test file is one unit of work, as under
+    `loadfile`, unless it names a group; and the longest units start first: the Ray-cluster
+    group, then files with slow tests, then the rest (each in collection order)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def group(item) -> str:
+        marker = item.get_closest_marker("xdist_group")
+        return marker.args[0] if marker else ""
+
+    for item in items:
+        if not group(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: 0 if group(item) == RAY_CLUSTERS else 1 if item.path in slow_files else 2)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray with 2 CPUs, shared by every test that needs one."""

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import RAY_CLUSTERS
 from tests.raynodes import Owned, base_env, free_ports, head_command, log_tails, teardown, wait_started
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group(RAY_CLUSTERS)]
 
 RUN_TIMEOUT = 300  # s, on a busy 2-core machine
 

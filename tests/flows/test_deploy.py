@@ -489,7 +489,10 @@ def _stop(proc: subprocess.Popen, home: Path) -> tuple[str, list[str]]:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait(30)
-    leftovers = {p.pid: p for p in [*family, *_carrying(home)] if _alive(p)}
+    # What the group kill reached may take a moment to exit (a big process unmapping its
+    # memory is neither running nor yet a zombie); a leftover is what is still alive after.
+    _, alive = psutil.wait_procs([p for p in [*family, *_carrying(home)] if _alive(p)], timeout=10)
+    leftovers = {p.pid: p for p in alive if _alive(p)}
     for p in leftovers.values():
         try:
             p.kill()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RAY_CLUSTERS
+
 SCRIPT = r"""
 import json, sys
 import ray
@@ -59,6 +61,7 @@ finally:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(RAY_CLUSTERS)
 def test_finishing_tasks_go_to_the_least_busy_worker_node():
     root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory(prefix="ff-ray-", dir="/tmp") as temp:  # Ray's socket paths must be short
