@@ -145,15 +145,21 @@ def _schedule_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: str | Path, out_dir: str | Path | None = None, only: list[str] | None = None):
+    """(the job, EXIT_OK), or (None, the exit code) after reporting why not: bad input (2), or
+    a store that did not answer while the manifest or its inputs were read (1: run again)."""
     from manifests import ManifestError, load_manifest
     from tasks.preflight import preflight  # imports a model library only for a job that needs it
 
     try:
-        return preflight(load_manifest(path, output=out_dir, check_input=_input_checker(), only=only))
+        return preflight(load_manifest(path, output=out_dir, check_input=_input_checker(), only=only)), EXIT_OK
     except ManifestError as e:
+        if e.store_unreachable:
+            say(err, ("cannot read the manifest", "bold red"), ": its store did not answer")
+            say(err, str(e))
+            return None, EXIT_FAILED
         say(err, ("invalid manifest", "bold red"), f" ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
         say(err, str(e))
-        return None
+        return None, EXIT_BAD_INPUT
 
 
 def _input_checker():
@@ -170,17 +176,17 @@ def _input_checker():
 
 
 def _validate(args) -> int:
-    job = _load(args.manifest)
+    job, code = _load(args.manifest)
     if job is None:
-        return EXIT_BAD_INPUT
+        return code
     say(out, f"{job.manifest_path}: valid — job {job.name!r}, {len(job.items)} item(s), output {job.output}")
     return EXIT_OK
 
 
 def _plan(args) -> int:
-    job = _load(args.manifest, args.out)
+    job, code = _load(args.manifest, args.out)
     if job is None:
-        return EXIT_BAD_INPUT
+        return code
     from tasks.freshness import History, plan_reason
     from tasks.plan import plan_item
 
@@ -263,8 +269,10 @@ def _run(args) -> int:
     if not args.verbose:  # the summary table reports every failure; -v shows the logs
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         _quiet_third_parties()
-    job = _load(args.manifest, args.out, args.only or None)
-    if job is None or _unknown_only(job, args.only):
+    job, code = _load(args.manifest, args.out, args.only or None)
+    if job is None:
+        return code
+    if _unknown_only(job, args.only):
         return EXIT_BAD_INPUT
     total = len(args.only) if args.only else len(job.items)
     from tasks.store import StoreError, check_writable
@@ -273,7 +281,7 @@ def _run(args) -> int:
         check_writable(job.output)
     except StoreError as e:
         error(str(e))
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED if e.unreachable else EXIT_BAD_INPUT  # a store that did not answer: run again
     to_server = _prefect_api_configured()  # else Prefect starts a temporary server of its own
     if not args.force and not to_server:
         # every item current: recorded in the ledger and report.html, without starting Prefect or Ray
@@ -348,8 +356,10 @@ def _unknown_only(job, only: list[str] | None) -> bool:
 def _submit(args) -> int:
     from flows.submit import SubmitError, client, follow, job_for, job_server
 
-    job = _load(args.manifest, args.out, args.only or None)  # bad input stops here, before anything reaches the cluster
-    if job is None or _unknown_only(job, args.only):
+    job, code = _load(args.manifest, args.out, args.only or None)  # bad input stops here, before anything reaches the cluster
+    if job is None:
+        return code
+    if _unknown_only(job, args.only):
         return EXIT_BAD_INPUT
     url = job_server(args.address)
     try:
@@ -668,7 +678,7 @@ def _schedule_setup(args):
     except ScheduleError as e:
         error(f"--{e.field}: {e.message}")
         return None
-    if _load(args.manifest, args.out) is None:
+    if _load(args.manifest, args.out)[0] is None:
         return None
     api_url = _prefect_api_url()
     if api_url is None or not _server_answers(api_url):

@@ -135,9 +135,22 @@ def _options(s: str) -> dict:
 # --- retries ----------------------------------------------------------------------------
 
 
+UNREACHABLE = "check that the store is reachable, then run again"
+
+
+def unreachable(message: str) -> bool:
+    """Whether a problem or error message is a store that did not answer through every retry
+    (running again later may succeed), not something wrong with what was asked."""
+    return UNREACHABLE in message
+
+
 class StoreError(Exception):
     """A store request failed for good (after retries, or at once when retrying cannot help).
     The message names the URI and the cause."""
+
+    @property
+    def unreachable(self) -> bool:
+        return unreachable(str(self))
 
 
 @dataclass(frozen=True)
@@ -239,7 +252,7 @@ def retrying(action: str, uri: str, fn: Callable[[], T], *, policy: RetryPolicy 
                 raise error(f"cannot {action} {uri}: {describe(failure)}") from failure
             if attempt == policy.attempts:
                 raise error(f"cannot {action} {uri}: {describe(failure)} (after {policy.attempts} attempts; "
-                            "check that the store is reachable, then run again)") from failure
+                            f"{UNREACHABLE})") from failure
             sleep(delay)
             delay = min(delay * 2, 8.0)
     raise AssertionError("unreachable")

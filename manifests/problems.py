@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .fields import RULE_ERROR, did_you_mean, is_safe_name
-from .locations import redacted
+from .locations import redacted, unreachable
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class ManifestError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(f"{self.file}: {problem}" for problem in self.problems)
+
+    @property
+    def store_unreachable(self) -> bool:
+        """Every problem is a store that did not answer (the manifest's, an input's): nothing is
+        known to be wrong with the manifest, and running again later may succeed."""
+        return bool(self.problems) and all(unreachable(p.message) for p in self.problems)
 
 
 

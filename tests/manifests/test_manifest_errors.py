@@ -484,3 +484,24 @@ def test_a_loop_too_short_for_its_motion_gets_fixes_that_each_work(project: Any,
                 continue  # it says what it needs: frames, not a duration
             fixed["fps"] = number
         load_manifest(project.write({**base, "items": [fixed]}))  # valid: no ManifestError
+
+
+def test_only_a_store_that_did_not_answer_is_not_bad_input() -> None:
+    """A manifest whose every problem is a store that did not answer through its retries is not
+    known to be bad (the CLI exits 1: run again); one real problem beside it makes it bad input."""
+    from manifests import locations
+    from manifests.problems import Problem
+
+    def refused() -> bytes:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(locations.StoreError) as caught:
+        locations.retrying("read", "s3://b/job.yaml", refused, policy=locations.RetryPolicy(attempts=2, backoff=0),
+                           sleep=lambda _: None)
+    assert caught.value.unreachable
+    down = Problem("", f"cannot read manifest s3://b/job.yaml: {caught.value}")
+    assert ManifestError("s3://b/job.yaml", [down]).store_unreachable
+    assert not ManifestError("s3://b/job.yaml", [down, Problem("defaults.fps", "must be greater than 0")]).store_unreachable
+    with pytest.raises(locations.StoreError) as caught:  # not retried: refused at once, and not "unreachable"
+        locations.retrying("read", "s3://b/job.yaml", lambda: (_ for _ in ()).throw(ValueError("bad key")), sleep=lambda _: None)
+    assert not caught.value.unreachable

@@ -76,12 +76,16 @@ def test_validate_a_manifest_in_a_bucket(s3, s3_server, tmp_path, monkeypatch, c
     assert "catalog row 5 (item 'sku-4').image" in err and "escapes the manifest folder" in err
 
 
-def test_a_store_that_is_down_exits_2_naming_the_manifest(s3, s3_server, capsys):
+def test_a_store_that_is_down_exits_1_naming_the_manifest(s3, s3_server, capsys):
+    """Nothing is known to be wrong with the manifest: exit 1 (run again), not 2 (bad input)."""
     put(f"{s3}/jobs/spring.yaml", yaml.safe_dump(manifest()).encode())
     s3_server.stop()
-    assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 2
-    err = capsys.readouterr().err.replace("\n", "")
-    assert f"cannot read manifest {s3}/jobs/spring.yaml" in err and "connection refused" in err
+    for command in ("validate", "plan", "run"):
+        assert main([command, f"{s3}/jobs/spring.yaml"]) == 1, command
+        err = capsys.readouterr().err.replace("\n", "")
+        assert "its store did not answer" in err and "invalid manifest" not in err, err
+        assert f"cannot read manifest {s3}/jobs/spring.yaml" in err and "connection refused" in err, err
+        assert "check that the store is reachable, then run again" in err, err
     for command in ("serve", "deploy"):  # deployments of a manifest in a store name it as a URL too
         assert main([command, f"{s3}/jobs/spring.yaml", "--name", "nightly", "--out", f"{s3}/out"]) == 2
         err = capsys.readouterr().err.replace("\n", "")

@@ -216,8 +216,8 @@ def test_an_output_bucket_that_cannot_be_written_exits_2_before_any_work(s3, s3_
     err = capsys.readouterr().err.replace("\n", "")
     assert "cannot write to the output s3://no-such-bucket/out" in err and "bucket" in err, err
     assert "Traceback" not in err and not started
-    s3_server.stop()  # unreachable: named the same way, exit 2
-    assert main(["run", str(tmp_path / "job.yaml"), "--out", f"{s3}/out"]) == 2
+    s3_server.stop()  # unreachable: named the same way, exit 1 (nothing is wrong with the input; run again)
+    assert main(["run", str(tmp_path / "job.yaml"), "--out", f"{s3}/out"]) == 1
     err = capsys.readouterr().err.replace("\n", "")
     assert f"cannot write {s3}/out/.framefold-cache/write-check-" in err and "connection refused" in err, err
 
