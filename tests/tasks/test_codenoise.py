@@ -46,11 +46,18 @@ def _run(item, cond, actors, *, on_call=None):
         pool.close()
 
 
-def test_equals_single_process_reference_for_1_2_3_actors(project):
+@pytest.fixture(scope="module")
+def by_actors(project):
+    """The default item made by 1, 2 and 3 actors: (frames, stats) keyed by the count."""
+    item, cond = _item(project)
+    return {n: _run(item, cond, n) for n in (1, 2, 3)}
+
+
+def test_equals_single_process_reference_for_1_2_3_actors(project, by_actors):
     import diffusers
 
     item, cond = _item(project)
-    results = [_run(item, cond, n)[0] for n in (1, 2, 3)]
+    results = [by_actors[n][0] for n in (1, 2, 3)]
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
     torch.testing.assert_close(results[2], results[0], rtol=0, atol=0)
 
@@ -82,9 +89,9 @@ def test_one_window_over_the_clip_equals_the_plain_pipeline(project):
     torch.testing.assert_close(ours, plain.float(), rtol=0, atol=1e-4)
 
 
-def test_an_actor_killed_mid_run_changes_nothing(project):
+def test_an_actor_killed_mid_run_changes_nothing(project, by_actors):
     item, cond = _item(project)
-    undisturbed, stats = _run(item, cond, 2)
+    undisturbed, stats = by_actors[2]
 
     def kill_on_fifth_call(n, pool):
         if n == 5:
