@@ -29,12 +29,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/framefold run manifests/examples/demo.yaml
 
-# Tests run on TEST_WORKERS processes (pytest-xdist), a test file per process at a time: most
-# of a test's time is spent waiting on the Ray, Prefect and ffmpeg processes it starts.
+# Tests run on TEST_WORKERS processes (pytest-xdist): a test file per process at a time, the
+# files that start Ray clusters of their own one after another (docs/development.md).
 TEST_WORKERS ?= 2
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
