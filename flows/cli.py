@@ -801,8 +801,9 @@ _COMMAND = False  # set by command(): this process is the `framefold` command it
 
 def _print_summary_json(summary: dict) -> None:
     """A run's summary as JSON on stdout. In the `framefold` process it is the last thing stdout
-    carries: what Ray's C++ core prints while the process winds down (its event statistics, on a
-    long run) goes to stderr, so `framefold run --json | jq` reads one document."""
+    carries: what is written there while the process winds down (Ray's C++ core has printed
+    `[state-dump]` lines there after a long run's summary) goes to stderr, so
+    `framefold run --json | jq` reads one document."""
     print(json.dumps(summary, indent=2, default=str), flush=True)
     if _COMMAND:
         os.dup2(2, 1)
