@@ -1,7 +1,7 @@
 """The ``framefold`` command line.
 
-Exit codes: 0 every item done or skipped, 1 some item failed, 2 bad input
-(manifest, arguments, unreadable video) — reported before any work starts.
+Exit codes: 0 every item done or skipped, 1 some item failed (or Ray or a store did not
+answer), 2 bad input (manifest, arguments, unreadable video) — reported before any work starts.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _load(path: str | Path, out_dir: str | Path | None = None, only: list[str] |
         return preflight(load_manifest(path, output=out_dir, check_input=_input_checker(), only=only)), EXIT_OK
     except ManifestError as e:
         if e.store_unreachable:
-            say(err, ("cannot read the manifest", "bold red"), ": its store did not answer")
+            say(err, ("a store did not answer", "bold red"), " (nothing is known to be wrong with the manifest):")
             say(err, str(e))
             return None, EXIT_FAILED
         say(err, ("invalid manifest", "bold red"), f" ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}):")
@@ -295,7 +295,7 @@ def _run(args) -> int:
         if summary is not None:
             say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}: every item is current")
             if args.json:
-                _print_summary_json(summary)
+                print(json.dumps(summary, indent=2, default=str))
             else:
                 _print_summary(summary)
             return EXIT_OK
@@ -339,7 +339,7 @@ def _run(args) -> int:
         finally:
             install(None)
     if args.json:
-        _print_summary_json(summary)
+        print(json.dumps(summary, indent=2, default=str))
     else:
         _print_summary(summary)
     return EXIT_FAILED if summary["counts"]["failed"] else EXIT_OK
@@ -401,7 +401,7 @@ def _submit(args) -> int:
               f"summary: {info.message or 'see its logs above'}")
         return code or EXIT_FAILED
     if args.json:
-        _print_summary_json(summary)
+        print(json.dumps(summary, indent=2, default=str))
     else:
         _print_summary(summary)
     return code
@@ -796,24 +796,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-_COMMAND = False  # set by command(): this process is the `framefold` command itself
-
-
-def _print_summary_json(summary: dict) -> None:
-    """A run's summary as JSON on stdout. In the `framefold` process it is the last thing stdout
-    carries: what is written there while the process winds down (Ray's C++ core has printed
-    `[state-dump]` lines there after a long run's summary) goes to stderr, so
-    `framefold run --json | jq` reads one document."""
-    print(json.dumps(summary, indent=2, default=str), flush=True)
-    if _COMMAND:
-        os.dup2(2, 1)
-
-
 def command() -> None:
-    """The `framefold` command: main() in a process of its own."""
-    global _COMMAND
-    _COMMAND = True
-    sys.exit(main())
+    """The `framefold` command: main() in a process of its own. Once main() is done, whatever
+    is still written to stdout while the process winds down goes to stderr (Ray's C++ core has
+    printed `[state-dump]` lines there after a long run's summary), so `framefold run --json |
+    jq` reads one document."""
+    code = main()
+    sys.stdout.flush()
+    with contextlib.suppress(OSError):  # stderr closed: nothing to protect
+        os.dup2(2, 1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

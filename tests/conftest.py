@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
 
     def group(item) -> str:
         marker = item.get_closest_marker("xdist_group")
-        return marker.args[0] if marker else ""
+        return (marker.args[0] if marker.args else marker.kwargs.get("name", "default")) if marker else ""
 
     for item in items:
         if not group(item):

@@ -236,16 +236,19 @@ def test_failures_sharing_a_reason_share_a_line():
 
 
 def test_a_json_summary_is_the_last_thing_the_commands_stdout_carries() -> None:
-    """In the `framefold` process, what is written to stdout after a --json summary (Ray's C++
-    core prints its event statistics there while a long run's process winds down) goes to
-    stderr: stdout holds one JSON document."""
+    """In the `framefold` process (the console script's entry point, command()), what is written
+    to stdout once main() is done goes to stderr (Ray's C++ core prints `[state-dump]` lines
+    there while a long run's process winds down): stdout holds one JSON document."""
     import subprocess
     import sys
+    from importlib.metadata import entry_points
 
-    script = ("import os, flows.cli as cli\n"
-              "cli._COMMAND = True\n"  # as command() sets it
-              "cli._print_summary_json({'counts': {'done': 1}})\n"
-              "os.write(1, b'[state-dump] late\\n')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "framefold"]
+    assert script.value == "flows.cli:command"
+    program = ("import atexit, json, os, flows.cli as cli\n"
+               "atexit.register(os.write, 1, b'[state-dump] late\\n')\n"  # runs as the process exits
+               "cli.main = lambda: print(json.dumps({'counts': {'done': 1}}, indent=2)) or 0\n"
+               "cli.command()\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(done.stdout) == {"counts": {"done": 1}}
     assert done.stderr.endswith("[state-dump] late\n")

@@ -495,13 +495,13 @@ def test_only_a_store_that_did_not_answer_is_not_bad_input() -> None:
     def refused() -> bytes:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    with pytest.raises(locations.StoreError) as caught:
+    with pytest.raises(locations.StoreError, match=r"connection refused \(after 2 attempts; ") as caught:
         locations.retrying("read", "s3://b/job.yaml", refused, policy=locations.RetryPolicy(attempts=2, backoff=0),
                            sleep=lambda _: None)
     assert caught.value.unreachable
     down = Problem("", f"cannot read manifest s3://b/job.yaml: {caught.value}")
     assert ManifestError("s3://b/job.yaml", [down]).store_unreachable
     assert not ManifestError("s3://b/job.yaml", [down, Problem("defaults.fps", "must be greater than 0")]).store_unreachable
-    with pytest.raises(locations.StoreError) as caught:  # not retried: refused at once, and not "unreachable"
+    with pytest.raises(locations.StoreError, match="bad key") as caught:  # not retried: refused at once, and not "unreachable"
         locations.retrying("read", "s3://b/job.yaml", lambda: (_ for _ in ()).throw(ValueError("bad key")), sleep=lambda _: None)
     assert not caught.value.unreachable

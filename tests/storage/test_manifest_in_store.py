@@ -83,7 +83,7 @@ def test_a_store_that_is_down_exits_1_naming_the_manifest(s3, s3_server, capsys)
     for command in ("validate", "plan", "run"):
         assert main([command, f"{s3}/jobs/spring.yaml"]) == 1, command
         err = capsys.readouterr().err.replace("\n", "")
-        assert "its store did not answer" in err and "invalid manifest" not in err, err
+        assert "a store did not answer" in err and "invalid manifest" not in err, err
         assert f"cannot read manifest {s3}/jobs/spring.yaml" in err and "connection refused" in err, err
         assert "check that the store is reachable, then run again" in err, err
     for command in ("serve", "deploy"):  # deployments of a manifest in a store name it as a URL too

@@ -14,12 +14,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import RAY_CLUSTERS, draw_image
+from tests.conftest import draw_image
 from tests.raynodes import base_env
 from tests.storage.conftest import keys
 from tests.storage.test_manifest_in_store import catalog_bytes
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group(RAY_CLUSTERS)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "storage.md"
 ENDPOINT = "http://minio.internal:9000"
