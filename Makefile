@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/framefold run manifests/examples/demo.yaml
 
-# Tests run on TEST_WORKERS processes (pytest-xdist): a test file per process at a time, the
-# files that start Ray clusters of their own one after another (docs/development.md).
+# Tests run on TEST_WORKERS processes (pytest-xdist); docs/development.md says how they are
+# spread (the xdist groups are not in effect with pytest 9.2).
 TEST_WORKERS ?= 2
 
 test: $(STAMP) chromium

@@ -27,17 +27,18 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 
 # Test files that start Ray clusters of their own (`ray start` heads and nodes,
-# `ray.cluster_utils`, an autoscaler) carry this xdist group: `make test` runs them one after
-# another on one test process. Two at once on two cores starve each other's node starts, and
-# every head on a machine hands its drivers Ray Client ports from the same range.
+# `ray.cluster_utils`, an autoscaler) carry this xdist group, meant to run them one after
+# another on one test process (two at once on two cores starve each other's node starts, and
+# every head on a machine hands its drivers Ray Client ports from the same range). Not in
+# effect with pytest 9.2 and xdist 3.8: docs/development.md.
 RAY_CLUSTERS = "ray-clusters"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """For `--dist loadgroup` (`make test`): a test file is one unit of work, as under
-    `loadfile`, unless it names a group; and the longest units start first: the Ray-cluster
-    group, then files with slow tests, then the rest (each in collection order)."""
+    """Meant for `--dist loadgroup` (`make test`): a test file one unit of work unless it names
+    a group (not in effect: docs/development.md); and the longest start first: the Ray-cluster
+    files, then files with slow tests, then the rest (each in collection order)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def group(item) -> str:
