@@ -29,19 +29,19 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/framefold run manifests/examples/demo.yaml
 
-# Tests run on TEST_WORKERS processes (pytest-xdist); docs/development.md says how they are
-# spread (the xdist groups are not in effect with pytest 9.2).
+# Tests run on TEST_WORKERS processes (pytest-xdist), a test file per process at a time; the
+# tests that start Ray clusters of their own take turns (docs/development.md).
 TEST_WORKERS ?= 2
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 # Skips the slow end-to-end and fault cases (CI runs everything via `make test`).
 test-fast: $(STAMP) chromium
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # The benchmark suite (about 23 minutes): writes bench/RESULTS.md and its plots.
 bench: $(STAMP)

@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import tempfile
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,29 +27,33 @@ import yaml  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 
-# Test files that start Ray clusters of their own (`ray start` heads and nodes,
-# `ray.cluster_utils`, an autoscaler) carry this xdist group, meant to run them one after
-# another on one test process (two at once on two cores starve each other's node starts, and
-# every head on a machine hands its drivers Ray Client ports from the same range). Not in
-# effect with pytest 9.2 and xdist 3.8: docs/development.md.
-RAY_CLUSTERS = "ray-clusters"
+# How long a test that starts Ray clusters of its own waits for another to finish (below).
+CLUSTER_LOCK_WAIT_S = 1800
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Meant for `--dist loadgroup` (`make test`): a test file one unit of work unless it names
-    a group (not in effect: docs/development.md); and the longest start first: the Ray-cluster
-    files, then files with slow tests, then the rest (each in collection order)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+@pytest.fixture
+def one_ray_cluster_at_a_time():
+    """Held by the tests that start Ray clusters of their own (`ray start` heads and nodes,
+    `ray.cluster_utils`, an autoscaler): such tests in other test processes on this machine
+    wait until it is free. Two at once on two cores starve each other's node starts, and every
+    head on a machine hands its drivers Ray Client server ports from the same range. Those
+    tests time only their own body (`timeout(..., func_only=True)`), not this wait."""
+    import fcntl
 
-    def group(item) -> str:
-        marker = item.get_closest_marker("xdist_group")
-        return (marker.args[0] if marker.args else marker.kwargs.get("name", "default")) if marker else ""
-
-    for item in items:
-        if not group(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: 0 if group(item) == RAY_CLUSTERS else 1 if item.path in slow_files else 2)
+    with open(Path(tempfile.gettempdir()) / "framefold-tests-ray-clusters.lock", "w") as lock:
+        deadline = time.monotonic() + CLUSTER_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test held the Ray-cluster lock for over {CLUSTER_LOCK_WAIT_S} s")
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

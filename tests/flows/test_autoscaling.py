@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAY_CLUSTERS, draw_image, write_manifest
+from tests.conftest import draw_image, write_manifest
 from tests.raynodes import Owned, base_env, free_ports, head_command, teardown, wait_started
 from tests.tasks.test_superres import save_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group(RAY_CLUSTERS)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True),
+              pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
 
 RUN_TIMEOUT = 360  # s: Prefect's temporary server, two fake nodes starting, four CPU-bound windows each
 

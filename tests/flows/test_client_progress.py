@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import RAY_CLUSTERS
 from tests.raynodes import Owned, base_env, free_ports, head_command, log_tails, teardown, wait_started
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group(RAY_CLUSTERS)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True),
+              pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
 
 RUN_TIMEOUT = 300  # s, on a busy 2-core machine
 

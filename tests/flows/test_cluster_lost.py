@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from tasks import provenance
-from tests.conftest import RAY_CLUSTERS
 from tests.raynodes import REPO, Owned, base_env, free_ports, head_command, teardown, wait_started
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group(RAY_CLUSTERS)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True),
+              pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
 
 ITEMS = 10
 RECONNECT_S = 30  # Ray's client waits this long for a lost head before giving up (its own grace period)

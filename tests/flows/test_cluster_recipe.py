@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAY_CLUSTERS, prefect_home
+from tests.conftest import prefect_home
 from tests.raynodes import Owned, free_ports, teardown
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group(RAY_CLUSTERS)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True),
+              pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "cluster.md"

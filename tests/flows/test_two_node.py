@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAY_CLUSTERS, draw_image, write_manifest
+from tests.conftest import draw_image, write_manifest
 from tests.raynodes import NODE_START_TIMEOUT, RAY, Owned, base_env, free_ports, teardown, wait_started
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420), pytest.mark.xdist_group(RAY_CLUSTERS)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420, func_only=True),
+              pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
 
 RUN_TIMEOUT = 240  # s, per framefold run (a temporary Prefect server starts in each)
 

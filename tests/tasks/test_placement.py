@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAY_CLUSTERS
-
 SCRIPT = r"""
 import json, sys
 import ray
@@ -61,7 +59,8 @@ finally:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group(RAY_CLUSTERS)
+@pytest.mark.timeout(600, func_only=True)
+@pytest.mark.usefixtures("one_ray_cluster_at_a_time")
 def test_finishing_tasks_go_to_the_least_busy_worker_node():
     root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory(prefix="ff-ray-", dir="/tmp") as temp:  # Ray's socket paths must be short
