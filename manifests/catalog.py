@@ -5,9 +5,10 @@ column by column (only the mapped and filtered columns), each resolved like an i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,16 +22,35 @@ from .problems import Problem, location, model_in, problems_from, short
 from .resolve import ItemResolver
 from .schema import CatalogSpec
 
+T = TypeVar("T")
+
 
 # --- 5. Catalog ------------------------------------------------------------------------
-def _opened(path: Path | str) -> Any:
-    """What pyarrow reads: a local path as is, or a store object opened without read-ahead, so
-    that each read pyarrow makes (the footer, then the chunks of the columns it needs) is one
-    ranged request and unmapped columns are never fetched."""
+def _read(path: Path | str, read: Callable[[Any], T]) -> T:
+    """``read(source)`` on the catalog: a local path as is; a store object opened without
+    read-ahead, so that each read pyarrow makes (the footer, then the chunks of the columns it
+    needs) is one ranged request and unmapped columns are never fetched. A store read goes
+    through the store's retries, as every other store request: a 5xx answer, throttling or a
+    dropped connection is tried again, and one that never answers says so."""
     if isinstance(path, Path):
-        return path
-    fs, inner = locations.filesystem(path)
-    return fs.open(inner, "rb", cache_type="none")
+        return read(path)
+
+    def attempt() -> T:
+        fs, inner = locations.filesystem(path)
+        with fs.open(inner, "rb", cache_type="none") as source:
+            return read(source)
+
+    return locations.retrying("read catalog", locations.redacted(path), attempt)
+
+
+def _unreadable(path: Path | str, kind: str, error: Exception) -> Problem:
+    """The problem of a catalog that could not be read: the store's own message when it did not
+    answer (run again), else what the reader said of the file."""
+    if isinstance(error, locations.StoreError):
+        if error.unreachable:
+            return Problem("catalog.path", str(error))
+        error = error.__cause__ if isinstance(error.__cause__, Exception) else error
+    return Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True)
@@ -74,12 +94,15 @@ def read_catalog(catalog: CatalogSpec, root: Path | str, roots: tuple[str, ...] 
     # Which columns exist (from the schema alone), then read only the wanted ones
     try:
         if is_csv:
-            with pa_csv.open_csv(_opened(path)) as reader:
-                available = reader.schema.names
+            def schema_names(source: Any) -> list[str]:
+                with pa_csv.open_csv(source) as reader:
+                    return reader.schema.names
+
+            available = _read(path, schema_names)
         else:
-            available = pq.read_schema(_opened(path)).names
+            available = _read(path, lambda source: pq.read_schema(source).names)
     except Exception as error:  # noqa: BLE001 — any failure of a third-party reader on an untrusted file
-        return _NO_ROWS, [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
+        return _NO_ROWS, [_unreadable(path, kind, error)]
     shown = ", ".join(map(repr, available[:50])) + (" ..." if len(available) > 50 else "")
     problems = [
         Problem(location("catalog", ("columns", field)),
@@ -103,14 +126,14 @@ def read_catalog(catalog: CatalogSpec, root: Path | str, roots: tuple[str, ...] 
                 strings_can_be_null=True,
                 null_values=[""],
             )
-            table = pa_csv.read_csv(_opened(path), convert_options=convert)
+            table = _read(path, lambda source: pa_csv.read_csv(source, convert_options=convert))
         else:
-            table = pq.read_table(_opened(path), columns=wanted)
+            table = _read(path, lambda source: pq.read_table(source, columns=wanted))
         for index, field in enumerate(table.schema):
             if pa.types.is_dictionary(field.type):  # categorical columns: their values, not their codes
                 table = table.set_column(index, field.name, table.column(index).cast(field.type.value_type))
     except Exception as error:  # noqa: BLE001 — any failure of a third-party reader on an untrusted file
-        return _NO_ROWS, [Problem("catalog.path", f"cannot read {path} as {kind}: {type(error).__name__}: {error}")]
+        return _NO_ROWS, [_unreadable(path, kind, error)]
     id_type = table.schema.field(catalog.columns["id"]).type
     if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
         message = f"column {catalog.columns['id']!r} holds {id_type}; ids must be text (a string column)"

@@ -14,6 +14,7 @@ import yaml
 
 from flows.cli import main
 from tests.conftest import draw_image
+from tests.storage.conftest import keys
 
 
 def put(url: str, data: bytes) -> None:
@@ -80,7 +81,7 @@ def test_a_store_that_is_down_exits_1_naming_the_manifest(s3, s3_server, capsys)
     """Nothing is known to be wrong with the manifest: exit 1 (run again), not 2 (bad input)."""
     put(f"{s3}/jobs/spring.yaml", yaml.safe_dump(manifest()).encode())
     s3_server.stop()
-    for command in ("validate", "plan", "run"):
+    for command in ("validate", "plan", "run", "submit"):  # submit: before anything reaches a cluster
         assert main([command, f"{s3}/jobs/spring.yaml"]) == 1, command
         err = capsys.readouterr().err.replace("\n", "")
         assert "a store did not answer" in err and "invalid manifest" not in err, err
@@ -90,6 +91,53 @@ def test_a_store_that_is_down_exits_1_naming_the_manifest(s3, s3_server, capsys)
         assert main([command, f"{s3}/jobs/spring.yaml", "--name", "nightly", "--out", f"{s3}/out"]) == 2
         err = capsys.readouterr().err.replace("\n", "")
         assert f"cannot read manifest {s3}/jobs/spring.yaml" in err, err
+
+
+def test_a_catalog_read_is_retried_and_one_that_never_answers_exits_1(s3, s3_server, tmp_path, monkeypatch, capsys):
+    """pyarrow's reads of a catalog in a bucket go through the store's retries: a 503 answer is
+    tried again; a store that keeps failing after the listing found the catalog is an outage
+    (exit 1, the catalog named), not a bad catalog (2)."""
+    monkeypatch.setenv("FRAMEFOLD_INPUT_ROOTS", f"{s3}/stills")
+    ids = ["sku-0", "sku-1"]
+    for n, i in enumerate(ids):
+        put(f"{s3}/stills/{i}.png", still(tmp_path, f"{i}.png", n))
+    put(f"{s3}/jobs/catalog.parquet", catalog_bytes(ids, [f"{s3}/stills/{i}.png" for i in ids]))
+    put(f"{s3}/jobs/spring.yaml", yaml.safe_dump({**manifest(), "output": f"{s3}/jobs/out"}).encode())
+    catalog = r"/jobs/catalog\.parquet$"
+
+    failed = []
+    def first_read_fails(request):
+        if request.method == "GET" and "catalog.parquet" in request.path and not failed:
+            failed.append(request)
+            return 503
+        return None
+
+    s3_server.fail = first_read_fails
+    assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 0, capsys.readouterr().err
+    assert "2 item(s)" in capsys.readouterr().out
+    assert [r.status for r in s3_server.gets(catalog)][:2] == [503, 206], s3_server.gets(catalog)
+
+    s3_server.fail = lambda request: 503 if request.method == "GET" and "catalog.parquet" in request.path else None
+    for command in ("validate", "run"):
+        assert main([command, f"{s3}/jobs/spring.yaml"]) == 1, command
+        err = capsys.readouterr().err.replace("\n", "")
+        assert "a store did not answer" in err and "invalid manifest" not in err, err
+        assert f"catalog.path: cannot read catalog {s3}/jobs/catalog.parquet: HTTP 503 SlowDown (after 3 attempts" in err, err
+    assert not [key for key in keys(s3) if key.startswith("jobs/out/")]  # nothing written
+
+
+def test_stills_in_a_store_that_is_down_exit_1_for_a_local_manifest(s3, s3_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FRAMEFOLD_INPUT_ROOTS", f"{s3}/stills")
+    put(f"{s3}/stills/a.png", still(tmp_path, "a.png", 0))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({**manifest(output=str(tmp_path / "out")), "catalog": None,
+                                   "items": [{"id": "a", "image": f"{s3}/stills/a.png", "prompt": "a still"}]}))
+    s3_server.stop()
+    assert main(["run", str(job)]) == 1
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "a store did not answer" in err and "invalid manifest" not in err, err
+    assert f"{job}: items[0].image (item 'a'): cannot list {s3}/stills: connection refused" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_manifest_url_with_credentials_is_refused_without_printing_them(capsys):
