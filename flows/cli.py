@@ -312,10 +312,10 @@ def _run(args) -> int:
         error(str(e))
         return EXIT_FAILED
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
-    if not to_server:
-        from flows.ephemeral import start_early, tie
+    from flows.ephemeral import start_early, tie
 
-        tie()  # a temporary Prefect server ends with this process, even a killed one
+    tie()  # a temporary Prefect server and a Ray node of its own end with this process, even a killed one
+    if not to_server:
         starting = start_early()
         try:  # items to make: Ray starts while the server does, not after it
             connect_cluster(Settings())

@@ -1,12 +1,14 @@
-"""Prefect's temporary server, tied to the run that started it.
+"""What a run starts, tied to the run: Prefect's temporary server and the run's own Ray.
 
 Without ``PREFECT_API_URL`` a run reports to a temporary Prefect server: a child process
-(uvicorn) that Prefect stops at exit. A run that is killed (``kill -9``, the OOM killer, a
-lost session) never reaches its exit handlers and leaves the server running, holding its
-port. :func:`tie` marks this process's environment with a token, which the server inherits
-when Prefect starts it, and starts a watchdog: a small child process that waits for
-end-of-file on a pipe only the run holds — the kernel closes it however the run ends — and
-then stops every server process that carries the token.
+(uvicorn) that Prefect stops at exit. Without a cluster address it starts a Ray node of its
+own, whose GCS and raylet die with the run but whose agents (the dashboard and runtime-env
+agents) wait a minute or more to notice. A run that is killed (``kill -9``, the OOM killer, a
+lost session) never reaches its exit handlers. :func:`tie` marks this process's environment
+with a token, which everything the run starts inherits, and starts a watchdog: a small child
+process that waits for end-of-file on a pipe only the run holds — the kernel closes it
+however the run ends — and then stops every Prefect server and Ray process that carries the
+token. A cluster the run joined is not its descendant and never carries it.
 
     python -m flows.ephemeral TOKEN   # the watchdog
 
@@ -17,6 +19,8 @@ starts its Ray meanwhile instead of after it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
 import secrets
 import signal
@@ -31,14 +35,32 @@ TOKEN_VAR = "FRAMEFOLD_EPHEMERAL_TOKEN"
 _watchdog: subprocess.Popen | None = None
 
 
-def servers(token: str) -> list[int]:
-    """Pids of Prefect server processes whose environment carries ``token``."""
+@functools.cache
+def _ray_package() -> str | None:
+    """Ray's package folder, with a trailing separator (found without importing Ray)."""
+    spec = importlib.util.find_spec("ray")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return os.path.join(folders[0], "") if folders else None
+
+
+def _tied_program(argv: list[str]) -> bool:
+    """Whether a command line is a Prefect server or a Ray process: Ray's binaries and scripts
+    (GCS, raylet, agents, workers) run from its package folder; a Ray worker or agent renames
+    itself ``ray::…``."""
+    ray = _ray_package()
+    return any(MARKER in arg or arg.startswith("ray::") or (ray is not None and arg.startswith(ray))
+               for arg in argv)
+
+
+def tied_processes(token: str) -> list[int]:
+    """Pids of Prefect server and Ray processes whose environment carries ``token``."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if MARKER not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if not _tied_program(argv):
                 continue
             if f"{TOKEN_VAR}={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
                 found.append(int(proc.name))
@@ -48,24 +70,25 @@ def servers(token: str) -> list[int]:
 
 
 def stop(token: str, grace_s: float = 5.0) -> list[int]:
-    """SIGTERM the servers of ``token``, SIGKILL those still there after ``grace_s``; their pids."""
-    pids = servers(token)
+    """SIGTERM the processes of ``token``, SIGKILL those still there after ``grace_s``; their pids."""
+    pids = tied_processes(token)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):  # gone since the scan (e.g. a Ctrl-C reached it too)
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and servers(token):
+    while time.monotonic() < deadline and tied_processes(token):
         time.sleep(0.1)
-    for pid in servers(token):
+    for pid in tied_processes(token):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return pids
 
 
 def tie() -> subprocess.Popen | None:
-    """Tie the temporary server this process's Prefect will start to this process's life
-    (once per process; the server need not have started yet). None where there is no
-    ``/proc`` to find it by (not Linux): there a killed run's server stays, as Prefect leaves it."""
+    """Tie the temporary server this process's Prefect will start, and the Ray node it will
+    start, to this process's life (once per process; call it before either starts). None where
+    there is no ``/proc`` to find them by (not Linux): there a killed run's server stays, as
+    Prefect leaves it, and Ray's agents end when they notice."""
     global _watchdog
     if _watchdog is not None and _watchdog.poll() is None:
         return _watchdog

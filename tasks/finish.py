@@ -95,13 +95,14 @@ class Finishing:
 # settings (FRAMEFOLD_FFMPEG, store retries, …) and the stores' standard ones (endpoint, credentials),
 # so a worker encodes and writes as the driver would.
 FORWARDED = ("FRAMEFOLD_", "AWS_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS")
+NOT_FORWARDED = {"FRAMEFOLD_EPHEMERAL_TOKEN"}  # ties the driver's own processes to it (flows.ephemeral)
 
 
 def driver_limits() -> dict:
     """What of the driver's process follows its items to the workers that finish them: the
     settings in ``FORWARDED`` and its file-size limit (ulimit -f)."""
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return {"env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)},
+    return {"env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in NOT_FORWARDED},
             "fsize": None if soft == resource.RLIM_INFINITY else soft}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -12,23 +14,36 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.ephemeral import MARKER, TOKEN_VAR
+from flows.ephemeral import MARKER, TOKEN_VAR, _tied_program
 from tests.conftest import draw_image, write_manifest
 from tests.reliability.conftest import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _sleeper(*extra: str, token: str | None = None) -> subprocess.Popen:
+def _sleeper(*extra: str, token: str | None = None, name: str | None = None) -> subprocess.Popen:
+    """A process that sleeps, with ``extra`` on its command line and ``name`` as its argv[0]."""
     env = dict(os.environ) | ({TOKEN_VAR: token} if token else {})
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *extra], env=env)
+    return subprocess.Popen([name or sys.executable, "-c", "import time; time.sleep(120)", *extra], env=env,
+                            executable=sys.executable)
+
+
+def test_what_counts_as_a_ray_process():
+    ray = str(Path(importlib.util.find_spec("ray").origin).parent)
+    assert _tied_program([f"{ray}/core/src/ray/gcs/gcs_server", "--log_dir=/tmp/x"])  # GCS, raylet: binaries
+    assert _tied_program([sys.executable, "-u", f"{ray}/dashboard/agent.py", "--node-ip-address=127.0.0.1"])
+    assert _tied_program(["ray::RuntimeEnvAgent"])  # an agent or worker once it has renamed itself
+    assert not _tied_program([sys.executable, "-c", "import ray"])
+    assert not _tied_program([f"{ray}tracer/bin/x"])  # a neighbour whose name starts like Ray's folder
 
 
 def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_else():
     server = _sleeper(MARKER, token="t1")  # a stand-in: the server's command line, the run's token
+    ray_worker = _sleeper(token="t1", name="ray::IDLE")  # a Ray worker of the run's own node, renamed as Ray does
     other_run = _sleeper(MARKER, token="t2")  # another run's server
+    other_ray = _sleeper(token="t2", name="ray::IDLE")
     not_a_server = _sleeper("some.other.program", token="t1")  # the run's token, another program
-    procs = (server, other_run, not_a_server)
+    procs = (server, ray_worker, other_run, other_ray, not_a_server)
     dog = subprocess.Popen([sys.executable, "-m", "flows.ephemeral", "t1"], stdin=subprocess.PIPE, cwd=REPO)
     try:
         # it waits on its pipe: its stdin read blocks (a watchdog that does not wait would be gone)
@@ -41,8 +56,8 @@ def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_els
         assert dog.poll() is None and all(p.poll() is None for p in procs)
         dog.stdin.close()  # what the kernel does when the run ends, however it ends
         assert dog.wait(timeout=30) == 0
-        assert server.wait(timeout=10) == -signal.SIGTERM
-        assert other_run.poll() is None and not_a_server.poll() is None
+        assert server.wait(timeout=10) == -signal.SIGTERM and ray_worker.wait(timeout=10) == -signal.SIGTERM
+        assert other_run.poll() is None and other_ray.poll() is None and not_a_server.poll() is None
     finally:
         for p in (*procs, dog):
             p.kill()
@@ -51,12 +66,7 @@ def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_els
 
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_prefect_server(tmp_path, shared):
-    for n in range(3):
-        draw_image(tmp_path / "img" / f"{n}.png", (64, 48), seed=n)
-    doc = {"version": 1, "name": "killed", "output": "out",
-           "defaults": {"frames": 240, "fps": 12, "size": [64, 64], "window": {"length": 8, "overlap": 2}},
-           "items": [{"id": f"i{n}", "image": f"img/{n}.png"} for n in range(3)]}  # fmt: skip
-    manifest = write_manifest(tmp_path, doc)
+    manifest = _manifest(tmp_path)
     env = child_env(tmp_path, RAY_ADDRESS=shared.ray_address)  # no PREFECT_API_URL: a temporary server
     run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(manifest)], env=env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -81,9 +91,57 @@ def test_a_killed_run_leaves_no_prefect_server(tmp_path, shared):
             server.kill()
 
 
+
+def _manifest(tmp_path: Path) -> Path:
+    for n in range(3):
+        draw_image(tmp_path / "img" / f"{n}.png", (64, 48), seed=n)
+    doc = {"version": 1, "name": "killed", "output": "out",
+           "defaults": {"frames": 240, "fps": 12, "size": [64, 64], "window": {"length": 8, "overlap": 2}},
+           "items": [{"id": f"i{n}", "image": f"img/{n}.png"} for n in range(3)]}  # fmt: skip
+    return write_manifest(tmp_path, doc)
+
+
+_AGENTS = (os.path.join("dashboard", "agent.py"), os.path.join("runtime_env", "agent", "main.py"))
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_nothing_of_its_own_ray(tmp_path, shared):
+    """A run that started a Ray node of its own (no cluster address; reporting to a Prefect
+    server, so no temporary one), killed as that node's agents start: every process of the node
+    is gone within 30 s. Ray's GCS and raylet die with their parent; agents killed while they
+    start took 75-80 s to notice on their own."""
+    env = child_env(tmp_path, PREFECT_API_URL=shared.prefect_api_url)  # no RAY_ADDRESS
+    run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(_manifest(tmp_path))], env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node: list[psutil.Process] = []
+
+    def agents() -> int:  # the dashboard and runtime-env agents, by their script or by their new name
+        return sum(any(a.endswith(_AGENTS) or a.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
+                       for a in c.cmdline()) for c in node)
+
+    try:
+        deadline = time.monotonic() + 180
+        while run.poll() is None and time.monotonic() < deadline and agents() < 2:
+            node = [c for c in psutil.Process(run.pid).children(recursive=True) if _tied_program(c.cmdline())]
+            time.sleep(0.1)
+        assert agents() == 2, [c.cmdline() for c in node]
+        time.sleep(2)  # the agents are starting: left alone, they notice their node is gone a minute later
+        assert run.poll() is None, f"the run ended (exit {run.poll()}) before it could be killed"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        gone, alive = psutil.wait_procs(node, timeout=30)
+        assert not alive, f"processes of the killed run's Ray outlived it: {[p.cmdline()[:2] for p in alive]}"
+    except psutil.NoSuchProcess:
+        pytest.fail("the run ended before its Ray node was up")
+    finally:
+        for p in (run, *node):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                p.kill()
+
+
 _EARLY = """
 import os, sys
-from flows.ephemeral import TOKEN_VAR, servers, start_early, tie
+from flows.ephemeral import TOKEN_VAR, start_early, tie, tied_processes
 from prefect.client.orchestration import get_client
 from prefect.server.api.server import SubprocessASGIServer
 
@@ -94,7 +152,7 @@ with get_client(sync_client=True) as client:  # what a flow run's first API call
     client.hello().raise_for_status()
     used = str(client.api_url).rstrip("/")
 ours = []  # servers this process started (a server's own short-lived forks carry its token too)
-for pid in servers(os.environ[TOKEN_VAR]):
+for pid in tied_processes(os.environ[TOKEN_VAR]):
     try:
         with open(f"/proc/{pid}/stat") as f:
             if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
@@ -113,3 +171,14 @@ def test_a_server_started_early_is_the_one_prefects_client_uses(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     started, used, count, same = out.stdout.split()
     assert started == used and count == "1" and same == "True", out.stdout  # one server, up before the client asked
+
+
+def test_a_runs_token_stays_with_its_own_processes(monkeypatch):
+    """Workers that finish a run's items take its FRAMEFOLD_* settings, not its token: what they
+    start (ffmpeg) is not the run's to stop, and a cluster's workers never carry it."""
+    from tasks.finish import driver_limits
+
+    monkeypatch.setenv(TOKEN_VAR, "t1")
+    monkeypatch.setenv("FRAMEFOLD_STORE_RETRIES", "2")
+    env = driver_limits()["env"]
+    assert env.get("FRAMEFOLD_STORE_RETRIES") == "2" and TOKEN_VAR not in env
