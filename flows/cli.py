@@ -579,9 +579,11 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
                       f"{image.get('width')}×{image.get('height')}) sha256 {i.get('sha256')}"))
     model = ", ".join(f"{k} {backend[k]}" for k in ("backend", "family", "task", "pipeline", "version", "dtype", "scheduler")
                       if backend.get(k))
-    computed = (record.get("device") or {}).get("compute_dtype")
+    device = record.get("device") or {}
+    computed = device.get("compute_dtype")
     if computed and backend.get("dtype") and computed != backend["dtype"]:
-        model += f" (computed in {computed} on CPU)"
+        on = " and ".join(d.upper() for d in device.get("compute_devices") or ["cpu"])
+        model += f" (computed in {computed if isinstance(computed, str) else ' and '.join(computed)} on {on})"
     lines.append(("model", model + (f"; weights sha256 {backend['weights_digest']}" if backend.get("weights_digest") else "")))
     if backend.get("upscaler"):
         lines.append(("upscaler", ", ".join(f"{k} {v}" for k, v in backend["upscaler"].items() if not isinstance(v, dict))))

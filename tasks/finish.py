@@ -231,6 +231,10 @@ def _finish(job: Finishing, conditioning: Conditioning):
         # GPU time: each window's compute on its worker (codenoise: the pool's actors over the generate stage)
         busy = timings.get("generate", 0.0) * len(job.pool.actors) if item.window.mode == "codenoise" \
             else tally.seconds
+        if "computed_on" in codenoise_stats:
+            device, dtype = codenoise_stats.pop("computed_on")
+            tally.devices.add(device)
+            tally.dtypes.update([dtype] if dtype else [])
 
         # 8. Record provenance: embed the record, sign and commit the outputs (the driver writes the sidecar).
         record = _record(item, ctx, keyed, job.infos, plan, writer, _Encoded(frame_hash.hexdigest(), stats),
@@ -389,8 +393,7 @@ def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: Rendit
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
             "nodes": sorted(tally.nodes), "node_resources": ctx.cluster.describe(tally.nodes),
             "gpu_source": ctx.cluster.gpu_source, "cpu_fallback": ctx.cluster.fallback(item.gpus),
-            # a model's windows on a CPU compute in float32 whatever its dtype (tasks.backends.diffusers_backend)
-            "compute_dtype": (keyed.backend["dtype"] if gpus else "float32") if keyed.backend.get("dtype") else None,
+            **_computed(keyed.backend, gpus, tally),
         },
         "libraries": provenance.library_versions(),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
@@ -452,6 +455,21 @@ def _publish(output: Path | str, writer: RenditionWriter, outputs: list[dict], k
             (writer.output / o["path"]).unlink(missing_ok=True)
 
 
+def _computed(backend: dict, gpus: float, tally: Tally) -> dict:
+    """Where and in what precision the windows were computed, as their workers said: a worker given
+    a GPU that torch cannot use computes on its CPU, and a model's windows on a CPU compute in
+    float32 whatever its dtype (tasks.backends.diffusers_backend). Windows all read back from the
+    cache: what their placement implies."""
+    dtypes = sorted(tally.dtypes)
+    if not backend.get("dtype"):
+        dtype = None
+    elif dtypes:
+        dtype = dtypes[0] if len(dtypes) == 1 else dtypes
+    else:
+        dtype = backend["dtype"] if gpus else "float32"
+    return {"compute_devices": sorted(tally.devices), "compute_dtype": dtype}
+
+
 @dataclass
 class Tally:
     """What came back from the workers: the nodes, their compute seconds, windows read from the cache."""
@@ -459,6 +477,8 @@ class Tally:
     nodes: set[str] = field(default_factory=set)
     seconds: float = 0.0
     reused: int = 0
+    devices: set[str] = field(default_factory=set)  # device types the workers computed on
+    dtypes: set[str] = field(default_factory=set)  # and in what precision
 
     def add(self, rendered: Rendered) -> None:
         if rendered.reused:
@@ -466,6 +486,8 @@ class Tally:
         else:
             self.nodes.add(rendered.node)
             self.seconds += rendered.seconds
+            self.devices.update([rendered.device] if rendered.device else [])
+            self.dtypes.update([rendered.dtype] if rendered.dtype else [])
 
     def pixels(self, stream: Iterable[tuple[int, Rendered]]) -> Iterator[tuple[int, Any]]:
         for index, rendered in stream:

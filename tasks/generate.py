@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
@@ -37,10 +38,19 @@ class Rendered:
     pixels: np.ndarray  # (L, H, W, 3) uint8
     node: str | None  # id of the Ray node that made it; None: read back from the window cache
     seconds: float  # compute time on that worker
+    device: str | None = None  # where the worker computed it: "cpu", "cuda"
+    dtype: str | None = None  # in what precision: "float16", … (None: a backend without one)
 
     @property
     def reused(self) -> bool:
         return self.node is None
+
+
+def computed_on(model: Any) -> tuple[str, str | None]:
+    """(device type, dtype name) that a loaded backend or model computes in, as it says itself."""
+    device = getattr(model, "device", "cpu")
+    dtype = getattr(model, "dtype", None)
+    return torch.device(device).type, (str(dtype).removeprefix("torch.") if dtype is not None else None)
 
 
 def worker_device() -> str:
@@ -58,7 +68,7 @@ def render(backend, window: WindowRequest, conditioning: Conditioning) -> Render
     t0 = time.perf_counter()
     with torch.inference_mode():
         pixels = to_uint8(backend.generate(window, conditioning)).numpy()
-    return Rendered(pixels, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)
+    return Rendered(pixels, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, *computed_on(backend))
 
 
 # max_calls=0: keep workers (and their loaded backends) alive; GPU tasks would

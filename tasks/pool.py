@@ -23,7 +23,7 @@ import torch
 
 from tasks.backends import Conditioning, WindowRequest, load
 from tasks.errors import ItemError
-from tasks.generate import Cluster, Rendered, render, worker_device
+from tasks.generate import Cluster, Rendered, computed_on, render, worker_device
 
 ACTOR_RESTARTS = 2
 
@@ -58,7 +58,8 @@ class ModelActor:
         t0 = time.perf_counter()
         model = loaded(sr["path"], sr["tile"], sr["tile_overlap"], self.device)
         out = model(frames)
-        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)
+        device, _ = computed_on(model)  # its own dtype is not the generator's (device.compute_dtype)
+        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, device)
     def upscaler_loads(self) -> int:
         """Super-resolution models loaded by this actor's process."""
         from tasks import superres
@@ -92,7 +93,7 @@ class ModelActor:
         for chunk in codenoise_chunks(self.backend.pipe, self.backend.spec, params, conditioning, submit=submit,
                                       stats=stats):
             yield to_uint8(chunk).numpy()
-        yield stats
+        yield stats | {"computed_on": computed_on(self.backend)}  # the coordinator's; its peers load the same spec
 
     def loads(self) -> int:
         """Pipelines loaded by this actor's process (1 unless it was restarted)."""

@@ -124,7 +124,8 @@ def test_flow_runs_a_looped_codenoise_item(project):
     record = json.loads((project / "out" / "clip.json").read_text())
     assert record["plan"]["mode"] == "codenoise"
     stats = record["plan"]["codenoise"]
-    assert stats["latent_frames"] == 24 and stats["calls"] == 2
+    assert stats["latent_frames"] == 24 and stats["calls"] == 2 and "computed_on" not in stats
+    assert record["device"]["compute_devices"] == ["cpu"] and record["device"]["compute_dtype"] == "float32"
     # circular plan: one window wraps from the end to the start of the latent
     assert any(start + length > 24 for start, length in stats["latent_windows"])
     assert record["video"]["frames"] == 24

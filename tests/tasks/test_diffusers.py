@@ -86,6 +86,7 @@ def test_flow_runs_each_family_end_to_end(models, family, task):
     expected = "/compositeWithTrainedAlgorithmicMedia" if task == "i2v" else "/trainedAlgorithmicMedia"
     assert record["digital_source_type"].endswith(expected)
     assert record["params"]["steps"] == 2 and "motion" not in record["params"]
+    assert record["device"]["compute_devices"] == ["cpu"] and record["device"]["compute_dtype"] == "float32"
 
 
 @pytest.mark.parametrize(("family", "task"), [("animatediff", "t2v"), ("wan", "t2v"), ("cogvideox", "i2v")])
