@@ -299,9 +299,6 @@ def _run(args) -> int:
             else:
                 _print_summary(summary)
             return EXIT_OK
-    from flows.progress import RichReporter, install
-    from flows.run import connect_cluster, run_job
-    from manifests import Settings
     from tasks.cluster import precheck
     from tasks.errors import ClusterError
 
@@ -312,16 +309,35 @@ def _run(args) -> int:
         error(str(e))
         return EXIT_FAILED
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
-    from flows.ephemeral import start_early, tie
+    from flows.ephemeral import tied
 
-    tie()  # a temporary Prefect server and a Ray node of its own end with this process, even a killed one
+    with tied():  # a temporary Prefect server and a Ray node of its own end with this process, even a killed one
+        summary = _run_tied(job, args, to_server, total)
+    if summary is None:
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    return EXIT_FAILED if summary["counts"]["failed"] else EXIT_OK
+
+
+def _run_tied(job, args, to_server: bool, total: int) -> dict | None:
+    """The run's summary, or None after reporting a cluster or store that failed the run."""
+    from flows.ephemeral import start_early
+    from flows.progress import RichReporter, install
+    from flows.run import connect_cluster, run_job
+    from manifests import Settings
+    from tasks.errors import ClusterError
+    from tasks.store import StoreError
+
     if not to_server:
         starting = start_early()
         try:  # items to make: Ray starts while the server does, not after it
             connect_cluster(Settings())
         except ClusterError as e:
             error(str(e))
-            return EXIT_FAILED
+            return None
         except Exception:  # noqa: BLE001 - a bad FRAMEFOLD_* setting, …: the flow connects again and reports it
             pass
         finally:
@@ -329,20 +345,15 @@ def _run(args) -> int:
     with RichReporter(total) as rep:
         install(rep)
         try:
-            summary = run_job(job, force=args.force, only=args.only)
+            return run_job(job, force=args.force, only=args.only)
         except ClusterError as e:
             error(str(e))
-            return EXIT_FAILED
+            return None
         except StoreError as e:  # the store failed the run itself (its ledger, or writes since the check above)
             error(str(e))
-            return EXIT_FAILED
+            return None
         finally:
             install(None)
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        _print_summary(summary)
-    return EXIT_FAILED if summary["counts"]["failed"] else EXIT_OK
 
 
 def _unknown_only(job, only: list[str] | None) -> bool:
@@ -582,8 +593,8 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
     device = record.get("device") or {}
     computed = device.get("compute_dtype")
     if computed and backend.get("dtype") and computed != backend["dtype"]:
-        on = " and ".join(d.upper() for d in device.get("compute_devices") or ["cpu"])
-        model += f" (computed in {computed if isinstance(computed, str) else ' and '.join(computed)} on {on})"
+        on = " and ".join(d.upper() for d in device.get("compute_devices") or [])
+        model += f" (computed in {computed if isinstance(computed, str) else ' and '.join(computed)}{' on ' + on if on else ''})"
     lines.append(("model", model + (f"; weights sha256 {backend['weights_digest']}" if backend.get("weights_digest") else "")))
     if backend.get("upscaler"):
         lines.append(("upscaler", ", ".join(f"{k} {v}" for k, v in backend["upscaler"].items() if not isinstance(v, dict))))

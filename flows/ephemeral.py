@@ -28,11 +28,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 MARKER = "prefect.server.api.server"  # in the server's command line: never signal another program
-TOKEN_VAR = "FRAMEFOLD_EPHEMERAL_TOKEN"
+# Not a FRAMEFOLD_* setting, so never forwarded to workers or Ray Jobs (tasks.finish, flows.submit)
+TOKEN_VAR = "_FRAMEFOLD_RUN_TOKEN"
 _watchdog: subprocess.Popen | None = None
+_token: str | None = None
 
 
 @functools.cache
@@ -86,22 +89,35 @@ def stop(token: str, grace_s: float = 5.0) -> list[int]:
 
 def tie() -> subprocess.Popen | None:
     """Tie the temporary server this process's Prefect will start, and the Ray node it will
-    start, to this process's life (once per process; call it before either starts). None where
-    there is no ``/proc`` to find them by (not Linux): there a killed run's server stays, as
-    Prefect leaves it, and Ray's agents end when they notice."""
-    global _watchdog
-    if _watchdog is not None and _watchdog.poll() is None:
-        return _watchdog
+    start, to this process's life: what it starts from now on carries its token (once per
+    process, its own even under a parent run's; call it before either starts). None where there
+    is no ``/proc`` to find them by (not Linux): there a killed run's server stays, as Prefect
+    leaves it, and Ray's agents end when they notice."""
+    global _watchdog, _token
     if not Path("/proc/self/environ").exists():
         return None
-    token = os.environ[TOKEN_VAR] = secrets.token_hex(8)  # its own, even under a parent run's
-    _watchdog = subprocess.Popen(
-        [sys.executable, "-m", "flows.ephemeral", token],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # a Ctrl-C to the run's terminal does not stop the watchdog first
-        cwd=Path(__file__).resolve().parents[1],
-    )  # fmt: skip
+    if _watchdog is None or _watchdog.poll() is not None:
+        _token = secrets.token_hex(8)
+        _watchdog = subprocess.Popen(
+            [sys.executable, "-m", "flows.ephemeral", _token],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the run's terminal does not stop the watchdog first
+            cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+    os.environ[TOKEN_VAR] = _token
     return _watchdog
+
+
+@contextlib.contextmanager
+def tied() -> Iterator[None]:
+    """:func:`tie` for the block: what this process starts after it (a `ray start` a notebook
+    runs, say) no longer carries the token. What the block started keeps it, and is stopped
+    when this process ends."""
+    tie()
+    try:
+        yield
+    finally:
+        os.environ.pop(TOKEN_VAR, None)
 
 
 def start_early() -> threading.Thread:

@@ -95,14 +95,13 @@ class Finishing:
 # settings (FRAMEFOLD_FFMPEG, store retries, …) and the stores' standard ones (endpoint, credentials),
 # so a worker encodes and writes as the driver would.
 FORWARDED = ("FRAMEFOLD_", "AWS_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS")
-NOT_FORWARDED = {"FRAMEFOLD_EPHEMERAL_TOKEN"}  # ties the driver's own processes to it (flows.ephemeral)
 
 
 def driver_limits() -> dict:
     """What of the driver's process follows its items to the workers that finish them: the
     settings in ``FORWARDED`` and its file-size limit (ulimit -f)."""
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return {"env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and k not in NOT_FORWARDED},
+    return {"env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)},
             "fsize": None if soft == resource.RLIM_INFINITY else soft}
 
 
@@ -198,7 +197,8 @@ def _finish(job: Finishing, conditioning: Conditioning):
         # 5. Stitch them into final frames, in order.
         codenoise_stats: dict = {}
         if item.window.mode == "codenoise":  # one full-length latent, co-denoised by the pool's coordinator
-            frames = clock.wrap("generate", _codenoise(item, keyed.params, conditioning, job.pool, codenoise_stats))
+            frames = clock.wrap("generate", _codenoise(item, keyed.params, conditioning, job.pool, codenoise_stats,
+                                                       tally))
         else:
             windows = clock.wrap("generate", tally.pixels(
                 _generate(item, ctx, keyed.key, plan, conditioning, job.pool, job.gpus, cache)))
@@ -231,10 +231,6 @@ def _finish(job: Finishing, conditioning: Conditioning):
         # GPU time: each window's compute on its worker (codenoise: the pool's actors over the generate stage)
         busy = timings.get("generate", 0.0) * len(job.pool.actors) if item.window.mode == "codenoise" \
             else tally.seconds
-        if "computed_on" in codenoise_stats:
-            device, dtype = codenoise_stats.pop("computed_on")
-            tally.devices.add(device)
-            tally.dtypes.update([dtype] if dtype else [])
 
         # 8. Record provenance: embed the record, sign and commit the outputs (the driver writes the sidecar).
         record = _record(item, ctx, keyed, job.infos, plan, writer, _Encoded(frame_hash.hexdigest(), stats),
@@ -322,9 +318,9 @@ def _generate(item: ItemSpec, ctx, key: str, plan, conditioning: Conditioning, p
 
 
 def _codenoise(item: ItemSpec, params: dict, conditioning: Conditioning, pool: ActorPool,
-               stats: dict) -> Iterator[Tensor]:
+               stats: dict, tally: Tally) -> Iterator[Tensor]:
     """The clip as uint8 chunks from the pool's coordinator (it runs in one of the actors); its
-    stats are put in ``stats`` at the end."""
+    stats are put in ``stats`` at the end, where the pool's actors computed in ``tally``."""
     for ref in pool.codenoise(params, conditioning):
         try:
             value = ray.get(ref)
@@ -334,6 +330,8 @@ def _codenoise(item: ItemSpec, params: dict, conditioning: Conditioning, pool: A
                 raise cause from None
             raise ItemError(f"codenoise failed: {type(cause).__name__}: {cause}") from cause
         if isinstance(value, dict):
+            for device, dtype in value.pop("computed_on", []):
+                tally.computed(device, dtype)
             stats.update(value)
         else:
             yield torch.from_numpy(np.require(value, requirements="W"))  # Ray hands out read-only arrays
@@ -393,7 +391,7 @@ def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: Rendit
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),
             "nodes": sorted(tally.nodes), "node_resources": ctx.cluster.describe(tally.nodes),
             "gpu_source": ctx.cluster.gpu_source, "cpu_fallback": ctx.cluster.fallback(item.gpus),
-            **_computed(keyed.backend, gpus, tally),
+            **_computed(tally),
         },
         "libraries": provenance.library_versions(),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
@@ -455,19 +453,15 @@ def _publish(output: Path | str, writer: RenditionWriter, outputs: list[dict], k
             (writer.output / o["path"]).unlink(missing_ok=True)
 
 
-def _computed(backend: dict, gpus: float, tally: Tally) -> dict:
-    """Where and in what precision the windows were computed, as their workers said: a worker given
-    a GPU that torch cannot use computes on its CPU, and a model's windows on a CPU compute in
-    float32 whatever its dtype (tasks.backends.diffusers_backend). Windows all read back from the
-    cache: what their placement implies."""
+def _computed(tally: Tally) -> dict:
+    """Where and in what precision this run computed the item's windows, as its workers said: a
+    worker given a GPU that torch cannot use computes on its CPU, and a model's windows on a CPU
+    compute in float32 whatever its dtype (tasks.backends.diffusers_backend). ``compute_dtype``:
+    one name, a list where workers differed, None where nothing said one (the motion backend, or
+    every window read back from the cache)."""
     dtypes = sorted(tally.dtypes)
-    if not backend.get("dtype"):
-        dtype = None
-    elif dtypes:
-        dtype = dtypes[0] if len(dtypes) == 1 else dtypes
-    else:
-        dtype = backend["dtype"] if gpus else "float32"
-    return {"compute_devices": sorted(tally.devices), "compute_dtype": dtype}
+    return {"compute_devices": sorted(tally.devices),
+            "compute_dtype": (dtypes[0] if len(dtypes) == 1 else dtypes) if dtypes else None}
 
 
 @dataclass
@@ -486,8 +480,11 @@ class Tally:
         else:
             self.nodes.add(rendered.node)
             self.seconds += rendered.seconds
-            self.devices.update([rendered.device] if rendered.device else [])
-            self.dtypes.update([rendered.dtype] if rendered.dtype else [])
+            self.computed(rendered.device, rendered.dtype)
+
+    def computed(self, device: str | None, dtype: str | None) -> None:
+        self.devices.update([device] if device else [])
+        self.dtypes.update([dtype] if dtype else [])
 
     def pixels(self, stream: Iterable[tuple[int, Rendered]]) -> Iterator[tuple[int, Any]]:
         for index, rendered in stream:

@@ -46,11 +46,13 @@ class Rendered:
         return self.node is None
 
 
-def computed_on(model: Any) -> tuple[str, str | None]:
-    """(device type, dtype name) that a loaded backend or model computes in, as it says itself."""
-    device = getattr(model, "device", "cpu")
+def computed_on(model: Any) -> tuple[str | None, str | None]:
+    """(device type, dtype name) that a loaded backend computes in, as it says itself (None for
+    what it does not say: the motion backend has no dtype)."""
+    device = getattr(model, "device", None)
     dtype = getattr(model, "dtype", None)
-    return torch.device(device).type, (str(dtype).removeprefix("torch.") if dtype is not None else None)
+    return (torch.device(device).type if device is not None else None,
+            str(dtype).removeprefix("torch.") if dtype is not None else None)
 
 
 def worker_device() -> str:

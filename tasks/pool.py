@@ -58,8 +58,7 @@ class ModelActor:
         t0 = time.perf_counter()
         model = loaded(sr["path"], sr["tile"], sr["tile_overlap"], self.device)
         out = model(frames)
-        device, _ = computed_on(model)  # its own dtype is not the generator's (device.compute_dtype)
-        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0, device)
+        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)  # not a window
     def upscaler_loads(self) -> int:
         """Super-resolution models loaded by this actor's process."""
         from tasks import superres
@@ -93,7 +92,11 @@ class ModelActor:
         for chunk in codenoise_chunks(self.backend.pipe, self.backend.spec, params, conditioning, submit=submit,
                                       stats=stats):
             yield to_uint8(chunk).numpy()
-        yield stats | {"computed_on": computed_on(self.backend)}  # the coordinator's; its peers load the same spec
+        yield stats | {"computed_on": ray.get([peer.computed_on.remote() for peer in peers])}
+
+    def computed_on(self) -> tuple[str | None, str | None]:
+        """(device type, dtype) this actor's backend computes in."""
+        return computed_on(self.backend)
 
     def loads(self) -> int:
         """Pipelines loaded by this actor's process (1 unless it was restarted)."""

@@ -32,10 +32,11 @@ class Owned:
         self.args, self.env, self.cwd = args, env, cwd
         self.log = log  # stdout; stderr goes to LOG.err
         self.err = log.with_name(log.name + ".err")
-        self._start("wb")
+        self.attempts = 1
+        self._start()
 
-    def _start(self, mode: str) -> None:
-        self._files = [open(self.log, mode), open(self.err, mode)]  # noqa: SIM115 - closed in stop()
+    def _start(self) -> None:
+        self._files = [open(self.log, "wb"), open(self.err, "wb")]  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.args, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=self._files[0],
             stderr=self._files[1], start_new_session=True,
@@ -43,9 +44,13 @@ class Owned:
         self.sid = self.proc.pid  # start_new_session: the child is its session's leader
 
     def restart(self) -> None:
-        """Stop the session and run the same command again (its logs started afresh)."""
+        """Stop the session and run the same command again (the earlier attempt's logs kept as
+        LOG.N and LOG.err.N)."""
         self.stop()
-        self._start("wb")
+        for path in (self.log, self.err):
+            path.rename(path.with_name(f"{path.name}.{self.attempts}"))
+        self.attempts += 1
+        self._start()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

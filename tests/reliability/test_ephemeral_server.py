@@ -64,6 +64,15 @@ def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_els
             p.wait()
 
 
+def _manifest(tmp_path: Path) -> Path:
+    for n in range(3):
+        draw_image(tmp_path / "img" / f"{n}.png", (64, 48), seed=n)
+    doc = {"version": 1, "name": "killed", "output": "out",
+           "defaults": {"frames": 240, "fps": 12, "size": [64, 64], "window": {"length": 8, "overlap": 2}},
+           "items": [{"id": f"i{n}", "image": f"img/{n}.png"} for n in range(3)]}  # fmt: skip
+    return write_manifest(tmp_path, doc)
+
+
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_prefect_server(tmp_path, shared):
     manifest = _manifest(tmp_path)
@@ -91,50 +100,49 @@ def test_a_killed_run_leaves_no_prefect_server(tmp_path, shared):
             server.kill()
 
 
-
-def _manifest(tmp_path: Path) -> Path:
-    for n in range(3):
-        draw_image(tmp_path / "img" / f"{n}.png", (64, 48), seed=n)
-    doc = {"version": 1, "name": "killed", "output": "out",
-           "defaults": {"frames": 240, "fps": 12, "size": [64, 64], "window": {"length": 8, "overlap": 2}},
-           "items": [{"id": f"i{n}", "image": f"img/{n}.png"} for n in range(3)]}  # fmt: skip
-    return write_manifest(tmp_path, doc)
-
-
 _AGENTS = (os.path.join("dashboard", "agent.py"), os.path.join("runtime_env", "agent", "main.py"))
 
 
 @pytest.mark.slow
 def test_a_killed_run_leaves_nothing_of_its_own_ray(tmp_path, shared):
     """A run that started a Ray node of its own (no cluster address; reporting to a Prefect
-    server, so no temporary one), killed as that node's agents start: every process of the node
-    is gone within 30 s. Ray's GCS and raylet die with their parent; agents killed while they
-    start took 75-80 s to notice on their own."""
+    server, so no temporary one), killed as that node's agents start: every process the run
+    started (its node's GCS, raylet, agents and workers, their ffmpegs, its watchdog) is gone
+    within 30 s. Ray's GCS and raylet die with their parent; agents killed while they start took
+    75-80 s to notice on their own."""
     env = child_env(tmp_path, PREFECT_API_URL=shared.prefect_api_url)  # no RAY_ADDRESS
     run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(_manifest(tmp_path))], env=env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    node: list[psutil.Process] = []
+    started: list[psutil.Process] = []
+
+    def descendants() -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(run.pid).children(recursive=True)
+        return []
 
     def agents() -> int:  # the dashboard and runtime-env agents, by their script or by their new name
-        return sum(any(a.endswith(_AGENTS) or a.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
-                       for a in c.cmdline()) for c in node)
+        count = 0
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                count += any(a.endswith(_AGENTS) or a.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
+                             for a in process.cmdline())
+        return count
 
     try:
         deadline = time.monotonic() + 180
         while run.poll() is None and time.monotonic() < deadline and agents() < 2:
-            node = [c for c in psutil.Process(run.pid).children(recursive=True) if _tied_program(c.cmdline())]
+            started = descendants()
             time.sleep(0.1)
-        assert agents() == 2, [c.cmdline() for c in node]
+        assert agents() == 2, f"the run's Ray agents did not start (run exit {run.poll()})"
         time.sleep(2)  # the agents are starting: left alone, they notice their node is gone a minute later
         assert run.poll() is None, f"the run ended (exit {run.poll()}) before it could be killed"
+        started = descendants()  # with the workers started meanwhile
         os.kill(run.pid, signal.SIGKILL)
         run.wait(timeout=30)
-        gone, alive = psutil.wait_procs(node, timeout=30)
-        assert not alive, f"processes of the killed run's Ray outlived it: {[p.cmdline()[:2] for p in alive]}"
-    except psutil.NoSuchProcess:
-        pytest.fail("the run ended before its Ray node was up")
+        gone, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, f"processes of the killed run outlived it: {[p.pid for p in alive]}"
     finally:
-        for p in (run, *node):
+        for p in (run, *started):
             with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
                 p.kill()
 
@@ -173,12 +181,22 @@ def test_a_server_started_early_is_the_one_prefects_client_uses(tmp_path):
     assert started == used and count == "1" and same == "True", out.stdout  # one server, up before the client asked
 
 
-def test_a_runs_token_stays_with_its_own_processes(monkeypatch):
-    """Workers that finish a run's items take its FRAMEFOLD_* settings, not its token: what they
-    start (ffmpeg) is not the run's to stop, and a cluster's workers never carry it."""
+def test_a_runs_token_stays_with_its_own_processes(monkeypatch, tmp_path):
+    """The token is not a FRAMEFOLD_* setting: neither the workers that finish a run's items
+    (what they start is not the run's to stop) nor a Ray Job take it; and what a process starts
+    after its run (a `ray start` in a notebook) does not carry it."""
+    from flows.ephemeral import tied
+    from flows.submit import job_for
     from tasks.finish import driver_limits
 
-    monkeypatch.setenv(TOKEN_VAR, "t1")
     monkeypatch.setenv("FRAMEFOLD_STORE_RETRIES", "2")
-    env = driver_limits()["env"]
-    assert env.get("FRAMEFOLD_STORE_RETRIES") == "2" and TOKEN_VAR not in env
+    monkeypatch.delenv(TOKEN_VAR, raising=False)
+    with tied():
+        token = os.environ[TOKEN_VAR]
+        assert driver_limits()["env"].get("FRAMEFOLD_STORE_RETRIES") == "2"
+        assert TOKEN_VAR not in driver_limits()["env"]
+        job = job_for(write_manifest(tmp_path, {"version": 1, "name": "j", "output": "out", "items": []}))
+        assert TOKEN_VAR not in str(job.runtime_env) and token not in str(job.runtime_env)
+    assert TOKEN_VAR not in os.environ
+    with tied():  # the same watchdog, the same token, for a second run of this process
+        assert os.environ[TOKEN_VAR] == token
