@@ -106,6 +106,7 @@ def test_a_catalog_read_is_retried_and_one_that_never_answers_exits_1(s3, s3_ser
     catalog = r"/jobs/catalog\.parquet$"
 
     failed = []
+
     def first_read_fails(request):
         if request.method == "GET" and "catalog.parquet" in request.path and not failed:
             failed.append(request)
@@ -124,6 +125,12 @@ def test_a_catalog_read_is_retried_and_one_that_never_answers_exits_1(s3, s3_ser
         assert "a store did not answer" in err and "invalid manifest" not in err, err
         assert f"catalog.path: cannot read catalog {s3}/jobs/catalog.parquet: HTTP 503 SlowDown (after 3 attempts" in err, err
     assert not [key for key in keys(s3) if key.startswith("jobs/out/")]  # nothing written
+
+    s3_server.fail = None  # the store answers; the file is not Parquet: bad input, named as such
+    put(f"{s3}/jobs/catalog.parquet", b"not a parquet file")
+    assert main(["validate", f"{s3}/jobs/spring.yaml"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"catalog.path: cannot read {s3}/jobs/catalog.parquet as Parquet: ArrowInvalid" in err, err
 
 
 def test_stills_in_a_store_that_is_down_exit_1_for_a_local_manifest(s3, s3_server, tmp_path, monkeypatch, capsys):
