@@ -58,7 +58,9 @@ class ModelActor:
         t0 = time.perf_counter()
         model = loaded(sr["path"], sr["tile"], sr["tile_overlap"], self.device)
         out = model(frames)
-        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)  # not a window
+        # not a window: no device or dtype, which device.compute_* report for the generator's windows
+        return Rendered(out, ray.get_runtime_context().get_node_id(), time.perf_counter() - t0)
+
     def upscaler_loads(self) -> int:
         """Super-resolution models loaded by this actor's process."""
         from tasks import superres

@@ -52,6 +52,11 @@ class Owned:
         self.attempts += 1
         self._start()
 
+    def start_timed_out(self) -> bool:
+        """Whether this `ray start` exited because its raylet missed Ray's 30 s registration
+        wait (see RAY_START_TIMED_OUT): worth starting again, unlike any other failure."""
+        return self.proc.poll() not in (None, 0) and RAY_START_TIMED_OUT in self.tail()
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -177,7 +182,7 @@ def wait_started(node: Owned, what: str) -> None:
             time.sleep(0.5)
         else:
             pytest.fail(f"{what} did not start in {NODE_START_TIMEOUT} s:\n{node.tail()}")
-        if RAY_START_TIMED_OUT not in node.tail() or attempt == START_ATTEMPTS:
+        if not node.start_timed_out() or attempt == START_ATTEMPTS:
             pytest.fail(f"{what} exited with {node.proc.returncode}:\n{node.tail()}")
         print(f"{what}: Ray's 30 s registration wait ran out (attempt {attempt}); starting it again")
         node.restart()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import prefect_home
-from tests.raynodes import RAY_START_TIMED_OUT, START_ATTEMPTS, Owned, free_ports, teardown
+from tests.raynodes import START_ATTEMPTS, Owned, free_ports, teardown
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True),
               pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
@@ -102,7 +102,7 @@ def test_cluster_recipe_runs_a_job_both_ways(tmp_path: Path) -> None:
             t0 = time.monotonic()
             code = proc.wait(timeout=RUN_TIMEOUT if "framefold" in command else START_TIMEOUT)
             for _ in range(START_ATTEMPTS - 1):  # Ray's own 30 s wait for the node to register ran out
-                if not (command.startswith("ray start") and code != 0 and RAY_START_TIMED_OUT in proc.tail()):
+                if not (command.startswith("ray start") and proc.start_timed_out()):
                     break
                 proc.restart()
                 code = proc.wait(timeout=START_TIMEOUT)
