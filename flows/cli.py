@@ -199,7 +199,7 @@ def _plan(args) -> int:
         rows.append({
             "id": item.id, "action": "skip" if why == "current" else "make", "why": why,
             "gpu_seconds_estimate": None if gpu is None else round(gpu, 3),
-            "frames": item.frames, "fps": item.fps, "loop": item.loop,
+            "frames": item.frames, "fps": item.fps, "loop": item.loop, "loop_start": item.loop_start_rule,
             "size": list(item.size), "output_size": list(item.output_size),
             "windows": len(plan.windows), "window": item.window.length, "overlap": item.window.overlap,
             "frames_generated": generated, "redundancy": round(plan.redundancy, 3),
@@ -607,6 +607,7 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
     lines.append(("windows", f"{len(windows)} × {'/'.join(map(str, lengths))} frames, overlap {overlap}, "
                              f"{plan.get('weighting')} weighting, mode {plan.get('mode')}"
                              + (", circular (loop)" if plan.get("circular") else "")
+                             + _loop_start_note(plan.get("loop_start"))
                              + (f", {plan['windows_reused']} reused" if plan.get("windows_reused") else "")))
     drift = metrics.get("colour_drift")
     lines.append(("metrics", f"seam {num(metrics.get('seam_ratio'))} · loop closure {num(metrics.get('loop_closure_ratio'))}"
@@ -615,6 +616,15 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
     lines.append(("content key", str(record.get("content_key"))))
     lines.append(("credentials", _c2pa_line(c2pa)))
     return lines
+
+
+def _loop_start_note(cut: dict | None) -> str:
+    """', file starts at frame 37 (after its smoothest step; generated wrap 1.31)' for a loop moved to its quietest step."""
+    if not isinstance(cut, dict) or not cut.get("start_frame"):
+        return ""
+    wrap = cut.get("generated_wrap_ratio")
+    return (f", file starts at frame {cut['start_frame']} (after its {cut.get('rule')} step"
+            + (f"; generated wrap {wrap:.2f}" if isinstance(wrap, (int, float)) else "") + ")")
 
 
 def _credentials(path: Path, shown: str | None = None) -> dict | None:

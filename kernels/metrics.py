@@ -21,6 +21,23 @@ def frame_steps(frames: Tensor) -> Tensor:
     return (x[1:] - x[:-1]).abs().mean(dim=1)
 
 
+def quietest_start(steps: Tensor) -> int:
+    """Where a circular clip's file should start so that its wrap is its smallest step.
+
+    ``steps`` (T,): the clip's steps around the circle, ``steps[k]`` from frame k to frame
+    (k + 1) mod T. Returns ``(argmin + 1) mod T`` (the first of equal minima), the frame
+    after the quietest step.
+
+    >>> quietest_start(torch.tensor([3.0, 1.0, 2.0, 1.0]))
+    2
+    >>> quietest_start(torch.tensor([2.0, 2.0, 0.5]))
+    0
+    """
+    if steps.ndim != 1 or len(steps) < 1:
+        raise ValueError(f"steps must be (T,) with T >= 1, got shape {tuple(steps.shape)}")
+    return (int(torch.argmin(steps)) + 1) % len(steps)
+
+
 def loop_closure_ratio(frames: Tensor) -> float:
     """How the wrap step of a looping clip (T, ...) compares with its ordinary steps:
     ``mean|frames[0] - frames[-1]| / median(frame_steps(frames))`` (lower median for an

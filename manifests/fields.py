@@ -141,6 +141,7 @@ Seconds = Annotated[float, Field(gt=0)]
 Side = Annotated[int, Field(ge=16, multiple_of=2)]
 HexColour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
 Fit = Literal["cover", "contain", "stretch"]
+LoopStart = Literal["auto", "smoothest", "first"]
 Format = Literal["mp4", "webm", "gif", "poster"]  # tasks.renditions.EXTENSIONS
 Formats = Annotated[tuple[Format, ...], Field(min_length=1), AfterValidator(check_unique)]
 ASPECT_PATTERN = r"^(native|[1-9][0-9]?:[1-9][0-9]?)$"

@@ -28,6 +28,7 @@ from .fields import (
     GpuRequest,
     Guidance,
     HexColour,
+    LoopStart,
     Patch,
     Prompt,
     RelPath,
@@ -111,6 +112,10 @@ class ItemSpec(Resolved):
     )
     size: tuple[Side, Side] = Field((256, 256), description="Generation size [width, height] in pixels, each even and >= 16.")
     loop: bool = Field(False, description="Make a seamless loop (the last frame flows into the first).")
+    loop_start: LoopStart = Field(
+        "auto", description="Where a loop's file starts: 'smoothest' (after its smallest frame-to-frame change), "
+        "'first' (the generated order), or 'auto': first for an item with an image, else smoothest."
+    )
     window: WindowSpec = Field(default_factory=WindowSpec, description="Temporal windows; merged key by key with defaults.")
     upscale: UpscaleSpec = Field(default_factory=UpscaleSpec, description="Upscaling; merged key by key with defaults.")
     formats: Formats = Field(
@@ -149,6 +154,15 @@ class ItemSpec(Resolved):
         """``i2v`` when the item has an image, else ``t2v``."""
         return "i2v" if self.image is not None else "t2v"
 
+    @property
+    def loop_start_rule(self) -> str | None:
+        """``smoothest`` or ``first`` for a loop (``auto`` resolved: an image's loop starts at the still), else None."""
+        if not self.loop:
+            return None
+        if self.loop_start == "auto":
+            return "first" if self.image is not None else "smoothest"
+        return self.loop_start
+
     def params(self) -> dict[str, Any]:
         """Every generation parameter, JSON-serialisable. Left out: id and source, the input
         paths (their bytes' digests stand for them, so moving a folder changes nothing) and
@@ -158,7 +172,11 @@ class ItemSpec(Resolved):
         exclude["upscale"] = {"path"}  # the upscaler's weights digest stands for it (in the backend identity)
         if self.upscale.method != "model":
             exclude["upscale"] |= {"tile", "tile_overlap"}  # unused by resampling: no effect on the pixels
-        return self.model_dump(mode="json", exclude=exclude)
+        exclude["loop_start"] = True  # its resolved rule below, and only for a loop: it changes nothing else
+        params = self.model_dump(mode="json", exclude=exclude)
+        if self.loop:
+            params["loop_start"] = self.loop_start_rule
+        return params
 
     @model_validator(mode="after")
     def _cross_field_rules(self, info: ValidationInfo) -> ItemSpec:

@@ -6,7 +6,8 @@ object store (window tasks or the model pool's actors; for codenoise, the clip t
 pool's coordinator streams), so the process that reads the manifest only orchestrates:
 it loads no model, holds no frames and decodes no video, and finishing scales with the
 cluster. Frames leave the stitcher as soon as they are final and are piped into ffmpeg,
-so no stage holds the whole video. Outputs are written atomically through the
+so no stage holds the whole video in memory (a loop that starts at its smoothest step is
+spooled to disk until its last frame is in: ``tasks.loopcut``). Outputs are written atomically through the
 rendition writer and ``tasks.store``; the task reports the frames it has encoded as it
 goes (a Ray streaming generator) and ends with a :class:`Finished`.
 
@@ -48,6 +49,7 @@ from tasks.backends import Conditioning, spec_of
 from tasks.cache import WindowCache
 from tasks.errors import ItemError
 from tasks.generate import Rendered, generate_windows, outpaint_windows, task_submitter
+from tasks.loopcut import LoopCut, cut_loop
 from tasks.malloc import return_large_buffers
 from tasks.plan import ItemPlan
 from tasks.pool import ActorPool
@@ -205,6 +207,11 @@ def _finish(job: Finishing, conditioning: Conditioning):
             frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames,
                                                  weighting=plan.weighting))
 
+        # A loop's file starts where its wrap is quietest (loop_start), once every frame is in.
+        cut = LoopCut(item.loop_start_rule or "first")
+        if item.loop:
+            frames = clock.wrap("loop_start", cut_loop(frames, writer.output, cut))
+
         # 6. Upscale to the output size (resampling, or the super-resolution model on the pool).
         before_upscale = None
         if item.upscale.method == "model" or tuple(item.output_size) != tuple(item.size):
@@ -234,7 +241,7 @@ def _finish(job: Finishing, conditioning: Conditioning):
 
         # 8. Record provenance: embed the record, sign and commit the outputs (the driver writes the sidecar).
         record = _record(item, ctx, keyed, job.infos, plan, writer, _Encoded(frame_hash.hexdigest(), stats),
-                         before_upscale, tally, job.gpus, busy, codenoise_stats, timings, job.started_at)
+                         before_upscale, tally, job.gpus, busy, codenoise_stats, timings, job.started_at, cut)
         outputs = _write(item, ctx, keyed, writer, record)
     finally:
         writer.close()
@@ -355,9 +362,11 @@ class _Encoded:
 
 def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: RenditionWriter,
             encoded: _Encoded, before_upscale: StreamingClipStats | None, tally: Tally, gpus: float, busy: float,
-            codenoise_stats: dict, timings: dict, started_at: str) -> dict:
+            codenoise_stats: dict, timings: dict, started_at: str, cut: LoopCut) -> dict:
     """The provenance record of a produced item (sidecar, embedded tag, signed assertion)."""
     width, height = item.output_size
+    # the windows where the delivered frames have them (a loop's file may start at another frame)
+    shown = [w._replace(start=(w.start - cut.start) % plan.num_frames) for w in plan.windows]
     return {
         "schema": provenance.SCHEMA,
         "framefold_version": provenance.version(),
@@ -377,15 +386,16 @@ def _record(item: ItemSpec, ctx, keyed: Keyed, infos: dict, plan, writer: Rendit
         "content_key": keyed.key,
         "reason": keyed.why,
         "plan": {**plan.as_dict(), "mode": item.window.mode, "windows_reused": tally.reused, **(
-            {"codenoise": codenoise_stats} if codenoise_stats else {})},
+            {"codenoise": codenoise_stats} if codenoise_stats else {}), **(
+            {"loop_start": cut.as_dict()} if item.loop else {})},
         "upscale": _upscale_record(item, ctx, keyed.backend, (width, height)),
         "video": {
             "format": "mp4", "codec": "h264", "pix_fmt": "yuv420p",
             "frames": writer.frames, "fps": item.fps, "width": width, "height": height,
             "frames_sha256": encoded.frames_sha256,
         },
-        "metrics": {**_metrics(encoded.stats, item.loop, plan.windows, before_upscale),
-                    **_file_metrics(writer, item.loop, plan.windows)},
+        "metrics": {**_metrics(encoded.stats, item.loop, shown, before_upscale),
+                    **_file_metrics(writer, item.loop, shown)},
         "device": {
             "ray": ctx.cluster.address, "gpus_per_window": gpus, "cluster_gpus": ctx.cluster.gpus,
             "window_seconds": round(busy, 4), "gpu_seconds": round(busy * gpus, 4),

@@ -165,8 +165,10 @@ def test_loop_closes_seamlessly(small_job):
     assert steps.min() > 0  # it does move
     assert wrap <= 1.5 * np.median(steps)
     # the ratio recorded in provenance is measured on the frames before encoding
-    recorded = json.loads((out / "a.json").read_text())["metrics"]["loop_closure_ratio"]
+    record = json.loads((out / "a.json").read_text())
+    recorded = record["metrics"]["loop_closure_ratio"]
     assert 0 < recorded <= 1.5
+    assert record["plan"]["loop_start"] == {"rule": "first", "start_frame": 0}  # an image's loop starts at the still
 
 
 def test_ledger_is_plain_parquet(small_job):

@@ -95,6 +95,7 @@ MALFORMED: list[tuple[str, Mutation, str, str]] = [
     ("window-not-mapping", _set("items.0.window", [16, 4]), "items[0].window", "expected a mapping"),
     ("window-mode-backend", _set("items.0.window", {"mode": "codenoise"}), "items[0].window.mode", "backend 'motion' supports: independent"),
     ("backend-unknown", _set("items.0.backend", "sora"), "items[0].backend", "'motion'"),
+    ("loop-start-unknown", _set("items.0.loop_start", "middle"), "items[0].loop_start", "'smoothest'"),
     ("upscale-not-whole", _set("items.0.upscale", {"factor": 1.3}), "items[0].upscale.factor", "whole number of pixels"),
     ("upscale-odd", _all(_set("items.0.size", [258, 258]), _set("items.0.upscale", {"factor": 1.5})), "items[0].upscale.factor", "387 is odd"),
     ("upscale-even-control", _all(_set("items.0.size", [258, 256]), _set("items.0.upscale", {"factor": 3})), "", None),

@@ -130,6 +130,11 @@ def test_flow_runs_a_looped_codenoise_item(project):
     assert any(start + length > 24 for start, length in stats["latent_windows"])
     assert record["video"]["frames"] == 24
     assert 0 < record["metrics"]["loop_closure_ratio"] <= 1.2  # the latent wraps: no crossfade needed
+    # a text-to-video loop starts after its smoothest step; the metrics see the windows where the file has them
+    cut = record["plan"]["loop_start"]
+    assert cut["rule"] == "smoothest" and 0 <= cut["start_frame"] < 24 and cut["generated_wrap_ratio"] > 0
+    assert [w["start"] for w in record["metrics"]["colour_drift"]["windows"]] == [
+        (start - cut["start_frame"]) % 24 for start, _ in record["plan"]["windows"]]
 
 
 def test_wan_decode_in_chunks_equals_the_pipeline_decode(project):

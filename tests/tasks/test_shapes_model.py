@@ -80,6 +80,9 @@ def test_the_example_manifest_runs_the_trained_model(tmp_path):
         record = json.loads((tmp_path / "out" / "shapes" / f"{item['id']}.json").read_text())
         assert record["backend"]["weights_digest"] == RECIPE["weights_digest"]
         assert record["video"]["width"] == 128 and record["metrics"]["file"]["frames"] == 16
+        if item.get("loop"):  # the loop item: its file starts after its smoothest step, and closes there
+            assert record["plan"]["loop_start"]["rule"] == "smoothest"
+            assert record["metrics"]["file"]["loop_closure_ratio"] <= 1.2
 
 
 @pytest.mark.slow
