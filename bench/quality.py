@@ -127,24 +127,36 @@ def reference_stats(frames_by_seed: list[torch.Tensor], bounds: list[int], autoc
     return out
 
 
-def loop_closure(clips: list[torch.Tensor], folder: Path) -> dict:
-    """Wrap step ÷ median step of looping clips (T, H, W, 3) uint8: on the frames, and on
-    each clip's mp4 decoded back (mean and std over clips)."""
+def as_delivered(item, video: np.ndarray, folder: Path):
+    """A loop item's frames (T, H, W, 3) uint8 in the order its file has them (the item's
+    ``loop_start``, as ``tasks.finish`` applies it), and the :class:`tasks.loopcut.LoopCut`."""
+    from tasks.loopcut import LoopCut, cut_loop
+
+    cut = LoopCut(item.loop_start_rule or "first")
+    out = np.concatenate([c.numpy() for c in cut_loop([torch.from_numpy(video)], folder, cut)])
+    return out, cut
+
+
+def loop_closure(items, clips: list[torch.Tensor], folder: Path) -> dict:
+    """Wrap step ÷ median step of looping clips (T, H, W, 3) uint8: of the generated order,
+    and of each clip's mp4 (its frames from the item's ``loop_start``) decoded back (mean,
+    std and largest over clips)."""
     from tasks.encode import VideoEncoder
     from tasks.quality import measure_file, measure_frames
 
     folder.mkdir(parents=True, exist_ok=True)
     frames, files = [], []
-    for n, clip in enumerate(clips):
-        video = np.ascontiguousarray(clip.numpy())
-        height, width = video.shape[1:3]
-        frames.append(measure_frames([video], loop=True)["loop_closure_ratio"])
+    for n, (item, clip) in enumerate(zip(items, clips)):
+        generated = np.ascontiguousarray(clip.numpy())
+        height, width = generated.shape[1:3]
+        frames.append(measure_frames([generated], loop=True)["loop_closure_ratio"])
+        video, _ = as_delivered(item, generated, folder)
         path = folder / f"{n}.mp4"
         with VideoEncoder(path, width=width, height=height, fps=8, loop_frames=len(video)) as enc:
             enc.write(video)
         files.append(measure_file(path, width=width, height=height, loop=True)["loop_closure_ratio"])
-    return {"frames": {"mean": float(np.mean(frames)), "std": float(np.std(frames))},
-            "mp4": {"mean": float(np.mean(files)), "std": float(np.std(files))}}
+    return {"generated": {"mean": float(np.mean(frames)), "std": float(np.std(frames)), "max": float(np.max(frames))},
+            "mp4": {"mean": float(np.mean(files)), "std": float(np.std(files)), "max": float(np.max(files))}}
 
 
 def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: int = 4, size: int = 16,
@@ -173,7 +185,7 @@ def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: in
         stats = reference_stats(clips, boundaries(items[0]), autocovariance, circular=loop)
         stats["seconds_per_clip"] = round(seconds, 3)
         if loop:  # the wrap in the frames and in each clip's mp4 (encoded as framefold encodes loops)
-            stats["loop_closure"] = loop_closure(clips, work / f"loops-{mode}")
+            stats["loop_closure"] = loop_closure(items, clips, work / f"loops-{mode}")
         results[mode] = stats
     return {"seeds": seeds, "frames": frames, "window": [length, overlap], "size": size, "steps": steps,
             "loop": loop, "weighting": weighting, "modes": results}  # fmt: skip
@@ -210,16 +222,21 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
     if mode == "freenoise":
         spans = [(b - 4, 8) for b in boundaries(items[0])[::2]] or spans
     t0 = time.perf_counter()
-    per_seed, clips, shapes, evenness = [], [], [], []
+    per_seed, clips, shapes, evenness, generated_wraps = [], [], [], [], []
     colour = COLOURS[prompt.split()[1]]
     with tempfile.TemporaryDirectory() as tmp:
         for item in items:
             video = render(item, pool=pool).numpy()
             clips.append(video)
+            shown = spans
+            if loop:  # the file's order (loop_start), and the generated order's wrap for comparison
+                generated_wraps.append(step_spread(video, loop=True))
+                video, cut = as_delivered(item, video, Path(tmp))
+                shown = [((start - cut.start) % len(video), length) for start, length in spans]
             path = Path(tmp) / f"{item.id}.mp4"
             with VideoEncoder(path, width=32, height=32, fps=8, loop_frames=len(video) if loop else None) as enc:
                 enc.write(video)
-            per_seed.append(measure_file(path, width=32, height=32, windows=spans, loop=loop))
+            per_seed.append(measure_file(path, width=32, height=32, windows=shown, loop=loop))
             decoded = np.concatenate([np.asarray(c).reshape(-1, 32, 32, 3) for c in decode(path, width=32, height=32)])
             shapes.append(shape_stats(decoded, colour))
             evenness.append(step_spread(decoded, loop=loop))
@@ -254,7 +271,10 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             # clips' alongside), and for loops where the wrap ranks among its clip's steps
             "steps_over_1_2": agg2([e["steps_over_1_2"] for e in evenness]),
             "training_steps_over_1_2": round(float(np.mean(truth_spread)), 4),
-            "wrap_rank_per_seed": [e["wrap_rank"] for e in evenness] if loop else None,
+            # the generated order's wrap (before loop_start moves it to the quietest step): its
+            # ratio to the median step and its rank among the clip's steps (a seam would rank near 1)
+            "generated_wrap_per_seed": [g["wrap_ratio"] for g in generated_wraps] if loop else None,
+            "wrap_rank_per_seed": [g["wrap_rank"] for g in generated_wraps] if loop else None,
             "training_median_step": float(np.median([m["median_step"] for m in truth])),
             # the prompt's shape: its share of the frame ÷ the training clips', frames where it shows
             # (share within 0.5–2× theirs), and how far the rest is from the training background
@@ -310,7 +330,7 @@ def step_spread(frames: np.ndarray, *, loop: bool = False) -> dict:
     share of its frame steps above 1.2× their median (acceptance 3's bar for a loop's
     wrap); for a loop also ``wrap_rank``, the share of its other steps smaller than the
     wrap (a seam puts it near 1; a wrap that is an ordinary step ranks anywhere,
-    about 0.5 on average over seeds)."""
+    about 0.5 on average over seeds), and ``wrap_ratio``, the wrap ÷ the median step."""
     from kernels.metrics import frame_steps
 
     steps = frame_steps(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
@@ -318,6 +338,7 @@ def step_spread(frames: np.ndarray, *, loop: bool = False) -> dict:
     if loop:
         wrap = float(frame_steps(torch.from_numpy(np.ascontiguousarray(frames[[-1, 0]])))[0])
         out["wrap_rank"] = round(float(np.mean(steps < wrap)), 4)
+        out["wrap_ratio"] = round(wrap / float(np.median(steps)), 4) if np.median(steps) > 0 else None
     return out
 
 
