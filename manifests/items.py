@@ -172,10 +172,10 @@ class ItemSpec(Resolved):
         exclude["upscale"] = {"path"}  # the upscaler's weights digest stands for it (in the backend identity)
         if self.upscale.method != "model":
             exclude["upscale"] |= {"tile", "tile_overlap"}  # unused by resampling: no effect on the pixels
-        exclude["loop_start"] = True  # its resolved rule below, and only for a loop: it changes nothing else
-        params = self.model_dump(mode="json", exclude=exclude)
-        if self.loop:
-            params["loop_start"] = self.loop_start_rule
+        exclude["loop_start"] = True  # below, resolved: only a loop that is turned round differs from the
+        params = self.model_dump(mode="json", exclude=exclude)  # generated order (so other keys stay as they were)
+        if self.loop_start_rule == "smoothest":
+            params["loop_start"] = "smoothest"
         return params
 
     @model_validator(mode="after")

@@ -93,10 +93,13 @@ def test_loop_start_resolves_by_image_and_keys_only_loops(tmp_path):
     rules = {name: item.loop_start_rule for name, item in items.items()}
     assert rules == {"text": "smoothest", "still": "first", "text-first": "first", "still-smoothest": "smoothest",
                      "line": None}
+    # only a loop turned round differs from the generated order: the others keep the content key they had
     assert items["text"].params()["loop_start"] == "smoothest"
-    assert "loop_start" not in items["line"].params()  # a clip that does not loop keeps its content key
-    line = items["line"].model_copy(update={"loop_start": "auto"})
-    assert line.params() == items["line"].params()
+    assert items["still-smoothest"].params()["loop_start"] == "smoothest"
+    for name in ("still", "text-first", "line"):
+        assert "loop_start" not in items[name].params(), name
+    assert items["line"].model_copy(update={"loop_start": "auto"}).params() == items["line"].params()
+    assert items["text-first"].params() == items["text"].model_copy(update={"loop_start": "first"}).params()
 
 
 @pytest.mark.slow
