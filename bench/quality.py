@@ -131,8 +131,10 @@ def as_delivered(item, video: np.ndarray, folder: Path):
     """A loop item's frames (T, H, W, 3) uint8 in the order its file has them (the item's
     ``loop_start``, as ``tasks.finish`` applies it), and the :class:`tasks.loopcut.LoopCut`."""
     from tasks.loopcut import LoopCut, cut_loop
+    from tasks.plan import plan_item
 
-    cut = LoopCut(item.loop_start_rule or "first")
+    plan = plan_item(item)
+    cut = LoopCut.of(item.loop_start_rule, plan.windows, plan.num_frames)
     out = np.concatenate([c.numpy() for c in cut_loop([torch.from_numpy(video)], folder, cut)])
     return out, cut
 

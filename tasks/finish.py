@@ -208,7 +208,7 @@ def _finish(job: Finishing, conditioning: Conditioning):
                                                  weighting=plan.weighting))
 
         # A loop's file starts where its wrap is quietest (loop_start), once every frame is in.
-        cut = LoopCut(item.loop_start_rule or "first")
+        cut = LoopCut.of(item.loop_start_rule, plan.windows, plan.num_frames)
         if item.loop:
             frames = clock.wrap("loop_start", cut_loop(frames, writer.output, cut))
 

@@ -8,7 +8,8 @@ to 0, a platform that re-encodes without the mp4's edit list) adds its own hiccu
 ``loop_start: smoothest`` (the default for an item without an image) the file starts
 after the clip's smallest frame-to-frame change, so the wrap is the loop's quietest step;
 ``first`` keeps the generated order (the default for an item with an image, whose loop
-starts at the still).
+starts at the still, and what a clip made in a single window gets: its wrap was never
+generated inside a window).
 
 The frames are spooled raw beside the outputs (T × H × W × 3 bytes at the generation
 size) until the last one arrives, then read back from the chosen start in chunks.
@@ -17,7 +18,7 @@ size) until the last one arrives, then read back from the chosen start in chunks
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from kernels.metrics import StreamingClipStats, frame_steps, quietest_start
+from kernels.windows import Window
 
 
 @dataclass
@@ -35,11 +37,30 @@ class LoopCut:
     rule: str  # "smoothest" or "first"
     start: int = 0  # the generated frame the file starts at
     generated_wrap_ratio: float | None = None  # the generated order's wrap step ÷ its median step
+    reason: str | None = None  # why the rule differs from the item's
+
+    @classmethod
+    def of(cls, rule: str | None, windows: Sequence[Window], num_frames: int) -> LoopCut:
+        """The cut for an item's ``loop_start`` rule and window plan. A file is turned round
+        only where its wrap was generated like its other steps, inside a window: a clip made
+        in one window is a line whose ends meet only in the file, so it keeps the generated
+        order and ``loop_closure_ratio`` shows its wrap as it is.
+
+        >>> LoopCut.of("smoothest", [Window(0, 16)], 16).as_dict()["reason"]
+        'one window: its wrap is not generated inside a window'
+        >>> LoopCut.of("smoothest", [Window(2, 8), Window(6, 8), Window(10, 8)], 12).rule
+        'smoothest'
+        """
+        if rule == "smoothest" and not any(w.start % num_frames + w.length > num_frames for w in windows):
+            return cls("first", reason="one window: its wrap is not generated inside a window")
+        return cls(rule or "first")
 
     def as_dict(self) -> dict:
         out: dict = {"rule": self.rule, "start_frame": self.start}
         if self.generated_wrap_ratio is not None:
             out["generated_wrap_ratio"] = round(self.generated_wrap_ratio, 4)
+        if self.reason:
+            out["reason"] = self.reason
         return out
 
 

@@ -101,6 +101,15 @@ def test_loop_start_resolves_by_image_and_keys_only_loops(tmp_path):
     assert items["line"].model_copy(update={"loop_start": "auto"}).params() == items["line"].params()
     assert items["text-first"].params() == items["text"].model_copy(update={"loop_start": "first"}).params()
 
+    # the file is turned round only where the wrap was generated inside a window, not for a clip of one window
+    from tasks.loopcut import LoopCut
+    from tasks.plan import plan_item
+
+    for frames, rule in ((48, "smoothest"), (16, "first")):
+        plan = plan_item(items["text"].model_copy(update={"frames": frames}))
+        assert (len(plan.windows) > 1) == (frames == 48)
+        assert LoopCut.of(items["text"].loop_start_rule, plan.windows, plan.num_frames).rule == rule
+
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_cluster", "prefect_server")
