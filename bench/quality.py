@@ -131,10 +131,8 @@ def as_delivered(item, video: np.ndarray, folder: Path):
     """A loop item's frames (T, H, W, 3) uint8 in the order its file has them (the item's
     ``loop_start``, as ``tasks.finish`` applies it), and the :class:`tasks.loopcut.LoopCut`."""
     from tasks.loopcut import LoopCut, cut_loop
-    from tasks.plan import plan_item
 
-    plan = plan_item(item)
-    cut = LoopCut.of(item.loop_start_rule, plan.windows, plan.num_frames)
+    cut = LoopCut(item.loop_start_rule or "first")
     out = np.concatenate([c.numpy() for c in cut_loop([torch.from_numpy(video)], folder, cut)])
     return out, cut
 
@@ -142,12 +140,12 @@ def as_delivered(item, video: np.ndarray, folder: Path):
 def loop_closure(items, clips: list[torch.Tensor], folder: Path) -> dict:
     """Wrap step ÷ median step of looping clips (T, H, W, 3) uint8: of the generated order,
     and of each clip's mp4 (its frames from the item's ``loop_start``) decoded back (mean,
-    std and largest over clips)."""
+    std and largest over clips), and the mp4's largest step around the loop ÷ its median."""
     from tasks.encode import VideoEncoder
     from tasks.quality import measure_file, measure_frames
 
     folder.mkdir(parents=True, exist_ok=True)
-    frames, files = [], []
+    frames, files, largest = [], [], []
     for n, (item, clip) in enumerate(zip(items, clips)):
         generated = np.ascontiguousarray(clip.numpy())
         height, width = generated.shape[1:3]
@@ -156,9 +154,12 @@ def loop_closure(items, clips: list[torch.Tensor], folder: Path) -> dict:
         path = folder / f"{n}.mp4"
         with VideoEncoder(path, width=width, height=height, fps=8, loop_frames=len(video)) as enc:
             enc.write(video)
-        files.append(measure_file(path, width=width, height=height, loop=True)["loop_closure_ratio"])
+        measured = measure_file(path, width=width, height=height, loop=True)
+        files.append(measured["loop_closure_ratio"])
+        largest.append(measured["largest_step_ratio"])
     return {"generated": {"mean": float(np.mean(frames)), "std": float(np.std(frames)), "max": float(np.max(frames))},
-            "mp4": {"mean": float(np.mean(files)), "std": float(np.std(files)), "max": float(np.max(files))}}
+            "mp4": {"mean": float(np.mean(files)), "std": float(np.std(files)), "max": float(np.max(files))},
+            "mp4_largest_step": {"mean": float(np.mean(largest)), "std": float(np.std(largest))}}
 
 
 def reference(seeds: int = 8, frames: int = 64, *, length: int = 16, overlap: int = 4, size: int = 16,
@@ -268,6 +269,9 @@ def trained(model: Path, *, mode: str, seeds: int = 8, frames: int = 64, steps: 
             "seam_ratio": agg("seam_ratio"), "median_step": agg("median_step"), "flicker": agg("flicker"),
             "loop_closure_ratio": agg("loop_closure_ratio"), "brightness_drift": agg("brightness_drift"),
             "loop_closure_per_seed": [m.get("loop_closure_ratio") for m in per_seed] if loop else None,
+            # the largest step around the loop ÷ median step: the same wherever the file starts
+            "largest_step_ratio": agg("largest_step_ratio") if loop else None,
+            "largest_step_per_seed": [m.get("largest_step_ratio") for m in per_seed] if loop else None,
             "colour_drift": agg("colour_drift"),
             # how even the motion is: the share of steps above 1.2× their clip's median (the training
             # clips' alongside), and for loops where the wrap ranks among its clip's steps

@@ -610,8 +610,10 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
                              + _loop_start_note(plan.get("loop_start"))
                              + (f", {plan['windows_reused']} reused" if plan.get("windows_reused") else "")))
     drift = metrics.get("colour_drift")
+    largest = metrics.get("largest_step_ratio")
     lines.append(("metrics", f"seam {num(metrics.get('seam_ratio'))} · loop closure {num(metrics.get('loop_closure_ratio'))}"
-                             f" · flicker {num((metrics.get('flicker') or {}).get('ratio'))}"
+                             + (f" (largest step {num(largest)})" if largest is not None else "")
+                             + f" · flicker {num((metrics.get('flicker') or {}).get('ratio'))}"
                              f" · colour drift {num(drift.get('max_mean_spread') if isinstance(drift, dict) else drift, 4)}"))
     lines.append(("content key", str(record.get("content_key"))))
     lines.append(("credentials", _c2pa_line(c2pa)))
@@ -619,8 +621,9 @@ def _readable(record: dict, c2pa: dict) -> list[tuple[str, str]]:
 
 
 def _loop_start_note(cut: dict | None) -> str:
-    """', file starts at frame 37 (after its smoothest step; generated wrap 1.31)' for a loop moved to its quietest step."""
-    if not isinstance(cut, dict) or not cut.get("start_frame"):
+    """', file starts at frame 37 (after its smoothest step; generated wrap 1.31)' for a loop started at its
+    quietest step (loop_start: smoothest)."""
+    if not isinstance(cut, dict) or cut.get("rule") != "smoothest":
         return ""
     wrap = cut.get("generated_wrap_ratio")
     return (f", file starts at frame {cut['start_frame']} (after its {cut.get('rule')} step"

@@ -118,19 +118,24 @@ class StreamingClipStats:
         """Mean frame-to-frame change (flicker), or None for fewer than two frames."""
         return float(torch.cat(self.steps).mean()) if self.steps else None
 
-    def summary(self, windows: Sequence[tuple[int, int]] = ()) -> dict:
+    def summary(self, windows: Sequence[tuple[int, int]] = (), *, loop: bool = False) -> dict:
         """Metrics; with ``windows`` [(start, length)], also the seam ratio and each
-        window's channel mean/std (colour drift: how far windows wander apart)."""
+        window's channel mean/std (colour drift: how far windows wander apart). With
+        ``loop`` the clip is a circle: the wrap (last frame → first) is a step like the
+        others for the seam ratio, and ``largest_step_ratio`` is its largest step around
+        the circle ÷ the median step — the same wherever the file starts."""
         if self.frames < 2:
             return {"frames": self.frames, "median_step": None, "loop_closure_ratio": None}
         steps = torch.cat(self.steps)
         typical = float(steps.median())
         wrap = float(frame_steps(torch.stack([self.last, self.first]))[0])
-        ratio = (1.0 if wrap == 0 else math.inf) if typical == 0 else wrap / typical
-        out: dict = {"frames": self.frames, "median_step": typical, "loop_closure_ratio": ratio}
+        out: dict = {"frames": self.frames, "median_step": typical, "loop_closure_ratio": _over(wrap, typical)}
+        if loop:
+            steps = torch.cat([steps, torch.tensor([wrap])])  # step T-1 → 0 last: a boundary at frame 0 is T
+            out["largest_step_ratio"] = _over(float(steps.max()), typical)
         if windows:
             edges = {f % self.frames for start, length in windows for f in (start, start + length)}
-            out["seam_ratio"] = seam_ratio(steps, sorted(edges))
+            out["seam_ratio"] = seam_ratio(steps, sorted(e or self.frames for e in edges) if loop else sorted(edges))
             mean, std = torch.cat(self.channel_mean), torch.cat(self.channel_std)
             per_window = []
             for start, length in windows:
@@ -139,6 +144,11 @@ class StreamingClipStats:
             means = torch.tensor([w["mean"] for w in per_window])
             out["colour_drift"] = {"windows": per_window, "max_mean_spread": float((means.max(0).values - means.min(0).values).max())}
         return out
+
+
+def _over(step: float, typical: float) -> float:
+    """``step / typical``; for a static clip (``typical`` 0): 1.0 if ``step`` is 0 too, else inf."""
+    return (1.0 if step == 0 else math.inf) if typical == 0 else step / typical
 
 
 def lag_correlation(series: Tensor, lag: int) -> Tensor:

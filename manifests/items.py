@@ -156,11 +156,14 @@ class ItemSpec(Resolved):
 
     @property
     def loop_start_rule(self) -> str | None:
-        """``smoothest`` or ``first`` for a loop (``auto`` resolved: an image's loop starts at the still), else None."""
+        """Where a loop's file starts, ``smoothest`` or ``first``; None for a clip that does not
+        loop. ``auto`` is ``first`` for an item with an image (its loop starts at the still) and
+        for a clip made in one window (its wrap was never generated inside a window), else
+        ``smoothest``."""
         if not self.loop:
             return None
         if self.loop_start == "auto":
-            return "first" if self.image is not None else "smoothest"
+            return "first" if self.image is not None or self.frames <= self.window.length else "smoothest"
         return self.loop_start
 
     def params(self) -> dict[str, Any]:
@@ -172,8 +175,9 @@ class ItemSpec(Resolved):
         exclude["upscale"] = {"path"}  # the upscaler's weights digest stands for it (in the backend identity)
         if self.upscale.method != "model":
             exclude["upscale"] |= {"tile", "tile_overlap"}  # unused by resampling: no effect on the pixels
-        exclude["loop_start"] = True  # below, resolved: only a loop that is turned round differs from the
-        params = self.model_dump(mode="json", exclude=exclude)  # generated order (so other keys stay as they were)
+        # loop_start as resolved, and only for a loop turned round: the others keep the key they had
+        exclude["loop_start"] = True
+        params = self.model_dump(mode="json", exclude=exclude)
         if self.loop_start_rule == "smoothest":
             params["loop_start"] = "smoothest"
         return params
@@ -210,6 +214,11 @@ class ItemSpec(Resolved):
             problems += diffusers_problems(self)
         elif self.loop and self.motion.modes > math.floor(self.motion.max_hz * self.duration + 1e-9):
             problems.append(self._loop_too_short(settings.max_frames))
+        if self.loop and self.loop_start == "smoothest" and self.frames <= self.window.length:
+            problems.append(("loop_start", f"smoothest starts a loop's file where its wrap was generated like its "
+                             f"other steps, inside a window; these {self.frames} frames are one window "
+                             f"(window.length {self.window.length}), so the wrap never was: set loop_start: first "
+                             f"(or auto), or make frames longer than window.length"))
         problems += upscale_problems(self.size, self.upscale.factor, settings.max_output_side)
         problems += aspect_problems(self)
         raise_rule_problems(problems)

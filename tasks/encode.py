@@ -104,7 +104,12 @@ class VideoEncoder:
         if frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (k, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}")
         if self._spool is not None:
-            self._spool.write(frames.tobytes())
+            try:
+                self._spool.write(frames.tobytes())
+            except OSError as e:  # a full disk, or the file size limit (ulimit -f)
+                raise EncodeError(f"{Path(self.path).name}: cannot hold the loop's frames until its last one "
+                                  f"({self._spool.tell() + frames.nbytes} bytes so far): {e.strerror or e}; free "
+                                  f"space or raise the file size limit") from None
             self.frames += len(frames)
             return
         try:

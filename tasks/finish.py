@@ -207,8 +207,8 @@ def _finish(job: Finishing, conditioning: Conditioning):
             frames = clock.wrap("stitch", stitch(windows, plan.windows, num_frames=plan.num_frames,
                                                  weighting=plan.weighting))
 
-        # A loop's file starts where its wrap is quietest (loop_start), once every frame is in.
-        cut = LoopCut.of(item.loop_start_rule, plan.windows, plan.num_frames)
+        # 5b. A loop's file starts where its wrap is quietest (loop_start), once every frame is in.
+        cut = LoopCut(item.loop_start_rule or "first")
         if item.loop:
             frames = clock.wrap("loop_start", cut_loop(frames, writer.output, cut))
 
@@ -552,7 +552,7 @@ def _file_metrics(writer: RenditionWriter, loop: bool, windows) -> dict:
 def _metrics(stats: StreamingClipStats, loop: bool, windows, before_upscale: StreamingClipStats | None) -> dict:
     """Weight-free quality metrics of the frames as encoded (0..1 scale), and, for an
     upscaled item, the flicker (mean frame-to-frame change) before and after upscaling."""
-    summary = stats.summary([(w.start, w.length) for w in windows] if len(windows) > 1 else ())
+    summary = stats.summary([(w.start, w.length) for w in windows] if len(windows) > 1 else (), loop=loop)
     out = {"median_step": None if summary["median_step"] is None else round(summary["median_step"] / 255, 6)}
     before = before_upscale.mean_step() if before_upscale is not None else None
     after = stats.mean_step()
@@ -561,6 +561,7 @@ def _metrics(stats: StreamingClipStats, loop: bool, windows, before_upscale: Str
                           "ratio": round(after / before, 4) if before > 0 else (1.0 if after == 0 else None)}
     if loop and summary["loop_closure_ratio"] is not None:
         out["loop_closure_ratio"] = round(summary["loop_closure_ratio"], 4)
+        out["largest_step_ratio"] = round(summary["largest_step_ratio"], 4)
     if summary.get("seam_ratio") is not None:
         out["seam_ratio"] = round(summary["seam_ratio"], 4)
     if "colour_drift" in summary:

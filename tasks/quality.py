@@ -6,7 +6,9 @@
 * ``seam_ratio``: median step across window boundaries ÷ median step elsewhere (1: seams
   invisible in the motion statistics).
 * ``loop_closure_ratio`` (loops): step from the last frame back to the first ÷ median
-  step (1: the wrap looks like any other step).
+  step (1: the wrap looks like any other step); ``largest_step_ratio`` (loops): the
+  largest step around the loop, the wrap included, ÷ median step — how uneven the motion
+  is, wherever the file starts (``loop_start``).
 * ``brightness_drift``: mean luma (Rec. 601) of the last tenth of the clip minus the
   first tenth (0..1); ``brightness_range``: max − min of the per-window mean luma;
   ``colour_drift``: the largest spread of a per-window channel mean.
@@ -32,13 +34,14 @@ def measure_frames(frames, *, windows: Sequence[tuple[int, int]] = (), loop: boo
     for chunk in frames:
         chunk = torch.from_numpy(np.array(chunk))  # a copy: decoded frames are read-only buffers
         stats.update(chunk[None] if chunk.ndim == 3 else chunk)
-    summary = stats.summary(windows if len(windows) > 1 else ())
+    summary = stats.summary(windows if len(windows) > 1 else (), loop=loop)
     if summary["median_step"] is None:
         return {"frames": stats.frames}
     out: dict = {"frames": stats.frames, "median_step": round(summary["median_step"] / 255, 6),
                  "flicker": round(stats.mean_step() / 255, 6)}  # fmt: skip
     if loop:
         out["loop_closure_ratio"] = round(summary["loop_closure_ratio"], 4)
+        out["largest_step_ratio"] = round(summary["largest_step_ratio"], 4)
     if summary.get("seam_ratio") is not None:
         out["seam_ratio"] = round(summary["seam_ratio"], 4)
     luma = torch.cat(stats.channel_mean) @ LUMA / 255  # (T,)

@@ -158,8 +158,9 @@ def test_params_are_json_and_exclude_identity(project: Any, base: dict[str, Any]
     assert "image" not in params and "mask" not in params  # inputs enter keys by their bytes' digests
     assert params["size"] == [256, 256]
     assert params["window"] == {"length": 16, "overlap": 4, "weighting": "cosine", "mode": "independent"}
-    # a motion item carries no diffusers parameters
-    assert set(params) == set(ItemSpec.model_fields) - {"id", "source", "image", "mask", "model", "steps", "guidance"}
+    # a motion item carries no diffusers parameters; its loop starts at the still (loop_start first: not keyed)
+    assert set(params) == set(ItemSpec.model_fields) - {"id", "source", "image", "mask", "model", "steps", "guidance",
+                                                        "loop_start"}
 
 
 def test_resolved_models_are_frozen_and_hashable(project: Any, base: dict[str, Any]) -> None:

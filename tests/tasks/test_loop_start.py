@@ -78,7 +78,7 @@ def test_first_passes_the_chunks_through_without_a_spool(tmp_path):
 
 
 def test_loop_start_resolves_by_image_and_keys_only_loops(tmp_path):
-    from manifests import load_manifest
+    from manifests import ManifestError, load_manifest
 
     shutil.copytree(SHAPES, tmp_path / "models" / "shapes")
     Image.new("RGB", (40, 30), (200, 120, 40)).save(tmp_path / "still.png")
@@ -101,14 +101,107 @@ def test_loop_start_resolves_by_image_and_keys_only_loops(tmp_path):
     assert items["line"].model_copy(update={"loop_start": "auto"}).params() == items["line"].params()
     assert items["text-first"].params() == items["text"].model_copy(update={"loop_start": "first"}).params()
 
-    # the file is turned round only where the wrap was generated inside a window, not for a clip of one window
-    from tasks.loopcut import LoopCut
-    from tasks.plan import plan_item
+    # a clip made in one window was never generated round its wrap: auto keeps it in order, smoothest is refused
+    one = items["text"].model_copy(update={"frames": 16})  # the default window.length is 16
+    assert one.loop_start_rule == "first" and "loop_start" not in one.params()
+    doc["items"] = [{"id": "short", **text, "frames": 16, "loop_start": "smoothest"}]
+    (tmp_path / "short.yaml").write_text(json.dumps(doc))
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(tmp_path / "short.yaml")
+    assert str(caught.value).startswith(f"{tmp_path / 'short.yaml'}: items[0].loop_start (item 'short'): smoothest ")
+    assert "set loop_start: first (or auto), or make frames longer than window.length" in str(caught.value)
 
-    for frames, rule in ((48, "smoothest"), (16, "first")):
-        plan = plan_item(items["text"].model_copy(update={"frames": frames}))
-        assert (len(plan.windows) > 1) == (frames == 48)
-        assert LoopCut.of(items["text"].loop_start_rule, plan.windows, plan.num_frames).rule == rule
+
+def test_the_spool_is_gone_however_the_stream_ends(tmp_path, monkeypatch):
+    clip = _wave_loop([1.0] * 24)
+
+    def failing():
+        yield from _chunks(clip[:10], 5)
+        raise RuntimeError("window 3 failed")
+
+    with pytest.raises(RuntimeError, match="window 3 failed"):
+        list(cut_loop(failing(), tmp_path, LoopCut("smoothest")))
+    assert list(tmp_path.iterdir()) == []
+    stream = cut_loop(_chunks(clip, 5), tmp_path, LoopCut("smoothest"), chunk_frames=4)
+    assert len(next(stream)) == 4
+    stream.close()  # the consumer stops early (the writer failed)
+    assert list(tmp_path.iterdir()) == []
+    # empty chunks are skipped; one frame, or two, are a loop too
+    for frames in (1, 2):
+        cut = LoopCut("smoothest")
+        chunks = [torch.from_numpy(clip[:0].copy()), *_chunks(clip[:frames], 1)]
+        out = np.concatenate([c.numpy() for c in cut_loop(iter(chunks), tmp_path, cut)])
+        assert len(out) == frames and cut.start == (0 if frames == 1 else int(out[0].sum() != clip[0].sum()))
+        np.testing.assert_array_equal(out, np.roll(clip[:frames], -cut.start, axis=0))
+
+
+def test_a_spool_that_cannot_be_written_fails_the_item_with_what_to_do(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from tasks.errors import ItemError
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            self.written = 0
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def tell(self):
+            return 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", Full)
+    with pytest.raises(ItemError, match=r"cannot hold the loop's frames in .*: No space left on device; free space "
+                                        r"or raise the file size limit, or set loop_start: first"):
+        list(cut_loop(_chunks(_wave_loop([1.0] * 8), 4), tmp_path, LoopCut("smoothest")))
+
+
+@pytest.mark.usefixtures("ray_cluster", "prefect_server")
+def test_a_run_turns_the_generated_frames_round_to_the_smoothest_step(tmp_path, capsys):
+    """Through `framefold run` (motion backend, loop_start: smoothest set explicitly): the encoded
+    frames are the generated frames from the start after their smallest step, every byte
+    (frames_sha256 against the item rendered by the backend and stitched directly), and the
+    metrics' windows are where the file has them."""
+    import hashlib
+
+    from bench.quality import render
+    from flows.cli import main
+    from manifests import load_manifest
+    from tasks.media import load_image
+
+    Image.fromarray((np.indices((48, 64)).sum(0) % 256).astype(np.uint8)).convert("RGB").save(tmp_path / "ramp.png")
+    doc = {"version": 1, "name": "turned", "output": "out",
+           "items": [{"id": "ramp", "image": "ramp.png", "frames": 40, "fps": 20, "size": [32, 32], "loop": True,
+                      "loop_start": "smoothest", "window": {"length": 16, "overlap": 4},
+                      "motion": {"amplitude": 0.05, "modes": 2}}]}  # fmt: skip
+    (tmp_path / "job.yaml").write_text(json.dumps(doc))
+    assert main(["run", str(tmp_path / "job.yaml")]) == 0
+    record = json.loads((tmp_path / "out" / "ramp.json").read_text())
+    capsys.readouterr()
+    assert main(["plan", str(tmp_path / "job.yaml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"][0]["loop_start"] == "smoothest"
+
+    item = load_manifest(tmp_path / "job.yaml").items[0]
+    image, _ = load_image(item.image, size=item.size, fit=item.fit, background=item.background, max_pixels=10**6)
+    generated = render(item, image=image)  # (T, H, W, 3) uint8, the generated order
+    steps = frame_steps(torch.cat([generated, generated[:1]]))  # around the circle, the wrap last
+    start = (int(steps.argmin()) + 1) % len(generated)
+    assert record["plan"]["loop_start"] == {"rule": "smoothest", "start_frame": start,
+                                            "generated_wrap_ratio": pytest.approx(float(steps[-1] / steps[:-1].median()),
+                                                                                  abs=1e-4)}  # fmt: skip
+    turned = np.ascontiguousarray(torch.roll(generated, -start, dims=0).numpy())
+    assert record["video"]["frames_sha256"] == hashlib.sha256(turned.tobytes()).hexdigest()
+    assert record["metrics"]["loop_closure_ratio"] <= 1.0  # the smallest step, by construction
+    assert record["metrics"]["largest_step_ratio"] == pytest.approx(float(steps.max() / steps[:-1].median()), abs=1e-4)
+    assert [w["start"] for w in record["metrics"]["colour_drift"]["windows"]] == [
+        (s - start) % 40 for s, _ in record["plan"]["windows"]]
 
 
 @pytest.mark.slow
