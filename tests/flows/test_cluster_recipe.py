@@ -25,9 +25,6 @@ import pytest
 from tests.conftest import prefect_home
 from tests.raynodes import START_ATTEMPTS, Owned, free_ports, teardown
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True),
-              pytest.mark.usefixtures("one_ray_cluster_at_a_time")]
-
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "cluster.md"
 MARKER = "tests/flows/test_cluster_recipe.py"
@@ -68,6 +65,9 @@ def _environment(tmp: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # and it starts Ray nodes of its own (the doc-block check above does neither)
+@pytest.mark.timeout(600, func_only=True)
+@pytest.mark.usefixtures("one_ray_cluster_at_a_time")
 def test_cluster_recipe_runs_a_job_both_ways(tmp_path: Path) -> None:
     work = tmp_path / "work"  # the doc's "repository root": its manifest and images, outputs under out/
     shutil.copytree(REPO / "manifests" / "examples", work / "manifests" / "examples",
