@@ -164,18 +164,34 @@ def pipeline_family(root: Path) -> tuple[str, str] | None:
 
 def variant_only(root: Path) -> dict[str, str]:
     """Components of a model directory whose safetensors are all of one variant
-    (``diffusion_pytorch_model.fp16.safetensors``, sharded or not) with no plain file: name -> variant."""
+    (``diffusion_pytorch_model.fp16.safetensors``, sharded or not) with no plain file: name -> variant.
+    Listed once per directory and state of its component folders (a catalog's items share one model;
+    a file added or removed changes its folder's mtime)."""
+    names = tuple(name for name, _ in _components(model_index(root)))
+    try:
+        stamp = tuple((root / name).stat().st_mtime_ns for name in names)
+    except OSError:  # a component folder is missing (missing_components names it): list, do not keep
+        return dict(_variants(root, names))
+    return dict(_kept_variants(str(root), names, stamp))
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_variants(root: str, names: tuple[str, ...], stamp: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+    return _variants(Path(root), names)
+
+
+def _variants(root: Path, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     import re
 
-    found = {}
-    for name, _ in _components(model_index(root)):
+    found = []
+    for name in names:
         variants = set()
         for file in (root / name).glob("*.safetensors"):
             parts = re.sub(r"-\d{5}-of-\d{5}(?=\.safetensors$)", "", file.name).split(".")
             variants.add(parts[-2] if len(parts) >= 3 else None)
         if len(variants) == 1 and None not in variants:
-            found[name] = variants.pop()
-    return found
+            found.append((name, variants.pop()))
+    return tuple(found)
 
 
 def two_experts(root: Path) -> bool:

@@ -247,3 +247,27 @@ def test_an_unknown_scheduler_is_refused_with_the_closest_name(tmp_path, models,
     doc["defaults"]["model"]["scheduler"] = "UniPCMultistepScheduler"
     manifest.write_text(yaml.safe_dump(doc))
     assert main(["validate", str(manifest)]) == 0
+
+
+def test_variant_only_lists_a_model_once_and_sees_a_file_added(tmp_path):
+    """A catalog's items share one model: its component folders are listed once, until a
+    folder changes (a plain weights file added next to the fp16 one)."""
+    import json
+    import os
+
+    from manifests import paths
+
+    root = tmp_path / "m"
+    (root / "unet").mkdir(parents=True)
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "AnimateDiffPipeline",
+                                                       "unet": ["diffusers", "UNetMotionModel"]}))
+    (root / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"")
+    assert paths.variant_only(root) == {"unet": "fp16"}
+    listed = paths._kept_variants.cache_info().misses
+    for _ in range(100):
+        assert paths.variant_only(root) == {"unet": "fp16"}
+    assert paths._kept_variants.cache_info().misses == listed  # not listed again
+    (root / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    stat = (root / "unet").stat()
+    os.utime(root / "unet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock: mtime moves
+    assert paths.variant_only(root) == {}
