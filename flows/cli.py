@@ -311,7 +311,10 @@ def _run(args) -> int:
     say(err, f"framefold: running {job.name!r} ({total} item(s)) → {job.output}")
     from flows.ephemeral import tied
 
-    with tied():  # a temporary Prefect server and a Ray node of its own end with this process, even a killed one
+    # A temporary Prefect server and a Ray node of its own end with this process, even a killed one. Until the
+    # run ends stdout carries nothing: Ray prints what the cluster reports (a worker that died, …) to sys.stdout,
+    # which would break `--json | jq`; it goes to stderr with the progress.
+    with tied(), contextlib.redirect_stdout(sys.stderr):
         summary = _run_tied(job, args, to_server, total)
     if summary is None:
         return EXIT_FAILED

@@ -130,6 +130,26 @@ def test_leftovers_of_a_killed_run_go_even_when_the_item_is_current(small_job):
     assert keep.exists()
 
 
+def test_what_ray_prints_during_a_run_stays_off_the_json(small_job, capsys, monkeypatch):
+    """Ray prints what the cluster reports (a worker that died, …) to the driver's sys.stdout;
+    during `run --json` that goes to stderr, so stdout is one JSON document."""
+    import flows.run
+    from ray._private.worker import print_to_stdstream
+
+    real = flows.run.run_job
+
+    def run_job(*args, **kwargs):  # Ray's own report, as its error listener prints it mid-run
+        print_to_stdstream({"lines": ["A worker died or was killed while executing a task by an unexpected system "
+                                      "error."], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flows.run, "run_job", run_job)
+    assert main(["run", str(small_job), "--only", "a", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["counts"]["done"] == 1
+    assert "A worker died or was killed" in err
+
+
 def test_image_broken_after_validation_fails_only_its_item(small_job, capsys):
     from flows.run import run_job
     from manifests import load_manifest
