@@ -8,7 +8,9 @@ lost session) never reaches its exit handlers. :func:`tie` marks this process's 
 with a token, which everything the run starts inherits, and starts a watchdog: a small child
 process that waits for end-of-file on a pipe only the run holds — the kernel closes it
 however the run ends — and then stops every Prefect server and Ray process that carries the
-token. A cluster the run joined is not its descendant and never carries it.
+token. A Ray agent renames itself, which overwrites the environment /proc shows, so while the
+run lives the watchdog looks every second and keeps what it found (an agent by its parent,
+the run's raylet). A cluster the run joined is not its descendant and never carries it.
 
     python -m flows.ephemeral TOKEN   # the watchdog
 
@@ -55,8 +57,19 @@ def _tied_program(argv: list[str]) -> bool:
                for arg in argv)
 
 
-def tied_processes(token: str) -> list[int]:
-    """Pids of Prefect server and Ray processes whose environment carries ``token``."""
+def _parent_and_start(proc: Path) -> tuple[int, int]:
+    """A /proc entry's parent pid and start time (clock ticks since boot: a pid reused later differs)."""
+    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[19])
+
+
+def tied_processes(token: str, seen: dict[int, int] | None = None) -> list[int]:
+    """Pids of Prefect server and Ray processes whose environment carries ``token``, or (with
+    ``seen``, {pid: start time} of those found before) whose parent was found before, or which
+    were found before and are still the same process. A Ray agent renames itself ``ray::…``,
+    which overwrites the environment /proc shows, so the watchdog knows it by its parent (the
+    run's raylet) while the run lives; ``seen`` is updated in place."""
+    seen = {} if seen is None else seen
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -65,23 +78,28 @@ def tied_processes(token: str) -> list[int]:
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
             if not _tied_program(argv):
                 continue
-            if f"{TOKEN_VAR}={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or not ours to read
+            pid, (parent, start) = int(proc.name), _parent_and_start(proc)
+            if (seen.get(pid) == start or parent in seen
+                    or f"{TOKEN_VAR}={token}".encode() in (proc / "environ").read_bytes().split(b"\0")):
+                seen[pid] = start
+                found.append(pid)
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
             continue
     return found
 
 
-def stop(token: str, grace_s: float = 5.0) -> list[int]:
-    """SIGTERM the processes of ``token``, SIGKILL those still there after ``grace_s``; their pids."""
-    pids = tied_processes(token)
+def stop(token: str, grace_s: float = 5.0, seen: dict[int, int] | None = None) -> list[int]:
+    """SIGTERM the processes of ``token`` (and ``seen``: :func:`tied_processes`), SIGKILL those
+    still there after ``grace_s``; their pids."""
+    seen = {} if seen is None else seen
+    pids = tied_processes(token, seen)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):  # gone since the scan (e.g. a Ctrl-C reached it too)
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and tied_processes(token):
+    while time.monotonic() < deadline and tied_processes(token, seen):
         time.sleep(0.1)
-    for pid in tied_processes(token):
+    for pid in tied_processes(token, seen):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return pids
@@ -137,10 +155,17 @@ def start_early() -> threading.Thread:
     return thread
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, every_s: float = 1.0) -> int:
+    import select
+
     token = (argv if argv is not None else sys.argv[1:])[0]
-    sys.stdin.buffer.read()  # returns once the run's end of the pipe is closed
-    stop(token)
+    seen: dict[int, int] = {}  # what the run started, found while it lives (its agents by their parent)
+    while True:
+        readable, _, _ = select.select([sys.stdin.buffer], [], [], every_s)
+        if readable and not sys.stdin.buffer.read1(65536):  # end of file: the run's end of the pipe closed
+            break
+        tied_processes(token, seen)
+    stop(token, seen=seen)
     return 0
 
 

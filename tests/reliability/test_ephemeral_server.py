@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.ephemeral import MARKER, TOKEN_VAR, _tied_program
+from flows.ephemeral import MARKER, TOKEN_VAR, _tied_program, stop, tied_processes
 from tests.conftest import draw_image, write_manifest
 from tests.reliability.conftest import child_env
 
@@ -62,6 +62,34 @@ def test_the_watchdog_stops_its_runs_server_once_its_pipe_closes_and_nothing_els
         for p in (*procs, dog):
             p.kill()
             p.wait()
+
+
+def test_an_agent_whose_environment_no_longer_shows_the_token_is_known_by_its_parent():
+    """A Ray agent renames itself, which overwrites the environment /proc shows (the token with
+    it): the watchdog finds it while the run lives, as a child of the run's raylet, and still
+    stops it once the raylet is gone."""
+    agent_code = "import time; time.sleep(120)"
+    code = (f"import os, subprocess, time; env = {{k: v for k, v in os.environ.items() if k != {TOKEN_VAR!r}}}; "
+            f"p = subprocess.Popen(['ray::DashboardAgent', '-c', {agent_code!r}], executable={sys.executable!r}, "
+            f"env=env); print(p.pid, flush=True); time.sleep(120)")
+    raylet = subprocess.Popen(["ray::raylet", "-c", code], executable=sys.executable, stdout=subprocess.PIPE,
+                              env=dict(os.environ) | {TOKEN_VAR: "t9"}, text=True)
+    agent = psutil.Process(int(raylet.stdout.readline()))
+    try:
+        seen: dict[int, int] = {}
+        assert sorted(tied_processes("t9", seen)) == sorted([raylet.pid, agent.pid])  # by its parent
+        raylet.kill()
+        raylet.wait()
+        assert tied_processes("t9") == []  # orphaned, without the token: a scan now would miss it
+        assert tied_processes("t9", seen) == [agent.pid]  # still the same process the watchdog saw: still tied
+        assert stop("t9", grace_s=5, seen=seen) == [agent.pid]
+        agent.wait(timeout=10)  # ended (not our child: psutil cannot tell by what)
+        assert not agent.is_running()
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            agent.kill()
+        raylet.kill()
+        raylet.wait()
 
 
 def _manifest(tmp_path: Path) -> Path:
