@@ -64,11 +64,11 @@ def _parent_and_start(proc: Path) -> tuple[int, int]:
 
 
 def tied_processes(token: str, seen: dict[int, int] | None = None) -> list[int]:
-    """Pids of Prefect server and Ray processes whose environment carries ``token``, or (with
-    ``seen``, {pid: start time} of those found before) whose parent was found before, or which
-    were found before and are still the same process. A Ray agent renames itself ``ray::…``,
-    which overwrites the environment /proc shows, so the watchdog knows it by its parent (the
-    run's raylet) while the run lives; ``seen`` is updated in place."""
+    """Pids of Prefect server and Ray processes whose environment carries ``token``, whose
+    parent was found (in this scan or, through ``seen``, {pid: start time}, an earlier one), or
+    which were found before and are still the same process. A Ray agent renames itself
+    ``ray::…``, which overwrites the environment /proc shows, so the watchdog knows it by its
+    parent (the run's raylet) while the run lives; ``seen`` is updated in place."""
     seen = {} if seen is None else seen
     found = []
     for proc in Path("/proc").iterdir():
